@@ -1,0 +1,178 @@
+//! Command-line flags and environment variables shared by every provider binary,
+//! compatible with upstream virtual-kubelet where the names overlap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Flags of the core runtime. Provider binaries flatten this into their own parser.
+#[derive(Args, Debug, Clone)]
+pub struct KubeletArgs {
+    /// Name of the node (with --nodes N > 1, the prefix of `<name>-0..N-1`).
+    #[arg(long = "nodename", env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
+    pub node_name: String,
+
+    /// Number of nodes this process serves, each with its own lease, pods and provider instance.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub nodes: u32,
+
+    /// Provider configuration file.
+    #[arg(long = "provider-config", env = "VK_PROVIDER_CONFIG")]
+    pub provider_config: Option<PathBuf>,
+
+    /// Kubeconfig file; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Pods synced concurrently per node.
+    #[arg(long = "pod-sync-workers", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub pod_sync_workers: u32,
+
+    /// How often every pod is reconciled without an event (e.g. 60s, 5m).
+    #[arg(long = "full-resync-period", default_value = "1m", value_parser = parse_duration)]
+    pub full_resync_period: Duration,
+
+    /// Give up when the node is not registered within this time (0: wait forever).
+    #[arg(long = "startup-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+
+    /// Do not taint the node (pods need no toleration; DaemonSet pods may land on it).
+    #[arg(long = "disable-taint")]
+    pub disable_taint: bool,
+
+    /// Key of the node taint (default virtual-kubelet.io/provider).
+    #[arg(long = "taint-key", env = "VKUBELET_TAINT_KEY", default_value = "virtual-kubelet.io/provider")]
+    pub taint_key: String,
+
+    /// Value of the node taint (default: the provider name).
+    #[arg(long = "taint-value", env = "VKUBELET_TAINT_VALUE")]
+    pub taint_value: Option<String>,
+
+    /// Effect of the node taint.
+    #[arg(long = "taint-effect", env = "VKUBELET_TAINT_EFFECT", default_value = "NoSchedule", value_parser = ["NoSchedule", "PreferNoSchedule", "NoExecute"])]
+    pub taint_effect: String,
+
+    /// Operating system of the node's pods.
+    #[arg(long, default_value = "Linux", value_parser = ["Linux", "linux", "Windows", "windows"])]
+    pub os: String,
+
+    /// Cluster DNS domain.
+    #[arg(long = "cluster-domain", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Extra node label `key=value` (repeatable).
+    #[arg(long = "node-label", value_parser = parse_label)]
+    pub node_labels: Vec<(String, String)>,
+
+    /// The node's InternalIP: the address the apiserver dials for logs and exec.
+    #[arg(long = "node-ip", env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
+
+    /// Port of the kubelet HTTPS API.
+    #[arg(long = "kubelet-port", env = "KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+
+    /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
+    #[arg(long = "metrics-addr", default_value = "0.0.0.0:10255")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Kubernetes API requests per second, shared by every node of the process.
+    #[arg(long = "kube-api-qps", default_value_t = 200.0)]
+    pub kube_api_qps: f64,
+
+    /// Burst above the QPS.
+    #[arg(long = "kube-api-burst", default_value_t = 400)]
+    pub kube_api_burst: u32,
+
+    /// Do not record ProviderCreateSuccess/ProviderDeleteSuccess events (fewer API writes).
+    #[arg(long = "no-success-events")]
+    pub no_success_events: bool,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl KubeletArgs {
+    /// The node names this process serves.
+    pub fn node_names(&self) -> Vec<String> {
+        if self.nodes <= 1 {
+            vec![self.node_name.clone()]
+        } else {
+            (0..self.nodes).map(|i| format!("{}-{i}", self.node_name)).collect()
+        }
+    }
+}
+
+/// Parses Go-style durations: `90s`, `5m`, `1h30m`, `250ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_end);
+        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unit must be ms, s, m or h")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = tail;
+    }
+    Ok(total)
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("label {text:?} must be key=value"))?;
+    if k.is_empty() {
+        return Err(format!("label {text:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_label("a=b"), Ok(("a".into(), "b".into())));
+        assert!(parse_label("nope").is_err());
+    }
+}

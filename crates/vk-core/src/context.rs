@@ -1,0 +1,77 @@
+//! What every controller of one node shares: the API client, the node's settings,
+//! the process-wide rate limiter, metrics and the event recorder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Taint};
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// Settings of one virtual node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's name.
+    pub name: String,
+    /// Its InternalIP (what the apiserver dials for logs and exec).
+    pub node_ip: String,
+    /// Port of the kubelet HTTPS API (`status.daemonEndpoints`).
+    pub kubelet_port: u16,
+    /// The taint every pod must tolerate, `None` when disabled.
+    pub taint: Option<Taint>,
+    /// `kubernetes.io/os` label: `linux` unless the provider says otherwise.
+    pub os: String,
+    /// Extra node labels from the command line.
+    pub labels: Vec<(String, String)>,
+    /// Number of pods synced at once.
+    pub pod_sync_workers: usize,
+    /// How often every pod is reconciled even without events.
+    pub full_resync_period: Duration,
+    /// Cluster domain for DNS (kept for providers that configure DNS).
+    pub cluster_domain: String,
+    /// Record `ProviderCreateSuccess`/`ProviderDeleteSuccess` events (upstream does).
+    pub success_events: bool,
+}
+
+/// The shared context of one node's controllers.
+pub struct NodeContext {
+    /// API client (shared by every node of the process).
+    pub client: Client,
+    /// This node's settings.
+    pub config: NodeConfig,
+    /// The process-wide API rate limiter.
+    pub limiter: Arc<RateLimiter>,
+    /// Process-wide metrics.
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+}
+
+impl NodeContext {
+    /// A context for one node.
+    pub fn new(client: Client, config: NodeConfig, limiter: Arc<RateLimiter>, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter { controller: "vk-rs".into(), instance: Some(config.name.clone()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        NodeContext { client, config, limiter, metrics, recorder }
+    }
+
+    /// Records an event on an object. Failures are logged, never returned: an
+    /// event is not worth failing a sync for.
+    pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        self.limiter.acquire().await;
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        let res = self.recorder.publish(&ev, object).await;
+        self.metrics.api("create", "events", res.is_ok());
+        if let Err(e) = res {
+            tracing::debug!(reason, error = %e, "could not record event");
+        }
+    }
+}

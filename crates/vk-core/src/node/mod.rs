@@ -1,0 +1,321 @@
+//! The node runtime: registration (or adoption of an existing Node of the same
+//! name), the lease heartbeat, node status and the provider's health.
+//!
+//! Status is written when something changes (health, capacity) and at least once
+//! a minute; the lease is the 10 s heartbeat. A node deleted by someone else is
+//! registered again.
+
+pub mod lease;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::context::NodeContext;
+use crate::pod::PodController;
+use crate::provider::{NodeCapacity, Provider};
+
+/// How often status is written even when nothing changed.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+/// The version this kubelet reports in `nodeInfo.kubeletVersion`.
+pub fn kubelet_version() -> String {
+    format!("v1.35.0-vk-rs.{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The node controller of one node.
+pub struct NodeController {
+    ctx: Arc<NodeContext>,
+    provider: Arc<dyn Provider>,
+    pods: Arc<PodController>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Health {
+    ready: bool,
+    message: String,
+}
+
+impl NodeController {
+    /// A controller for the node in `ctx`.
+    pub fn new(ctx: Arc<NodeContext>, provider: Arc<dyn Provider>, pods: Arc<PodController>) -> Self {
+        NodeController { ctx, provider, pods }
+    }
+
+    /// Registers the node, then heartbeats until `stop`. `registered` is notified
+    /// once the node object exists.
+    pub async fn run(self, stop: CancellationToken, registered: Arc<Notify>) {
+        let name = self.ctx.config.name.clone();
+        let deleted = Arc::new(Notify::new());
+        let watch = tokio::spawn(watch_deletion(self.ctx.client.clone(), name.clone(), deleted.clone()));
+        let mut node_uid = String::new();
+        let mut lease_cache = None;
+        let mut health = Health { ready: true, message: String::new() };
+        let mut last_status: Option<(Instant, Health, NodeStatus)> = None;
+        let mut needs_register = true;
+        let mut tick = tokio::time::interval(lease::RENEW_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if needs_register {
+                match self.register(&health).await {
+                    Ok(uid) => {
+                        info!(node = %name, "node registered");
+                        node_uid = uid;
+                        needs_register = false;
+                        lease_cache = None;
+                        last_status = None;
+                        registered.notify_waiters();
+                        registered.notify_one();
+                    }
+                    Err(e) => {
+                        warn!(node = %name, error = %e, "node registration failed; retrying in 2s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                }
+            }
+
+            health = match self.provider.ping().await {
+                Ok(()) => Health { ready: true, message: String::new() },
+                Err(e) => Health { ready: false, message: e.to_string() },
+            };
+            self.ctx.metrics.backend("ping", if health.ready { "ok" } else { "error" });
+            let status = self.status(&health, None).await;
+            let due = match &last_status {
+                None => true,
+                Some((at, h, s)) => at.elapsed() >= STATUS_REFRESH || *h != health || !same_resources(s, &status),
+            };
+            if due {
+                let previous = last_status.as_ref().map(|(_, _, s)| s.clone());
+                let status = self.status(&health, previous.as_ref()).await;
+                match self.write_status(&status).await {
+                    Ok(()) => {
+                        if !health.ready {
+                            warn!(node = %name, reason = %health.message, "backend unhealthy: node NotReady");
+                        }
+                        last_status = Some((Instant::now(), health.clone(), status));
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => needs_register = true,
+                    Err(e) => warn!(node = %name, error = %e, "writing node status failed"),
+                }
+            }
+            if !needs_register {
+                match lease::renew(&self.ctx, &node_uid, &mut lease_cache).await {
+                    Ok(()) => {}
+                    Err(e) => warn!(node = %name, error = %e, "lease renewal failed"),
+                }
+            }
+
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = deleted.notified() => {
+                    warn!(node = %name, "node object deleted by someone else: registering again");
+                    needs_register = true;
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+        watch.abort();
+    }
+
+    async fn register(&self, health: &Health) -> Result<String, kube::Error> {
+        let api: Api<Node> = Api::all(self.ctx.client.clone());
+        let cap = self.provider.node_capacity().await;
+        let desired = self.desired_node(&cap, self.status(health, None).await);
+        self.ctx.limiter.acquire().await;
+        let existing = api.get_opt(&self.ctx.config.name).await;
+        self.ctx.metrics.api("get", "nodes", existing.is_ok());
+        let node = match existing? {
+            None => {
+                self.ctx.limiter.acquire().await;
+                let res = api.create(&PostParams::default(), &desired).await;
+                self.ctx.metrics.api("create", "nodes", res.is_ok());
+                match res {
+                    Ok(n) => n,
+                    // Lost a race with another registration: adopt what is there.
+                    Err(kube::Error::Api(s)) if s.code == 409 => api.get(&self.ctx.config.name).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(existing) => {
+                // Adopt: our labels and taints on top of what others added.
+                let mut taints: Vec<Taint> = existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| {
+                        !desired.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|d| d.key == t.key)
+                    })
+                    .collect();
+                taints.extend(desired.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default());
+                let patch = serde_json::json!({
+                    "metadata": { "labels": desired.metadata.labels },
+                    "spec": { "taints": taints, "providerID": desired.spec.as_ref().and_then(|s| s.provider_id.clone()) },
+                });
+                self.ctx.limiter.acquire().await;
+                let res = api.patch(&self.ctx.config.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                self.ctx.metrics.api("patch", "nodes", res.is_ok());
+                res?
+            }
+        };
+        if let Some(status) = &desired.status {
+            self.write_status(status).await?;
+        }
+        Ok(node.metadata.uid.unwrap_or_default())
+    }
+
+    fn desired_node(&self, cap: &NodeCapacity, status: NodeStatus) -> Node {
+        let cfg = &self.ctx.config;
+        let os = cap.operating_system.clone().unwrap_or_else(|| cfg.os.clone());
+        let mut labels: BTreeMap<String, String> = [
+            ("type", "virtual-kubelet"),
+            ("kubernetes.io/role", "agent"),
+            ("kubernetes.io/os", os.as_str()),
+            ("beta.kubernetes.io/os", os.as_str()),
+            ("kubernetes.io/arch", arch()),
+            ("kubernetes.io/hostname", cfg.name.as_str()),
+            ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        labels.extend(cap.labels.clone());
+        labels.extend(cfg.labels.iter().cloned());
+        let mut taints: Vec<Taint> = cfg.taint.iter().cloned().collect();
+        taints.extend(cap.taints.iter().cloned());
+        Node {
+            metadata: ObjectMeta { name: Some(cfg.name.clone()), labels: Some(labels), ..Default::default() },
+            spec: Some(NodeSpec {
+                taints: Some(taints),
+                provider_id: cap.provider_id.clone(),
+                ..Default::default()
+            }),
+            status: Some(status),
+        }
+    }
+
+    async fn status(&self, health: &Health, previous: Option<&NodeStatus>) -> NodeStatus {
+        let cfg = &self.ctx.config;
+        let cap = self.provider.node_capacity().await;
+        let resources: BTreeMap<String, Quantity> = cap.capacity.clone();
+        self.pods
+            .set_node_allocatable(resources.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect());
+        let now = Time(Timestamp::now());
+        let cond = |type_: &str, ok: bool, reason: &str, message: &str| {
+            let status = if ok { "True" } else { "False" };
+            let last_transition_time = previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+                .filter(|c| c.status == status)
+                .and_then(|c| c.last_transition_time.clone())
+                .or_else(|| Some(now.clone()));
+            NodeCondition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                last_heartbeat_time: Some(now.clone()),
+                last_transition_time,
+            }
+        };
+        let ready_msg = if health.ready { "kubelet is ready".to_string() } else { format!("backend unhealthy: {}", health.message) };
+        let conditions = vec![
+            cond("Ready", health.ready, if health.ready { "KubeletReady" } else { "ProviderUnhealthy" }, &ready_msg),
+            cond("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            cond("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            cond("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            cond("NetworkUnavailable", false, "RouteCreated", "provider manages the pod network"),
+        ];
+        let mut addresses = vec![
+            NodeAddress { type_: "InternalIP".into(), address: cfg.node_ip.clone() },
+            NodeAddress { type_: "Hostname".into(), address: cfg.name.clone() },
+        ];
+        addresses.extend(cap.addresses.iter().cloned());
+        NodeStatus {
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            conditions: Some(conditions),
+            addresses: Some(addresses),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(cfg.kubelet_port) }),
+            }),
+            node_info: Some(NodeSystemInfo {
+                architecture: arch().into(),
+                operating_system: cap.operating_system.clone().unwrap_or_else(|| cfg.os.clone()),
+                kubelet_version: kubelet_version(),
+                kube_proxy_version: String::new(),
+                container_runtime_version: format!("vk-rs://{}", self.provider.name()),
+                os_image: format!("vk-rs {}", self.provider.name()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn write_status(&self, status: &NodeStatus) -> Result<(), kube::Error> {
+        let api: Api<Node> = Api::all(self.ctx.client.clone());
+        let patch = serde_json::json!({ "status": status });
+        self.ctx.limiter.acquire().await;
+        let res = api
+            .patch_status(&self.ctx.config.name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await;
+        self.ctx.metrics.api("patch", "nodes/status", res.is_ok());
+        res.map(|_| ())
+    }
+}
+
+fn same_resources(a: &NodeStatus, b: &NodeStatus) -> bool {
+    a.capacity == b.capacity && a.addresses == b.addresses
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>) {
+    let api: Api<Node> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut seen = false;
+    let mut stream = std::pin::pin!(watcher(api, cfg));
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => seen = true,
+            Ok(watcher::Event::Delete(_)) => {
+                seen = false;
+                deleted.notify_one();
+            }
+            Ok(watcher::Event::InitDone) => {
+                // A relist that no longer contains the node means it was deleted meanwhile.
+                if !seen {
+                    deleted.notify_one();
+                }
+            }
+            Ok(watcher::Event::Init) => seen = false,
+            Err(e) => {
+                warn!(node = %name, error = %e, "node watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

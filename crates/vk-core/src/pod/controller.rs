@@ -1,0 +1,676 @@
+//! The pod controller of one node: a watch on `spec.nodeName=<node>`, a work queue,
+//! and [`PodController::sync`], the idempotent reconcile of one pod key.
+//!
+//! It owns the backend view (which workloads the provider holds, with their
+//! UIDs and last known status) and is the only writer of pod status for its node.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::env::{self, EnvSources};
+use super::queue::{Backoff, WorkQueue};
+use super::status::{merge_status, status_changed};
+use super::volumes;
+use crate::context::NodeContext;
+use crate::objects::ApiObjects;
+use crate::provider::{Provider, ProviderError, PodKey, ResolvedPod, StatusNotifier, StatusUpdate};
+
+/// Namespace and name of a pod: the unit of work.
+pub type ObjectKey = (String, String);
+
+/// What the backend holds for one pod UID.
+#[derive(Debug, Clone)]
+struct BackendEntry {
+    uid: String,
+    status: Option<PodStatus>,
+    spec_hash: u64,
+    volumes_hash: u64,
+    refresh_at: Option<SystemTime>,
+}
+
+/// The pod controller of one node.
+pub struct PodController {
+    ctx: Arc<NodeContext>,
+    provider: Arc<dyn Provider>,
+    objects: Arc<ApiObjects>,
+    store: Store<Pod>,
+    writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    queue: WorkQueue<ObjectKey>,
+    backend: Mutex<HashMap<ObjectKey, Vec<BackendEntry>>>,
+    node_allocatable: Mutex<BTreeMap<String, String>>,
+    vanished: Mutex<HashSet<PodKey>>,
+}
+
+enum Outcome {
+    Done,
+    Retry,
+}
+
+impl PodController {
+    /// A controller for the node in `ctx`, backed by `provider`.
+    pub fn new(ctx: Arc<NodeContext>, provider: Arc<dyn Provider>, objects: Arc<ApiObjects>) -> Arc<Self> {
+        let (store, writer) = reflector::store();
+        Arc::new(PodController {
+            ctx,
+            provider,
+            objects,
+            store,
+            writer: Mutex::new(Some(writer)),
+            queue: WorkQueue::new(Backoff::default()),
+            backend: Mutex::default(),
+            node_allocatable: Mutex::default(),
+            vanished: Mutex::default(),
+        })
+    }
+
+    /// Sets node allocatable, used for `resourceFieldRef` limits left unset.
+    pub fn set_node_allocatable(&self, alloc: BTreeMap<String, String>) {
+        *self.node_allocatable.lock().unwrap_or_else(|p| p.into_inner()) = alloc;
+    }
+
+    /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
+    pub fn api_pods(&self) -> Vec<Arc<Pod>> {
+        self.store.state()
+    }
+
+    fn backend_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Vec<BackendEntry>>> {
+        self.backend.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until `stop` is cancelled: watch, adoption, workers, status intake, resync.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        let node = self.ctx.config.name.clone();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("pod controller for {node} started twice"))?;
+        let api: Api<Pod> = Api::all(self.ctx.client.clone());
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let (init_tx, mut init_rx) = mpsc::channel::<()>(1);
+        let queue = self.queue.clone();
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, cfg).map(|ev| {
+                ev.map(|e| {
+                    e.modify(|pod| {
+                        // Only what the sync reads stays in memory.
+                        pod.managed_fields_mut().clear();
+                        pod.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+                    })
+                })
+            }),
+        );
+        let watch_task = tokio::spawn(
+            async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p) | watcher::Event::Delete(p)) => {
+                            if let Some(ns) = p.namespace() {
+                                queue.add((ns, p.name_any()));
+                            }
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            let _ = init_tx.try_send(());
+                        }
+                        Ok(watcher::Event::Init) => {}
+                        Err(e) => {
+                            warn!(error = %e, "pod watch failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+            .instrument(info_span!("pod_watch", node = %node)),
+        );
+
+        // Adopt what the backend already runs before any worker may create anything.
+        tokio::select! {
+            _ = init_rx.recv() => {}
+            _ = stop.cancelled() => { watch_task.abort(); return Ok(()); }
+        }
+        self.adopt().await;
+
+        let (notifier, mut updates) = StatusNotifier::channel();
+        let pushes = self.provider.notify_status(notifier);
+        let intake = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(update) = updates.recv().await {
+                    this.intake(update);
+                }
+            })
+        };
+        let poll_every = if pushes {
+            self.ctx.config.full_resync_period
+        } else {
+            self.provider.status_poll_interval()
+        };
+        let poller = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(poll_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    this.reconcile_backend().await;
+                }
+            })
+        };
+        let resync = {
+            let this = self.clone();
+            let period = self.ctx.config.full_resync_period;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    for pod in this.store.state() {
+                        if let Some(ns) = pod.namespace() {
+                            this.queue.add((ns, pod.name_any()));
+                        }
+                    }
+                }
+            })
+        };
+        let mut workers = Vec::new();
+        for _ in 0..self.ctx.config.pod_sync_workers.max(1) {
+            let this = self.clone();
+            workers.push(tokio::spawn(async move {
+                while let Some(key) = this.queue.next().await {
+                    let started = Instant::now();
+                    let span = info_span!("pod_sync", pod = %format!("{}/{}", key.0, key.1));
+                    let outcome = this.sync(&key).instrument(span).await;
+                    this.ctx.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                    match outcome {
+                        Outcome::Done => this.queue.forget(&key),
+                        Outcome::Retry => {
+                            let delay = this.queue.add_rate_limited(key.clone());
+                            debug!(pod = %format!("{}/{}", key.0, key.1), ?delay, "sync will be retried");
+                        }
+                    }
+                    this.queue.done(&key);
+                    this.ctx.metrics.queue_depth.set(this.queue.len() as i64);
+                }
+            }));
+        }
+        info!(node = %self.ctx.config.name, "pod controller running");
+        stop.cancelled().await;
+        self.queue.shutdown();
+        for t in [watch_task, intake, poller, resync] {
+            t.abort();
+        }
+        for w in workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+
+    /// Fills the backend view from the provider and queues every pod it holds, so
+    /// the sync adopts matching ones and removes orphans.
+    async fn adopt(&self) {
+        loop {
+            match self.provider.list_pods().await {
+                Ok(pods) => {
+                    self.ctx.metrics.backend("list", "ok");
+                    let n = pods.len();
+                    let mut keys = Vec::new();
+                    {
+                        let mut backend = self.backend_lock();
+                        for bp in pods {
+                            let key = (bp.key.namespace.clone(), bp.key.name.clone());
+                            let entry = BackendEntry {
+                                uid: bp.key.uid.clone(),
+                                status: Some(bp.status),
+                                spec_hash: spec_hash(&bp.pod),
+                                volumes_hash: 0,
+                                refresh_at: None,
+                            };
+                            backend.entry(key.clone()).or_default().push(entry);
+                            keys.push(key);
+                        }
+                        self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                    }
+                    for k in keys {
+                        self.queue.add(k);
+                    }
+                    info!(node = %self.ctx.config.name, pods = n, "adopted the backend's pods");
+                    return;
+                }
+                Err(e) => {
+                    self.ctx.metrics.backend("list", "error");
+                    warn!(error = %e, "listing backend pods failed; retrying in 2s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    fn intake(&self, update: StatusUpdate) {
+        let key = (update.key.namespace.clone(), update.key.name.clone());
+        {
+            let mut backend = self.backend_lock();
+            let Some(entries) = backend.get_mut(&key) else { return };
+            let Some(entry) = entries.iter_mut().find(|e| e.uid == update.key.uid) else { return };
+            match update.status {
+                Some(s) => entry.status = Some(s),
+                None => {
+                    entries.retain(|e| e.uid != update.key.uid);
+                    if entries.is_empty() {
+                        backend.remove(&key);
+                    }
+                    drop(backend);
+                    self.mark_vanished(update.key.clone());
+                }
+            }
+        }
+        self.queue.add(key);
+    }
+
+    /// Lists the backend and feeds every changed status in (the fallback for providers that do not push).
+    async fn reconcile_backend(&self) {
+        match self.provider.list_pods().await {
+            Ok(pods) => {
+                self.ctx.metrics.backend("list", "ok");
+                let mut seen = HashSet::new();
+                for bp in pods {
+                    seen.insert(bp.key.clone());
+                    let changed = {
+                        let backend = self.backend_lock();
+                        backend
+                            .get(&(bp.key.namespace.clone(), bp.key.name.clone()))
+                            .and_then(|es| es.iter().find(|e| e.uid == bp.key.uid))
+                            .is_some_and(|e| e.status.as_ref() != Some(&bp.status))
+                    };
+                    if changed {
+                        self.intake(StatusUpdate { key: bp.key, status: Some(bp.status) });
+                    }
+                }
+                let vanished: Vec<PodKey> = self
+                    .backend_lock()
+                    .iter()
+                    .flat_map(|((ns, name), es)| {
+                        es.iter().map(|e| PodKey { namespace: ns.clone(), name: name.clone(), uid: e.uid.clone() })
+                    })
+                    .filter(|k| !seen.contains(k))
+                    .collect();
+                for key in vanished {
+                    self.intake(StatusUpdate { key, status: None });
+                }
+            }
+            Err(e) => {
+                self.ctx.metrics.backend("list", "error");
+                debug!(error = %e, "backend reconcile failed");
+            }
+        }
+    }
+
+    /// Remembers that a pod's workload vanished so the sync marks it Failed/NotFound.
+    fn mark_vanished(&self, key: PodKey) {
+        self.vanished.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+    }
+
+    fn take_vanished(&self, key: &PodKey) -> bool {
+        self.vanished.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+    }
+
+    /// Reconciles one pod key. Idempotent.
+    async fn sync(&self, key: &ObjectKey) -> Outcome {
+        let pod = self.store.get(&ObjectRef::new(&key.1).within(&key.0));
+        let uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+
+        // 1. Backend workloads of another UID (or of a pod gone from the API) are stale: remove them.
+        let stale: Vec<String> = self
+            .backend_lock()
+            .get(key)
+            .map(|es| es.iter().filter(|e| Some(&e.uid) != uid.as_ref()).map(|e| e.uid.clone()).collect())
+            .unwrap_or_default();
+        for stale_uid in stale {
+            let pk = PodKey { namespace: key.0.clone(), name: key.1.clone(), uid: stale_uid.clone() };
+            match self.backend_delete(&pk, Duration::ZERO).await {
+                Ok(()) => info!(pod = %pk, "removed a backend workload whose pod is gone"),
+                Err(e) => {
+                    warn!(pod = %pk, error = %e, "removing a stale backend workload failed");
+                    return Outcome::Retry;
+                }
+            }
+            self.objects.forget_pod(&stale_uid);
+        }
+        let Some(pod) = pod else {
+            return Outcome::Done;
+        };
+        let Some(pk) = PodKey::of(&pod) else {
+            return Outcome::Done;
+        };
+
+        // 2. Deletion requested: stop in the backend, then remove the API object.
+        if pod.metadata.deletion_timestamp.is_some() {
+            return self.sync_deletion(&pod, &pk).await;
+        }
+
+        let entry = self.entry(key, &pk.uid);
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        if self.take_vanished(&pk) && !terminal {
+            return self.write_vanished(&pod).await;
+        }
+        let entry = match entry {
+            Some(e) => e,
+            None if terminal => return Outcome::Done,
+            None => match self.create(&pod, &pk).await {
+                Ok(e) => e,
+                Err(outcome) => return outcome,
+            },
+        };
+
+        // 3. Spec or volume changes, token refresh.
+        let due = entry.refresh_at.is_some_and(|t| t <= SystemTime::now());
+        if spec_hash(&pod) != entry.spec_hash || due {
+            if let Some(outcome) = self.update(&pod, &pk, &entry).await {
+                return outcome;
+            }
+        }
+        if let Some(at) = self.entry(key, &pk.uid).and_then(|e| e.refresh_at) {
+            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+            self.queue.add_after(key.clone(), wait.max(Duration::from_secs(1)));
+        }
+
+        // 4. Status.
+        let Some(backend_status) = self.entry(key, &pk.uid).and_then(|e| e.status) else {
+            return Outcome::Done;
+        };
+        self.write_status(&pod, &backend_status).await
+    }
+
+    fn entry(&self, key: &ObjectKey, uid: &str) -> Option<BackendEntry> {
+        self.backend_lock().get(key).and_then(|es| es.iter().find(|e| e.uid == uid).cloned())
+    }
+
+    async fn backend_delete(&self, pk: &PodKey, grace: Duration) -> Result<(), ProviderError> {
+        let res = self.provider.delete_pod(pk, grace).await;
+        let result = match &res {
+            Ok(()) => "ok",
+            Err(ProviderError::NotFound(_)) => "not_found",
+            Err(_) => "error",
+        };
+        self.ctx.metrics.backend("delete", result);
+        match res {
+            Ok(()) | Err(ProviderError::NotFound(_)) => {
+                let key = (pk.namespace.clone(), pk.name.clone());
+                let mut backend = self.backend_lock();
+                if let Some(es) = backend.get_mut(&key) {
+                    es.retain(|e| e.uid != pk.uid);
+                    if es.is_empty() {
+                        backend.remove(&key);
+                    }
+                }
+                self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn sync_deletion(&self, pod: &Pod, pk: &PodKey) -> Outcome {
+        let key = (pk.namespace.clone(), pk.name.clone());
+        if self.entry(&key, &pk.uid).is_some() {
+            let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+            match self.backend_delete(pk, grace).await {
+                Ok(()) => {
+                    if self.ctx.config.success_events {
+                        self.event(pod, false, "ProviderDeleteSuccess", "Delete pod in provider successfully".into()).await;
+                    }
+                }
+                Err(e) => {
+                    self.event(pod, true, "ProviderDeleteFailed", format!("Delete pod in provider failed: {e}")).await;
+                    return Outcome::Retry;
+                }
+            }
+        }
+        self.objects.forget_pod(&pk.uid);
+        // Grace 0 with a UID precondition: a newer pod with the same name is never touched.
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(pk.uid.clone()), resource_version: None }),
+            ..Default::default()
+        };
+        self.ctx.limiter.acquire().await;
+        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), &pk.namespace).delete(&pk.name, &dp).await;
+        self.ctx.metrics.api("delete", "pods", res.is_ok());
+        match res {
+            Ok(_) => Outcome::Done,
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::Done,
+            Err(e) => {
+                warn!(pod = %pk, error = %e, "deleting the pod object failed");
+                Outcome::Retry
+            }
+        }
+    }
+
+    /// Resolves env and volumes into what the provider receives.
+    async fn resolve(&self, pod: &Pod, pk: &PodKey) -> Result<(ResolvedPod, Option<SystemTime>), Outcome> {
+        let (cm_names, secret_names) = env::referenced_objects(pod);
+        let mut src = EnvSources {
+            host_ip: self.ctx.config.node_ip.clone(),
+            node_allocatable: self.node_allocatable.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            ..Default::default()
+        };
+        for name in cm_names {
+            match volumes::ObjectSource::config_map(&*self.objects, &pk.namespace, &name).await {
+                Ok(v) => {
+                    src.config_maps.insert(name, v);
+                }
+                Err(e) => {
+                    self.event(pod, true, "FailedToReadMandatoryConfigMap", e).await;
+                    return Err(Outcome::Retry);
+                }
+            }
+        }
+        for name in secret_names {
+            match volumes::ObjectSource::secret(&*self.objects, &pk.namespace, &name).await {
+                Ok(v) => {
+                    src.secrets.insert(name, v);
+                }
+                Err(e) => {
+                    self.event(pod, true, "FailedToReadMandatorySecret", e).await;
+                    return Err(Outcome::Retry);
+                }
+            }
+        }
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        src.services = self.objects.services_for(&pk.namespace, links);
+        if env::needs_pod_ip(pod) {
+            match self.provider.allocate_pod_ip(pk).await {
+                Ok(ip) => src.pod_ip = ip,
+                Err(e) => {
+                    warn!(pod = %pk, error = %e, "pod IP not known before start");
+                }
+            }
+        }
+        let mut resolved = pod.clone();
+        match env::resolve_pod_env(&mut resolved, &src) {
+            Ok(events) => {
+                for ev in events {
+                    self.event(pod, ev.warning, ev.reason, ev.message).await;
+                }
+            }
+            Err(e) => {
+                self.event(pod, true, e.reason, e.message).await;
+                return Err(Outcome::Retry);
+            }
+        }
+        let materialised = match volumes::materialise(pod, &src, &*self.objects).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.event(pod, true, "FailedMount", e.to_string()).await;
+                return Err(Outcome::Retry);
+            }
+        };
+        Ok((ResolvedPod { pod: resolved, volumes: materialised.volumes }, materialised.refresh_at))
+    }
+
+    async fn create(&self, pod: &Pod, pk: &PodKey) -> Result<BackendEntry, Outcome> {
+        let (resolved, refresh_at) = self.resolve(pod, pk).await?;
+        match self.provider.create_pod(&resolved).await {
+            Ok(()) => {
+                self.ctx.metrics.backend("create", "ok");
+                let status = match self.provider.get_pod_status(pk).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        debug!(pod = %pk, error = %e, "status not available right after create");
+                        None
+                    }
+                };
+                let entry = BackendEntry {
+                    uid: pk.uid.clone(),
+                    status,
+                    spec_hash: spec_hash(pod),
+                    volumes_hash: volumes_hash(&resolved),
+                    refresh_at,
+                };
+                {
+                    let mut backend = self.backend_lock();
+                    backend.entry((pk.namespace.clone(), pk.name.clone())).or_default().push(entry.clone());
+                    self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                }
+                if self.ctx.config.success_events {
+                    self.event(pod, false, "ProviderCreateSuccess", "Create pod in provider successfully".into()).await;
+                }
+                Ok(entry)
+            }
+            Err(ProviderError::InvalidInput(msg)) => {
+                // The pod can never run here: fail it for good, no retry.
+                self.ctx.metrics.backend("create", "invalid");
+                self.event(pod, true, "ProviderCreateFailed", format!("Create pod in provider failed: {msg}")).await;
+                let failed = PodStatus {
+                    phase: Some("Failed".into()),
+                    reason: Some("ProviderFailed".into()),
+                    message: Some(msg),
+                    ..Default::default()
+                };
+                Err(self.write_status(pod, &failed).await)
+            }
+            Err(e) => {
+                self.ctx.metrics.backend("create", "error");
+                self.event(pod, true, "ProviderCreateFailed", format!("Create pod in provider failed: {e}")).await;
+                Err(Outcome::Retry)
+            }
+        }
+    }
+
+    /// Pushes a changed spec or refreshed volume files to the backend.
+    /// `None` when the sync may go on to the status.
+    async fn update(&self, pod: &Pod, pk: &PodKey, entry: &BackendEntry) -> Option<Outcome> {
+        let (resolved, refresh_at) = match self.resolve(pod, pk).await {
+            Ok(r) => r,
+            Err(o) => return Some(o),
+        };
+        let new_spec = spec_hash(pod);
+        let new_volumes = volumes_hash(&resolved);
+        if new_spec != entry.spec_hash || new_volumes != entry.volumes_hash {
+            match self.provider.update_pod(&resolved).await {
+                Ok(()) => {
+                    self.ctx.metrics.backend("update", "ok");
+                    if self.ctx.config.success_events && new_spec != entry.spec_hash {
+                        self.event(pod, false, "ProviderUpdateSuccess", "Update pod in provider successfully".into()).await;
+                    }
+                }
+                Err(e) => {
+                    self.ctx.metrics.backend("update", "error");
+                    self.event(pod, true, "ProviderUpdateFailed", format!("Update pod in provider failed: {e}")).await;
+                    return Some(Outcome::Retry);
+                }
+            }
+        }
+        let key = (pk.namespace.clone(), pk.name.clone());
+        let mut backend = self.backend_lock();
+        if let Some(e) = backend.get_mut(&key).and_then(|es| es.iter_mut().find(|e| e.uid == pk.uid)) {
+            e.spec_hash = new_spec;
+            e.volumes_hash = new_volumes;
+            e.refresh_at = refresh_at;
+        }
+        None
+    }
+
+    /// Writes the merged status when it differs from the API's, with a UID precondition.
+    async fn write_status(&self, pod: &Pod, backend_status: &PodStatus) -> Outcome {
+        let now = Time(Timestamp::now());
+        let new = merge_status(pod.status.as_ref(), backend_status, &self.ctx.config.node_ip, &now);
+        if !status_changed(pod.status.as_ref(), &new) {
+            return Outcome::Done;
+        }
+        let (Some(ns), Some(uid)) = (pod.metadata.namespace.as_deref(), pod.metadata.uid.as_deref()) else {
+            return Outcome::Done;
+        };
+        // The uid in the patch is a precondition: a recreated pod is never written to.
+        let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": new });
+        self.ctx.limiter.acquire().await;
+        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), ns)
+            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .await;
+        self.ctx.metrics.api("patch", "pods/status", res.is_ok());
+        match res {
+            Ok(_) => Outcome::Done,
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::Done,
+            Err(e) => {
+                warn!(error = %e, "writing pod status failed");
+                Outcome::Retry
+            }
+        }
+    }
+
+    /// The workload vanished from the backend while its pod should run: fail it (upstream reason `NotFound`).
+    async fn write_vanished(&self, pod: &Pod) -> Outcome {
+        let mut status = pod.status.clone().unwrap_or_default();
+        status.phase = Some("Failed".into());
+        status.reason = Some("NotFound".into());
+        status.message = Some("The pod status was not found and may have been deleted from the provider".into());
+        for cs in status.container_statuses.iter_mut().flatten() {
+            cs.ready = false;
+        }
+        self.write_status(pod, &status).await
+    }
+
+    async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
+        self.ctx.event(&pod.object_ref(&()), warning, reason, note).await;
+    }
+}
+
+/// Hash of what a provider can act on when a running pod's spec changes.
+fn spec_hash(pod: &Pod) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Some(spec) = &pod.spec {
+        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+            c.name.hash(&mut h);
+            c.image.hash(&mut h);
+        }
+        spec.active_deadline_seconds.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn volumes_hash(pod: &ResolvedPod) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (name, v) in &pod.volumes {
+        name.hash(&mut h);
+        v.files.hash(&mut h);
+    }
+    h.finish()
+}

@@ -1,0 +1,529 @@
+//! Environment resolution: turns a container's `env` and `envFrom` into plain values,
+//! the way the kubelet does, before a pod is handed to a provider.
+//!
+//! Pure: the objects a pod references are fetched by the caller into [`EnvSources`];
+//! this module only computes. It owns the upstream event reasons for env problems.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Service};
+
+use crate::quantity;
+
+/// The objects a pod's env may reference, as fetched from the API.
+/// A `None` value means the object does not exist.
+#[derive(Default, Debug, Clone)]
+pub struct EnvSources {
+    /// ConfigMaps of the pod's namespace by name.
+    pub config_maps: HashMap<String, Option<ConfigMap>>,
+    /// Secrets of the pod's namespace by name.
+    pub secrets: HashMap<String, Option<Secret>>,
+    /// Services whose link variables are injected (the namespace's, when
+    /// `enableServiceLinks`, plus `default/kubernetes`).
+    pub services: Vec<Service>,
+    /// The node's IP (`status.hostIP`).
+    pub host_ip: String,
+    /// The pod's IP (`status.podIP`), when the backend knows it before the start.
+    pub pod_ip: Option<String>,
+    /// Node allocatable, used for `resourceFieldRef` limits that the container leaves unset.
+    pub node_allocatable: BTreeMap<String, String>,
+}
+
+/// An event to record on the pod while resolving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvEvent {
+    /// `true` for a Warning event.
+    pub warning: bool,
+    /// Upstream reason string.
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// A mandatory reference could not be resolved: the pod must not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct EnvError {
+    /// Upstream reason string, e.g. `MandatoryConfigMapNotFound`.
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// The names of ConfigMaps and Secrets a pod's env refers to (containers and init containers).
+pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let mut cms = Vec::new();
+    let mut secrets = Vec::new();
+    for c in all_containers(pod) {
+        for from in c.env_from.iter().flatten() {
+            if let Some(r) = &from.config_map_ref {
+                cms.push(r.name.clone());
+            }
+            if let Some(r) = &from.secret_ref {
+                secrets.push(r.name.clone());
+            }
+        }
+        for var in c.env.iter().flatten() {
+            if let Some(src) = &var.value_from {
+                if let Some(r) = &src.config_map_key_ref {
+                    cms.push(r.name.clone());
+                }
+                if let Some(r) = &src.secret_key_ref {
+                    secrets.push(r.name.clone());
+                }
+            }
+        }
+    }
+    cms.sort();
+    cms.dedup();
+    secrets.sort();
+    secrets.dedup();
+    (cms, secrets)
+}
+
+/// Does any container read `status.podIP`/`status.podIPs`?
+pub fn needs_pod_ip(pod: &Pod) -> bool {
+    all_containers(pod).any(|c| {
+        c.env.iter().flatten().any(|v| {
+            v.value_from
+                .as_ref()
+                .and_then(|s| s.field_ref.as_ref())
+                .is_some_and(|f| f.field_path.starts_with("status.podIP"))
+        })
+    })
+}
+
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    pod.spec.iter().flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    })
+}
+
+/// Resolves every container's env in place. Returns the events to record, or the
+/// first mandatory reference that is missing.
+pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<Vec<EnvEvent>, EnvError> {
+    let mut events = Vec::new();
+    let service_env = service_link_env(sources);
+    let snapshot = pod.clone();
+    let Some(spec) = pod.spec.as_mut() else {
+        return Ok(events);
+    };
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        let env = resolve_container(&snapshot, c, sources, &service_env, &mut events)?;
+        c.env = Some(env);
+        c.env_from = None;
+    }
+    Ok(events)
+}
+
+/// Resolves one container into an ordered list of literal env vars.
+fn resolve_container(
+    pod: &Pod,
+    c: &Container,
+    src: &EnvSources,
+    service_env: &[(String, String)],
+    events: &mut Vec<EnvEvent>,
+) -> Result<Vec<EnvVar>, EnvError> {
+    // Ordered map: envFrom first, then env (later entries win), service links last
+    // where not already defined, exactly the kubelet's precedence.
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(slot) = out.iter_mut().find(|(n, _)| *n == k) {
+            slot.1 = v;
+        } else {
+            out.push((k, v));
+        }
+    };
+    let pod_ns = pod.metadata.namespace.clone().unwrap_or_default();
+
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let mut invalid = Vec::new();
+        if let Some(r) = &from.config_map_ref {
+            match src.config_maps.get(&r.name).cloned().flatten() {
+                Some(cm) => {
+                    let mut data: Vec<(String, String)> = cm.data.unwrap_or_default().into_iter().collect();
+                    for (k, v) in cm.binary_data.unwrap_or_default() {
+                        data.push((k, String::from_utf8_lossy(&v.0).into_owned()));
+                    }
+                    for (k, v) in data {
+                        let name = format!("{prefix}{k}");
+                        if is_env_var_name(&name) {
+                            set(&mut out, name, v);
+                        } else {
+                            invalid.push(name);
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => events.push(EnvEvent {
+                    warning: true,
+                    reason: "OptionalConfigMapNotFound",
+                    message: format!("configmap {pod_ns}/{} not found; continuing without it", r.name),
+                }),
+                None => {
+                    return Err(EnvError {
+                        reason: "MandatoryConfigMapNotFound",
+                        message: format!("configmap {pod_ns}/{} not found", r.name),
+                    });
+                }
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            match src.secrets.get(&r.name).cloned().flatten() {
+                Some(secret) => {
+                    let mut data: Vec<(String, String)> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    data.extend(secret.string_data.unwrap_or_default());
+                    for (k, v) in data {
+                        let name = format!("{prefix}{k}");
+                        if is_env_var_name(&name) {
+                            set(&mut out, name, v);
+                        } else {
+                            invalid.push(name);
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => events.push(EnvEvent {
+                    warning: true,
+                    reason: "OptionalSecretNotFound",
+                    message: format!("secret {pod_ns}/{} not found; continuing without it", r.name),
+                }),
+                None => {
+                    return Err(EnvError {
+                        reason: "MandatorySecretNotFound",
+                        message: format!("secret {pod_ns}/{} not found", r.name),
+                    });
+                }
+            }
+        }
+        if !invalid.is_empty() {
+            invalid.sort();
+            events.push(EnvEvent {
+                warning: true,
+                reason: "InvalidEnvironmentVariableNames",
+                message: format!(
+                    "keys [{}] are not valid environment variable names and were skipped in container {}",
+                    invalid.join(", "),
+                    c.name
+                ),
+            });
+        }
+    }
+
+    for var in c.env.iter().flatten() {
+        let value = if let Some(from) = &var.value_from {
+            let resolved = if let Some(f) = &from.field_ref {
+                Some(field_value(pod, &f.field_path, src).map_err(|message| EnvError {
+                    reason: "InvalidFieldPath",
+                    message,
+                })?)
+            } else if let Some(r) = &from.resource_field_ref {
+                let container = r.container_name.as_deref().filter(|n| !n.is_empty());
+                let target = match container {
+                    Some(name) => find_container(pod, name).ok_or_else(|| EnvError {
+                        reason: "InvalidResourceFieldRef",
+                        message: format!("container {name} named by env {} not found", var.name),
+                    })?,
+                    None => c,
+                };
+                Some(
+                    resource_value(target, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), src)
+                        .map_err(|message| EnvError { reason: "InvalidResourceFieldRef", message })?,
+                )
+            } else if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional == Some(true);
+                match src.config_maps.get(&r.name).cloned().flatten() {
+                    None if optional => {
+                        events.push(EnvEvent {
+                            warning: true,
+                            reason: "OptionalConfigMapNotFound",
+                            message: format!("configmap {pod_ns}/{} not found; env {} skipped", r.name, var.name),
+                        });
+                        None
+                    }
+                    None => {
+                        return Err(EnvError {
+                            reason: "MandatoryConfigMapNotFound",
+                            message: format!("configmap {pod_ns}/{} not found (env {})", r.name, var.name),
+                        });
+                    }
+                    Some(cm) => {
+                        let v = cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned().or_else(|| {
+                            cm.binary_data
+                                .as_ref()
+                                .and_then(|d| d.get(&r.key))
+                                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        });
+                        match v {
+                            Some(v) => Some(v),
+                            None if optional => {
+                                events.push(EnvEvent {
+                                    warning: true,
+                                    reason: "OptionalConfigMapKeyNotFound",
+                                    message: format!("key {} not in configmap {pod_ns}/{}; env {} skipped", r.key, r.name, var.name),
+                                });
+                                None
+                            }
+                            None => {
+                                return Err(EnvError {
+                                    reason: "MandatoryConfigMapKeyNotFound",
+                                    message: format!("key {} not in configmap {pod_ns}/{} (env {})", r.key, r.name, var.name),
+                                });
+                            }
+                        }
+                    }
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional == Some(true);
+                match src.secrets.get(&r.name).cloned().flatten() {
+                    None if optional => {
+                        events.push(EnvEvent {
+                            warning: true,
+                            reason: "OptionalSecretNotFound",
+                            message: format!("secret {pod_ns}/{} not found; env {} skipped", r.name, var.name),
+                        });
+                        None
+                    }
+                    None => {
+                        return Err(EnvError {
+                            reason: "MandatorySecretNotFound",
+                            message: format!("secret {pod_ns}/{} not found (env {})", r.name, var.name),
+                        });
+                    }
+                    Some(secret) => {
+                        let v = secret
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).cloned());
+                        match v {
+                            Some(v) => Some(v),
+                            None if optional => {
+                                events.push(EnvEvent {
+                                    warning: true,
+                                    reason: "OptionalSecretKeyNotFound",
+                                    message: format!("key {} not in secret {pod_ns}/{}; env {} skipped", r.key, r.name, var.name),
+                                });
+                                None
+                            }
+                            None => {
+                                return Err(EnvError {
+                                    reason: "MandatorySecretKeyNotFound",
+                                    message: format!("key {} not in secret {pod_ns}/{} (env {})", r.key, r.name, var.name),
+                                });
+                            }
+                        }
+                    }
+                }
+            } else {
+                None
+            };
+            match resolved {
+                Some(v) => v,
+                None => continue,
+            }
+        } else {
+            let raw = var.value.clone().unwrap_or_default();
+            expand(&raw, |name| {
+                out.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| service_env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+            })
+        };
+        set(&mut out, var.name.clone(), value);
+    }
+
+    for (k, v) in service_env {
+        if !out.iter().any(|(n, _)| n == k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(name, value)| EnvVar { name, value: Some(value), value_from: None })
+        .collect())
+}
+
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    all_containers(pod).find(|c| c.name == name)
+}
+
+/// The value of a downward-API `fieldRef`.
+pub fn field_value(pod: &Pod, path: &str, src: &EnvSources) -> Result<String, String> {
+    let meta = &pod.metadata;
+    let map_key = |prefix: &str| -> Option<String> {
+        path.strip_prefix(prefix)?
+            .strip_prefix("['")?
+            .strip_suffix("']")
+            .map(str::to_string)
+    };
+    let value = match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
+        "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => src.host_ip.clone(),
+        "status.podIP" | "status.podIPs" => src.pod_ip.clone().unwrap_or_default(),
+        _ => {
+            if let Some(k) = map_key("metadata.labels") {
+                meta.labels.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
+            } else if let Some(k) = map_key("metadata.annotations") {
+                meta.annotations.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
+            } else {
+                return Err(format!("unsupported fieldRef path {path:?}"));
+            }
+        }
+    };
+    Ok(value)
+}
+
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...), divided
+/// by the divisor and rounded up. Unset limits fall back to node allocatable.
+pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>, src: &EnvSources) -> Result<String, String> {
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported resource {resource:?}"))?;
+    if !matches!(name, "cpu" | "memory" | "ephemeral-storage") && !name.starts_with("hugepages-") {
+        return Err(format!("unsupported resource {resource:?}"));
+    }
+    let res = c.resources.as_ref();
+    let declared = match kind {
+        "limits" => res.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)),
+        "requests" => res.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name)),
+        _ => return Err(format!("unsupported resource {resource:?}")),
+    };
+    let value = match (declared, kind) {
+        (Some(q), _) => quantity::quantity_nanos(q).map_err(|e| e.to_string())?,
+        // The kubelet uses node allocatable for unset limits, and zero for unset requests
+        // (cpu requests default to the limit; we keep it simple and use 0 there).
+        (None, "limits") => match src.node_allocatable.get(name) {
+            Some(q) => quantity::parse_nanos(q).map_err(|e| e.to_string())?,
+            None => 0,
+        },
+        (None, _) => 0,
+    };
+    let divisor = match divisor {
+        Some(d) if !d.is_empty() => quantity::parse_nanos(d).map_err(|e| e.to_string())?,
+        _ => 1_000_000_000,
+    };
+    quantity::divide_ceil(value, divisor)
+        .map(|v| v.to_string())
+        .ok_or_else(|| format!("divisor of {resource} must be positive"))
+}
+
+/// Expands `$(VAR)` references like the kubelet: `$$` escapes a `$`, unknown
+/// references stay verbatim.
+pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut i = 0;
+    let mut last = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && i + 1 < bytes.len() {
+            match bytes[i + 1] {
+                b'$' => {
+                    out.push_str(&input[last..i]);
+                    out.push('$');
+                    i += 2;
+                    last = i;
+                    continue;
+                }
+                b'(' => {
+                    if let Some(close) = input[i + 2..].find(')') {
+                        let name = &input[i + 2..i + 2 + close];
+                        out.push_str(&input[last..i]);
+                        match lookup(name) {
+                            Some(v) => out.push_str(&v),
+                            None => out.push_str(&input[i..i + 3 + close]),
+                        }
+                        i += 3 + close;
+                        last = i;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&input[last..]);
+    out
+}
+
+/// Whether `name` is a valid environment variable name: the relaxed rule of
+/// Kubernetes 1.34+ (printable ASCII without `=`), as the kubelet applies to `envFrom` keys.
+pub fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'=')
+}
+
+/// Docker-links style service variables (`FOO_SERVICE_HOST`, `FOO_PORT_80_TCP`...).
+pub fn service_link_env(src: &EnvSources) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in &src.services {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else {
+            continue;
+        };
+        let Some(name) = svc.metadata.name.as_deref() else { continue };
+        let prefix = name.to_uppercase().replace('-', "_");
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pname) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{}", pname.to_uppercase().replace('-', "_")),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        out.push((
+            format!("{prefix}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in ports {
+            let pr = proto(p);
+            let base = format!("{prefix}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((base.clone(), format!("{}://{ip}:{}", pr.to_lowercase(), p.port)));
+            out.push((format!("{base}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "env_tests.rs"]
+mod tests;

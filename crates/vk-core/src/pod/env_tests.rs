@@ -1,0 +1,228 @@
+use super::*;
+use k8s_openapi::api::core::v1::{
+    ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVarSource, ObjectFieldSelector, PodSpec,
+    ResourceFieldSelector, ResourceRequirements, SecretKeySelector, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn pod_with(env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("web-1".into()),
+            namespace: Some("ns1".into()),
+            uid: Some("uid-1".into()),
+            labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("vk-0".into()),
+            containers: vec![Container {
+                name: "main".into(),
+                env: Some(env),
+                env_from: Some(env_from),
+                resources: Some(ResourceRequirements {
+                    limits: Some([("memory".to_string(), Quantity("128Mi".into()))].into()),
+                    requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn lit(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+fn from(name: &str, src: EnvVarSource) -> EnvVar {
+    EnvVar { name: name.into(), value: None, value_from: Some(src) }
+}
+
+fn field(path: &str) -> EnvVarSource {
+    EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+        ..Default::default()
+    }
+}
+
+fn resolved(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn value(pod: &Pod, name: &str) -> Option<String> {
+    resolved(pod).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn sources() -> EnvSources {
+    let cm = ConfigMap {
+        metadata: ObjectMeta { name: Some("cfg".into()), ..Default::default() },
+        data: Some([("LEVEL".to_string(), "debug".to_string()), ("MODE".to_string(), "fast".to_string())].into()),
+        ..Default::default()
+    };
+    EnvSources {
+        config_maps: [("cfg".to_string(), Some(cm)), ("gone".to_string(), None)].into(),
+        secrets: [("missing".to_string(), None)].into(),
+        host_ip: "10.0.0.5".into(),
+        pod_ip: Some("10.244.0.9".into()),
+        node_allocatable: [("cpu".to_string(), "20".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn field_refs_including_status_ips() {
+    let mut pod = pod_with(
+        vec![
+            from("NAME", field("metadata.name")),
+            from("NS", field("metadata.namespace")),
+            from("APP", field("metadata.labels['app']")),
+            from("NODE", field("spec.nodeName")),
+            from("POD_IP", field("status.podIP")),
+            from("HOST_IP", field("status.hostIP")),
+        ],
+        vec![],
+    );
+    let events = resolve_pod_env(&mut pod, &sources()).unwrap();
+    assert!(events.is_empty());
+    let want = [
+        ("NAME", "web-1"),
+        ("NS", "ns1"),
+        ("APP", "web"),
+        ("NODE", "vk-0"),
+        ("POD_IP", "10.244.0.9"),
+        ("HOST_IP", "10.0.0.5"),
+    ];
+    for (k, v) in want {
+        assert_eq!(value(&pod, k).as_deref(), Some(v), "{k}");
+    }
+    assert!(pod.spec.as_ref().unwrap().containers[0].env_from.is_none());
+}
+
+#[test]
+fn resource_field_refs_with_divisor_and_fallback() {
+    let rf = |res: &str, div: Option<&str>| EnvVarSource {
+        resource_field_ref: Some(ResourceFieldSelector {
+            resource: res.into(),
+            divisor: div.map(|d| Quantity(d.into())),
+            container_name: None,
+        }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(
+        vec![
+            from("MEM_MI", rf("limits.memory", Some("1Mi"))),
+            from("CPU_REQ_M", rf("requests.cpu", Some("1m"))),
+            from("CPU_REQ", rf("requests.cpu", None)),
+            from("CPU_LIMIT", rf("limits.cpu", None)),
+        ],
+        vec![],
+    );
+    resolve_pod_env(&mut pod, &sources()).unwrap();
+    assert_eq!(value(&pod, "MEM_MI").as_deref(), Some("128"));
+    assert_eq!(value(&pod, "CPU_REQ_M").as_deref(), Some("250"));
+    assert_eq!(value(&pod, "CPU_REQ").as_deref(), Some("1"), "rounded up");
+    assert_eq!(value(&pod, "CPU_LIMIT").as_deref(), Some("20"), "node allocatable");
+}
+
+#[test]
+fn env_from_with_prefix_and_expansion() {
+    let mut pod = pod_with(
+        vec![lit("GREETING", "level=$(CFG_LEVEL) $$(CFG_LEVEL) $(UNKNOWN)"), lit("CFG_MODE", "slow")],
+        vec![EnvFromSource {
+            prefix: Some("CFG_".into()),
+            config_map_ref: Some(ConfigMapEnvSource { name: "cfg".into(), optional: None }),
+            secret_ref: None,
+        }],
+    );
+    resolve_pod_env(&mut pod, &sources()).unwrap();
+    assert_eq!(value(&pod, "CFG_LEVEL").as_deref(), Some("debug"));
+    assert_eq!(value(&pod, "CFG_MODE").as_deref(), Some("slow"), "env overrides envFrom");
+    assert_eq!(
+        value(&pod, "GREETING").as_deref(),
+        Some("level=debug $(CFG_LEVEL) $(UNKNOWN)")
+    );
+}
+
+#[test]
+fn mandatory_missing_is_an_error_optional_an_event() {
+    let key = |name: &str, optional: Option<bool>| EnvVarSource {
+        config_map_key_ref: Some(ConfigMapKeySelector { name: name.into(), key: "LEVEL".into(), optional }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(vec![from("X", key("gone", None))], vec![]);
+    let err = resolve_pod_env(&mut pod, &sources()).unwrap_err();
+    assert_eq!(err.reason, "MandatoryConfigMapNotFound");
+
+    let mut pod = pod_with(vec![from("X", key("gone", Some(true))), lit("Y", "1")], vec![]);
+    let events = resolve_pod_env(&mut pod, &sources()).unwrap();
+    assert_eq!(events[0].reason, "OptionalConfigMapNotFound");
+    assert_eq!(value(&pod, "X"), None);
+    assert_eq!(value(&pod, "Y").as_deref(), Some("1"));
+
+    let secret = EnvVarSource {
+        secret_key_ref: Some(SecretKeySelector { name: "missing".into(), key: "k".into(), optional: None }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(vec![from("S", secret)], vec![]);
+    assert_eq!(resolve_pod_env(&mut pod, &sources()).unwrap_err().reason, "MandatorySecretNotFound");
+
+    let missing_key = EnvVarSource {
+        config_map_key_ref: Some(ConfigMapKeySelector { name: "cfg".into(), key: "NOPE".into(), optional: None }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(vec![from("K", missing_key)], vec![]);
+    assert_eq!(resolve_pod_env(&mut pod, &sources()).unwrap_err().reason, "MandatoryConfigMapKeyNotFound");
+}
+
+#[test]
+fn service_links() {
+    let mut src = sources();
+    src.services = vec![Service {
+        metadata: ObjectMeta { name: Some("redis-primary".into()), ..Default::default() },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("10.96.0.11".into()),
+            ports: Some(vec![ServicePort { name: Some("db".into()), port: 6379, ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut pod = pod_with(vec![lit("URL", "$(REDIS_PRIMARY_SERVICE_HOST):6379")], vec![]);
+    resolve_pod_env(&mut pod, &src).unwrap();
+    assert_eq!(value(&pod, "REDIS_PRIMARY_SERVICE_HOST").as_deref(), Some("10.96.0.11"));
+    assert_eq!(value(&pod, "REDIS_PRIMARY_SERVICE_PORT_DB").as_deref(), Some("6379"));
+    assert_eq!(value(&pod, "REDIS_PRIMARY_PORT").as_deref(), Some("tcp://10.96.0.11:6379"));
+    assert_eq!(value(&pod, "REDIS_PRIMARY_PORT_6379_TCP_ADDR").as_deref(), Some("10.96.0.11"));
+    assert_eq!(value(&pod, "URL").as_deref(), Some("10.96.0.11:6379"));
+}
+
+#[test]
+fn expansion_edge_cases() {
+    let look = |n: &str| (n == "A").then(|| "1".to_string());
+    let cases = [
+        ("$(A)", "1"),
+        ("$$", "$"),
+        ("$", "$"),
+        ("x$(A", "x$(A"),
+        ("$(B)", "$(B)"),
+        ("$(A)$(A)", "11"),
+        ("€$(A)", "€1"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(expand(input, look), want, "{input}");
+    }
+}
+
+#[test]
+fn unknown_field_path_is_rejected() {
+    let mut pod = pod_with(vec![from("X", field("spec.bogus"))], vec![]);
+    assert!(resolve_pod_env(&mut pod, &sources()).is_err());
+}

@@ -1,0 +1,15 @@
+//! The pod runtime: watches this node's pods, drives the provider, writes status back.
+//!
+//! - [`controller`]: the watch, the work queue and the sync of one pod.
+//! - [`env`]: environment resolution (pure).
+//! - [`volumes`]: configMap/secret/downwardAPI/projected volume files and tokens.
+//! - [`status`]: merging backend status into the API status (pure).
+//! - [`queue`]: the work queue with per-key serialisation and backoff.
+
+pub mod controller;
+pub mod env;
+pub mod queue;
+pub mod status;
+pub mod volumes;
+
+pub use controller::PodController;

@@ -1,0 +1,362 @@
+//! Volume materialisation: the files of configMap, secret, downwardAPI and
+//! projected volumes (service-account tokens from the TokenRequest API included),
+//! computed by the core for every provider.
+//!
+//! The API lookups go through [`ObjectSource`] so the translation itself is
+//! testable without a server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccountTokenProjection, Volume,
+};
+
+use super::env::{field_value, resource_value, EnvSources};
+use crate::provider::VolumeFiles;
+
+/// Where volume contents come from: the API in production, maps in tests.
+#[async_trait]
+pub trait ObjectSource: Send + Sync {
+    /// A ConfigMap, `Ok(None)` when it does not exist.
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, String>;
+    /// A Secret, `Ok(None)` when it does not exist.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String>;
+    /// A bound service-account token for the pod: `(token, expiry)`.
+    async fn token(
+        &self,
+        pod: &Pod,
+        service_account: &str,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+    ) -> Result<(String, SystemTime), String>;
+}
+
+/// A volume could not be materialised: the pod is not started (and retried).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("volume {volume}: {message}")]
+pub struct VolumeError {
+    /// The volume's name.
+    pub volume: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The materialised volumes of a pod and when they must be refreshed at the latest.
+#[derive(Debug, Default, Clone)]
+pub struct Materialised {
+    /// Files by volume name.
+    pub volumes: BTreeMap<String, VolumeFiles>,
+    /// The earliest time a token must be renewed (80% of its lifetime).
+    pub refresh_at: Option<SystemTime>,
+}
+
+/// Computes the files of every volume the core materialises.
+pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) -> Result<Materialised, VolumeError> {
+    let mut out = Materialised::default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    for vol in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        let err = |message: String| VolumeError { volume: vol.name.clone(), message };
+        let mut files = VolumeFiles::default();
+        if let Some(cm) = &vol.config_map {
+            files.default_mode = cm.default_mode;
+            match src.config_map(&ns, &cm.name).await.map_err(err)? {
+                Some(obj) => add_config_map(&mut files.files, &obj, cm.items.as_deref(), cm.optional == Some(true)).map_err(err)?,
+                None if cm.optional == Some(true) => {}
+                None => return Err(err(format!("configmap {ns}/{} not found", cm.name))),
+            }
+        } else if let Some(s) = &vol.secret {
+            files.default_mode = s.default_mode;
+            let name = s.secret_name.clone().unwrap_or_default();
+            match src.secret(&ns, &name).await.map_err(err)? {
+                Some(obj) => add_secret(&mut files.files, &obj, s.items.as_deref(), s.optional == Some(true)).map_err(err)?,
+                None if s.optional == Some(true) => {}
+                None => return Err(err(format!("secret {ns}/{name} not found"))),
+            }
+        } else if let Some(d) = &vol.downward_api {
+            files.default_mode = d.default_mode;
+            add_downward(&mut files.files, pod, d.items.as_deref().unwrap_or_default(), env).map_err(err)?;
+        } else if let Some(p) = &vol.projected {
+            files.default_mode = p.default_mode;
+            for source in p.sources.iter().flatten() {
+                if let Some(t) = &source.service_account_token {
+                    let (token, refresh) = project_token(pod, &sa, t, src).await.map_err(err)?;
+                    files.files.insert(t.path.clone(), token.into_bytes());
+                    out.refresh_at = Some(out.refresh_at.map_or(refresh, |r| r.min(refresh)));
+                }
+                if let Some(cm) = &source.config_map {
+                    let optional = cm.optional == Some(true);
+                    match src.config_map(&ns, &cm.name).await.map_err(err)? {
+                        Some(obj) => add_config_map(&mut files.files, &obj, cm.items.as_deref(), optional).map_err(err)?,
+                        None if optional => {}
+                        None => return Err(err(format!("configmap {ns}/{} not found", cm.name))),
+                    }
+                }
+                if let Some(s) = &source.secret {
+                    let optional = s.optional == Some(true);
+                    match src.secret(&ns, &s.name).await.map_err(err)? {
+                        Some(obj) => add_secret(&mut files.files, &obj, s.items.as_deref(), optional).map_err(err)?,
+                        None if optional => {}
+                        None => return Err(err(format!("secret {ns}/{} not found", s.name))),
+                    }
+                }
+                if let Some(d) = &source.downward_api {
+                    add_downward(&mut files.files, pod, d.items.as_deref().unwrap_or_default(), env).map_err(err)?;
+                }
+            }
+        } else {
+            continue;
+        }
+        out.volumes.insert(vol.name.clone(), files);
+    }
+    Ok(out)
+}
+
+/// Whether the pod has any volume the core materialises.
+pub fn has_materialised_volumes(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v: &Volume| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
+}
+
+async fn project_token(
+    pod: &Pod,
+    sa: &str,
+    t: &ServiceAccountTokenProjection,
+    src: &dyn ObjectSource,
+) -> Result<(String, SystemTime), String> {
+    let expiration = t.expiration_seconds.unwrap_or(3600).max(600);
+    let issued = SystemTime::now();
+    let (token, expiry) = src.token(pod, sa, t.audience.as_deref(), expiration).await?;
+    // The kubelet renews at 80% of the lifetime (or after 24 h, whichever comes first).
+    let lifetime = expiry.duration_since(issued).unwrap_or(Duration::from_secs(expiration as u64));
+    let refresh = issued + (lifetime.mul_f64(0.8)).min(Duration::from_secs(24 * 3600));
+    Ok((token, refresh))
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+        return Err(format!("invalid file path {path:?}"));
+    }
+    Ok(())
+}
+
+fn select(
+    out: &mut BTreeMap<String, Vec<u8>>,
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+    what: &str,
+) -> Result<(), String> {
+    match items {
+        Some(items) if !items.is_empty() => {
+            for item in items {
+                check_path(&item.path)?;
+                match data.get(&item.key) {
+                    Some(v) => {
+                        out.insert(item.path.clone(), v.clone());
+                    }
+                    None if optional => {}
+                    None => return Err(format!("key {} not found in {what}", item.key)),
+                }
+            }
+        }
+        _ => {
+            for (k, v) in data {
+                check_path(&k)?;
+                out.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn add_config_map(out: &mut BTreeMap<String, Vec<u8>>, cm: &ConfigMap, items: Option<&[KeyToPath]>, optional: bool) -> Result<(), String> {
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.iter().flatten() {
+        data.insert(k.clone(), v.0.clone());
+    }
+    let what = format!("configmap {}", cm.metadata.name.clone().unwrap_or_default());
+    select(out, data, items, optional, &what)
+}
+
+fn add_secret(out: &mut BTreeMap<String, Vec<u8>>, s: &Secret, items: Option<&[KeyToPath]>, optional: bool) -> Result<(), String> {
+    let mut data: BTreeMap<String, Vec<u8>> = s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    for (k, v) in s.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    let what = format!("secret {}", s.metadata.name.clone().unwrap_or_default());
+    select(out, data, items, optional, &what)
+}
+
+fn add_downward(out: &mut BTreeMap<String, Vec<u8>>, pod: &Pod, items: &[DownwardAPIVolumeFile], env: &EnvSources) -> Result<(), String> {
+    for item in items {
+        check_path(&item.path)?;
+        let value = if let Some(f) = &item.field_ref {
+            field_value(pod, &f.field_path, env)?
+        } else if let Some(r) = &item.resource_field_ref {
+            let container = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| Some(c.name.as_str()) == r.container_name.as_deref()))
+                .ok_or_else(|| format!("container {:?} not found for {}", r.container_name, item.path))?;
+            resource_value(container, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), env)?
+        } else {
+            continue;
+        };
+        out.insert(item.path.clone(), value.into_bytes());
+    }
+    Ok(())
+}
+
+/// A cache of projected tokens, so a resync does not request a new token each time.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<(String, String, Option<String>, i64), (String, SystemTime, SystemTime)>>,
+}
+
+impl TokenCache {
+    /// A cached token for (pod UID, service account, audience, expiration) still before its refresh time.
+    pub fn get(&self, uid: &str, sa: &str, audience: Option<&str>, exp: i64) -> Option<(String, SystemTime)> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (token, expiry, refresh) = entries.get(&(uid.to_string(), sa.to_string(), audience.map(str::to_string), exp))?;
+        (SystemTime::now() < *refresh).then(|| (token.clone(), *expiry))
+    }
+
+    /// Stores a token with its expiry; it is reused until 80% of its lifetime.
+    pub fn put(&self, uid: &str, sa: &str, audience: Option<&str>, exp: i64, token: String, expiry: SystemTime) {
+        let now = SystemTime::now();
+        let refresh = now + expiry.duration_since(now).unwrap_or_default().mul_f64(0.8);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert((uid.to_string(), sa.to_string(), audience.map(str::to_string), exp), (token, expiry, refresh));
+    }
+
+    /// Drops every token of a pod.
+    pub fn forget_pod(&self, uid: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|k, _| k.0 != uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, ObjectFieldSelector, PodSpec,
+        ProjectedVolumeSource, VolumeProjection,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    struct Fake;
+
+    #[async_trait]
+    impl ObjectSource for Fake {
+        async fn config_map(&self, _ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+            Ok((name == "kube-root-ca.crt" || name == "cfg").then(|| ConfigMap {
+                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+                data: Some([("ca.crt".to_string(), "CA".to_string()), ("app.conf".to_string(), "x=1".to_string())].into()),
+                ..Default::default()
+            }))
+        }
+        async fn secret(&self, _ns: &str, _name: &str) -> Result<Option<Secret>, String> {
+            Ok(None)
+        }
+        async fn token(&self, pod: &Pod, sa: &str, aud: Option<&str>, exp: i64) -> Result<(String, SystemTime), String> {
+            Ok((
+                format!("token-for-{}-{sa}-{}", pod.metadata.name.as_deref().unwrap_or(""), aud.unwrap_or("api")),
+                SystemTime::now() + Duration::from_secs(exp as u64),
+            ))
+        }
+    }
+
+    fn pod(volumes: Vec<Volume>) -> Pod {
+        Pod {
+            metadata: ObjectMeta { name: Some("p".into()), namespace: Some("ns".into()), ..Default::default() },
+            spec: Some(PodSpec { volumes: Some(volumes), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn kube_api_access_volume() {
+        let vol = Volume {
+            name: "kube-api-access-x".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o644),
+                sources: Some(vec![
+                    VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            path: "token".into(),
+                            expiration_seconds: Some(3607),
+                            audience: None,
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: "kube-root-ca.crt".into(),
+                            items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), mode: None }]),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardAPIProjection {
+                            items: Some(vec![DownwardAPIVolumeFile {
+                                path: "namespace".into(),
+                                field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+                                ..Default::default()
+                            }]),
+                        }),
+                        ..Default::default()
+                    },
+                ]),
+            }),
+            ..Default::default()
+        };
+        let m = materialise(&pod(vec![vol]), &EnvSources::default(), &Fake).await.unwrap();
+        let files = &m.volumes["kube-api-access-x"].files;
+        assert_eq!(files["token"], b"token-for-p-default-api");
+        assert_eq!(files["ca.crt"], b"CA");
+        assert_eq!(files["namespace"], b"ns");
+        let refresh = m.refresh_at.unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(refresh > Duration::from_secs(2800) && refresh < Duration::from_secs(2900), "{refresh:?}");
+    }
+
+    #[tokio::test]
+    async fn missing_mandatory_config_map_fails_optional_passes() {
+        let cm = |name: &str, optional| Volume {
+            name: "v".into(),
+            config_map: Some(ConfigMapVolumeSource { name: name.into(), optional, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(materialise(&pod(vec![cm("nope", None)]), &EnvSources::default(), &Fake).await.is_err());
+        let ok = materialise(&pod(vec![cm("nope", Some(true))]), &EnvSources::default(), &Fake).await.unwrap();
+        assert!(ok.volumes["v"].files.is_empty());
+        let full = materialise(&pod(vec![cm("cfg", None)]), &EnvSources::default(), &Fake).await.unwrap();
+        assert_eq!(full.volumes["v"].files["app.conf"], b"x=1");
+    }
+
+    #[test]
+    fn rejects_escaping_paths() {
+        for p in ["../x", "/etc/passwd", "a/../../b", ""] {
+            assert!(check_path(p).is_err(), "{p}");
+        }
+        assert!(check_path("a/b.txt").is_ok());
+    }
+}

@@ -1,0 +1,210 @@
+//! The provider contract: what a backend implements so the core can run pods on it.
+//!
+//! A provider translates a [`Pod`] into its backend's workload and back. Everything
+//! else (watching the API, queues, retries, env and volume resolution, token
+//! projection, status conditions, events, the lease) belongs to the core and must
+//! not be re-implemented here. See the `vk-mock` crate for the worked example.
+//!
+//! Identity: a backend workload is identified by namespace, name **and UID**
+//! ([`PodKey`]). A pod deleted and recreated with the same name has a new UID, so
+//! the core can always tell the old workload from the new one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{NodeAddress, Pod, PodStatus, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tokio::sync::mpsc;
+
+/// Errors a provider returns. The core decides what each means for the pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The workload does not exist in the backend.
+    #[error("not found in the backend: {0}")]
+    NotFound(String),
+    /// The pod can never run on this backend as specified: the core fails it with
+    /// reason `ProviderFailed` and does not retry.
+    #[error("invalid pod for this backend: {0}")]
+    InvalidInput(String),
+    /// The backend is unavailable or answered with a transient error: retried with backoff.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The operation is not offered by this provider.
+    #[error("not implemented by this provider: {0}")]
+    NotImplemented(&'static str),
+}
+
+/// Result alias for provider calls.
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// The identity of one pod in the backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct PodKey {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Name of the pod.
+    pub name: String,
+    /// UID of the pod object this workload was created for.
+    pub uid: String,
+}
+
+impl PodKey {
+    /// The key of a pod object, when it has namespace, name and UID.
+    pub fn of(pod: &Pod) -> Option<PodKey> {
+        Some(PodKey {
+            namespace: pod.metadata.namespace.clone()?,
+            name: pod.metadata.name.clone()?,
+            uid: pod.metadata.uid.clone()?,
+        })
+    }
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} ({})", self.namespace, self.name, self.uid)
+    }
+}
+
+/// Files of one volume, by relative path, as the core materialised them:
+/// configMap, secret, downwardAPI and projected volumes (service-account tokens
+/// included). Providers write them wherever their backend mounts files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeFiles {
+    /// Relative path → content.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// File mode requested for the files (defaultMode or item mode), if any.
+    pub default_mode: Option<i32>,
+}
+
+/// A pod as handed to a provider: the API object with every container's `env`
+/// resolved to plain values (envFrom flattened, references and `$(VAR)` expanded,
+/// service links added), plus the files of the volumes the core materialises.
+#[derive(Clone, Debug)]
+pub struct ResolvedPod {
+    /// The pod. `spec.containers[*].env` holds only literal values; `envFrom` is empty.
+    pub pod: Pod,
+    /// Materialised volume contents by volume name.
+    pub volumes: BTreeMap<String, VolumeFiles>,
+}
+
+impl ResolvedPod {
+    /// The backend identity of this pod.
+    pub fn key(&self) -> Option<PodKey> {
+        PodKey::of(&self.pod)
+    }
+}
+
+/// A workload the backend holds, as reported by [`Provider::list_pods`].
+#[derive(Clone, Debug)]
+pub struct BackendPod {
+    /// Identity, with the UID of the pod it was created for.
+    pub key: PodKey,
+    /// The pod object as the provider last received it (for `/runningpods/`).
+    pub pod: Pod,
+    /// Current status in the backend.
+    pub status: PodStatus,
+}
+
+/// What the node looks like from this provider's side.
+#[derive(Clone, Debug, Default)]
+pub struct NodeCapacity {
+    /// Capacity (and allocatable) by resource name: `cpu`, `memory`, `pods`, extended resources.
+    pub capacity: BTreeMap<String, Quantity>,
+    /// Extra labels for the node.
+    pub labels: BTreeMap<String, String>,
+    /// Extra taints for the node (the core adds the provider taint itself).
+    pub taints: Vec<Taint>,
+    /// Extra addresses (the core adds InternalIP and Hostname).
+    pub addresses: Vec<NodeAddress>,
+    /// `spec.providerID`, if the backend has one.
+    pub provider_id: Option<String>,
+    /// Operating system of the workloads: `linux` or `windows`.
+    pub operating_system: Option<String>,
+}
+
+/// A status change pushed by a provider.
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    /// Which pod.
+    pub key: PodKey,
+    /// Its new status. `None` means the workload is gone from the backend.
+    pub status: Option<PodStatus>,
+}
+
+/// The channel a provider pushes status changes into. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StatusNotifier {
+    tx: mpsc::UnboundedSender<StatusUpdate>,
+}
+
+impl StatusNotifier {
+    /// A notifier and the receiving end the core reads.
+    pub fn channel() -> (StatusNotifier, mpsc::UnboundedReceiver<StatusUpdate>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (StatusNotifier { tx }, rx)
+    }
+
+    /// Tell the core that a pod's status changed. Never blocks; a closed core is ignored.
+    pub fn pod_status(&self, key: PodKey, status: PodStatus) {
+        let _ = self.tx.send(StatusUpdate { key, status: Some(status) });
+    }
+
+    /// Tell the core that a pod's workload vanished from the backend.
+    pub fn pod_gone(&self, key: PodKey) {
+        let _ = self.tx.send(StatusUpdate { key, status: None });
+    }
+}
+
+/// The backend contract. All methods must be idempotent: the core retries after
+/// errors and after restarts.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Short provider name, used in the default taint `virtual-kubelet.io/provider=<name>`.
+    fn name(&self) -> &str;
+
+    /// Node capacity, labels, taints and addresses. Called at registration and on each status refresh.
+    async fn node_capacity(&self) -> NodeCapacity;
+
+    /// Health of the backend. An error turns the node NotReady with its message.
+    async fn ping(&self) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    /// The IP the pod will have, when the backend can tell before the pod starts.
+    /// Called only for pods whose env reads `status.podIP`, right before
+    /// [`Provider::create_pod`]; the default (`None`) resolves such variables to "".
+    async fn allocate_pod_ip(&self, _key: &PodKey) -> ProviderResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// Start the workload. Called only when the backend does not hold this [`PodKey`].
+    async fn create_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
+
+    /// Apply a changed spec or changed volume files to an existing workload.
+    async fn update_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
+
+    /// Stop and remove the workload, honouring `grace` before killing it. Returns
+    /// once the backend no longer runs it; [`ProviderError::NotFound`] when it was already gone.
+    async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()>;
+
+    /// Status of one workload.
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus>;
+
+    /// Every workload this backend holds for this node (adoption, orphan removal, resync).
+    async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>>;
+
+    /// Subscribe to status pushes. Providers that can push return `true` after storing
+    /// the notifier; the core then relies on pushes and a slow periodic reconcile.
+    /// Providers that cannot push return `false` and are reconciled every
+    /// [`Provider::status_poll_interval`].
+    fn notify_status(&self, _notifier: StatusNotifier) -> bool {
+        false
+    }
+
+    /// How often the core lists the backend to reconcile statuses when the provider does not push.
+    fn status_poll_interval(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+}

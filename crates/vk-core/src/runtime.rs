@@ -1,0 +1,168 @@
+//! The process: one API client, one rate limiter, one metrics registry and one
+//! Service watch, shared by every node the process serves; per node a provider
+//! instance, a node controller and a pod controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Service, Taint};
+use kube::api::Api;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Client, Config};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::{KubeletArgs, LogFormat};
+use crate::context::{NodeConfig, NodeContext};
+use crate::health::{self, HealthState};
+use crate::metrics::Metrics;
+use crate::node::NodeController;
+use crate::objects::ApiObjects;
+use crate::pod::PodController;
+use crate::provider::Provider;
+use crate::ratelimit::RateLimiter;
+
+/// Sets up logging from the flags. Call once, first thing in `main`.
+pub fn init_logging(args: &KubeletArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds the API client from `--kubeconfig`, `KUBECONFIG` or the in-cluster environment.
+pub async fn client(args: &KubeletArgs) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => Config::infer().await.context("no kubeconfig given and not running in a cluster")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Runs the nodes of this process until SIGINT or SIGTERM. `provider_for` builds
+/// one provider instance per node name. Backend pods are left running on exit.
+pub async fn run<F>(args: KubeletArgs, provider_name: &str, provider_for: F) -> anyhow::Result<()>
+where
+    F: Fn(&str) -> anyhow::Result<Arc<dyn Provider>>,
+{
+    let client = client(&args).await?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let limiter = Arc::new(RateLimiter::new(args.kube_api_qps, args.kube_api_burst));
+    let stop = CancellationToken::new();
+
+    // One Service watch for every node: service link variables need them.
+    let (services, writer) = reflector::store::<Service>();
+    let svc_stream = reflector::reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .for_each(|ev| async move {
+            if let Err(e) = ev {
+                warn!(error = %e, "service watch failed; retrying");
+            }
+        });
+    tokio::spawn(svc_stream);
+    let objects = Arc::new(ApiObjects::new(client.clone(), limiter.clone(), metrics.clone(), services));
+
+    let taint = (!args.disable_taint).then(|| Taint {
+        key: args.taint_key.clone(),
+        value: Some(args.taint_value.clone().unwrap_or_else(|| provider_name.to_string())),
+        effect: args.taint_effect.clone(),
+        time_added: None,
+    });
+
+    let names = args.node_names();
+    let health_state = Arc::new(HealthState::new(names.len()));
+    let mut tasks = Vec::new();
+    for name in &names {
+        let provider = provider_for(name).with_context(|| format!("setting up the provider for node {name}"))?;
+        let config = NodeConfig {
+            name: name.clone(),
+            node_ip: args.node_ip.to_string(),
+            kubelet_port: args.kubelet_port,
+            taint: taint.clone(),
+            os: args.os.to_lowercase(),
+            labels: args.node_labels.clone(),
+            pod_sync_workers: args.pod_sync_workers as usize,
+            full_resync_period: args.full_resync_period.max(Duration::from_secs(1)),
+            cluster_domain: args.cluster_domain.clone(),
+            success_events: !args.no_success_events,
+        };
+        let ctx = Arc::new(NodeContext::new(client.clone(), config, limiter.clone(), metrics.clone()));
+        let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
+        health_state.add_node(provider.clone(), pods.clone());
+        let registered = Arc::new(Notify::new());
+        let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
+        tasks.push(tokio::spawn(node.run(stop.clone(), registered.clone())));
+        let pods_stop = stop.clone();
+        let hs = health_state.clone();
+        tasks.push(tokio::spawn(async move {
+            // Pods only after the node exists: the scheduler and the pods need it.
+            registered.notified().await;
+            hs.node_registered();
+            if let Err(e) = pods.run(pods_stop).await {
+                error!(error = %e, "pod controller stopped");
+            }
+        }));
+    }
+    info!(nodes = names.len(), provider = provider_name, "virtual kubelet started");
+
+    let server = tokio::spawn(health::serve(args.metrics_addr, Arc::new(registry), health_state.clone(), stop.clone()));
+
+    if !args.startup_timeout.is_zero() {
+        let hs = health_state.clone();
+        let timeout = args.startup_timeout;
+        tokio::select! {
+            ok = async move { tokio::time::timeout(timeout, hs.wait_registered()).await.is_ok() } => {
+                if !ok {
+                    stop.cancel();
+                    anyhow::bail!("nodes not registered within --startup-timeout {timeout:?}");
+                }
+            }
+            _ = shutdown_signal() => { stop.cancel(); return Ok(()); }
+        }
+    }
+
+    shutdown_signal().await;
+    info!("shutting down; backend pods are left running");
+    stop.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

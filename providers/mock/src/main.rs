@@ -1,0 +1,86 @@
+//! `vk-mock`: a virtual kubelet whose backend is the in-process mock.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use vk_core::cli::KubeletArgs;
+use vk_mock::config::MockConfig;
+use vk_mock::ipam::IpAllocator;
+use vk_mock::{MockOptions, MockProvider};
+
+/// A virtual kubelet backed by an in-process mock: pods run instantly, nothing is pulled.
+#[derive(Parser, Debug)]
+#[command(name = "vk-mock", version, about)]
+struct Cli {
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+
+    /// CIDR the mock assigns pod IPs from (unique across the nodes of this process).
+    #[arg(long = "pod-cidr", default_value = "10.244.0.0/16")]
+    pod_cidr: String,
+
+    /// Keep the backend's pods in DIR/<node>.json so they survive a restart.
+    #[arg(long = "state-dir")]
+    state_dir: Option<PathBuf>,
+
+    /// While this file exists the backend reports itself down (node NotReady, creates fail).
+    #[arg(long = "unhealthy-file")]
+    unhealthy_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("vk-mock: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    vk_core::runtime::init_logging(&cli.kubelet);
+    let config = match &cli.kubelet.provider_config {
+        Some(path) => match MockConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vk-mock: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => MockConfig::default(),
+    };
+    let ips = match IpAllocator::new(&cli.pod_cidr) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("vk-mock: --pod-cidr: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = MockOptions { ips, state_dir: cli.state_dir.clone(), unhealthy_file: cli.unhealthy_file.clone() };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vk-mock: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(vk_core::runtime::run(cli.kubelet.clone(), "mock", |node| {
+        let resources = config.node(node).cloned().unwrap_or_default();
+        let provider = MockProvider::new(node, resources, &opts).map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vk-mock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The mock backend: an in-memory table of pods, thread-safe, with scripted
+//! lifecycles, an optional state file and a health switch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
+    PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::warn;
+use vk_core::{BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier, VolumeFiles};
+
+use crate::config::NodeResources;
+use crate::ipam::IpAllocator;
+use crate::script::{FailCreate, Script};
+use crate::state::{self, StoredPod};
+
+struct MockPod {
+    pod: Pod,
+    volumes: BTreeMap<String, VolumeFiles>,
+    ip: Ipv4Addr,
+    status: PodStatus,
+    script: Option<Script>,
+    timeline: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    node: String,
+    resources: NodeResources,
+    ips: Arc<IpAllocator>,
+    pods: Mutex<HashMap<PodKey, MockPod>>,
+    reserved: Mutex<HashMap<PodKey, Ipv4Addr>>,
+    notifier: OnceLock<StatusNotifier>,
+    state_file: Option<PathBuf>,
+    dirty: Notify,
+    unhealthy_file: Option<PathBuf>,
+}
+
+/// Options shared by every mock node of a process.
+#[derive(Clone)]
+pub struct MockOptions {
+    /// Pod IPs, unique across the process.
+    pub ips: Arc<IpAllocator>,
+    /// Directory of per-node state files; `None` keeps the backend in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// While this file exists the backend is "down": ping and create fail.
+    pub unhealthy_file: Option<PathBuf>,
+}
+
+/// The mock provider of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct MockProvider {
+    inner: Arc<Inner>,
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+impl MockProvider {
+    /// A mock backend for `node`. Loads the node's state file when one is configured
+    /// (must be called inside a Tokio runtime when it is).
+    pub fn new(node: &str, resources: NodeResources, opts: &MockOptions) -> Result<MockProvider, String> {
+        let state_file = opts.state_dir.as_ref().map(|d| state::path_for(d, node));
+        let mut pods = HashMap::new();
+        if let Some(path) = &state_file {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("state dir {}: {e}", dir.display()))?;
+            }
+            for sp in state::load(path)? {
+                let ip: Ipv4Addr = sp.ip.parse().map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
+                opts.ips.reserve(ip);
+                let script = Script::of(&sp.pod).ok().flatten();
+                pods.insert(
+                    sp.key.clone(),
+                    MockPod { volumes: state::decode_volumes(&sp.volumes), pod: sp.pod, ip, status: sp.status, script, timeline: None },
+                );
+            }
+        }
+        let inner = Arc::new(Inner {
+            node: node.to_string(),
+            resources,
+            ips: opts.ips.clone(),
+            pods: Mutex::new(pods),
+            reserved: Mutex::default(),
+            notifier: OnceLock::new(),
+            state_file,
+            dirty: Notify::new(),
+            unhealthy_file: opts.unhealthy_file.clone(),
+        });
+        if inner.state_file.is_some() {
+            tokio::spawn(persist_loop(Arc::downgrade(&inner)));
+        }
+        Ok(MockProvider { inner })
+    }
+
+    /// The resolved pod and volume files the backend holds for `key` (for tests and debugging).
+    pub fn backend_pod(&self, key: &PodKey) -> Option<(Pod, BTreeMap<String, VolumeFiles>)> {
+        self.inner.lock().get(key).map(|p| (p.pod.clone(), p.volumes.clone()))
+    }
+
+    fn healthy(&self) -> Result<(), ProviderError> {
+        match &self.inner.unhealthy_file {
+            Some(f) if f.exists() => Err(ProviderError::Unavailable(format!("mock backend is down ({} exists)", f.display()))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, MockPod>> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes a pod's status, tells the core and marks the state dirty.
+    fn update(&self, key: &PodKey, f: impl FnOnce(&mut PodStatus)) {
+        let status = {
+            let mut pods = self.lock();
+            let Some(p) = pods.get_mut(key) else { return };
+            f(&mut p.status);
+            p.status.clone()
+        };
+        if let Some(n) = self.notifier.get() {
+            n.pod_status(key.clone(), status);
+        }
+        self.dirty.notify_one();
+    }
+}
+
+async fn persist_loop(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let notified = async move {
+            strong.dirty.notified().await;
+        };
+        notified.await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(strong) = inner.upgrade() else { return };
+        let Some(path) = strong.state_file.clone() else { return };
+        let snapshot: Vec<StoredPod> = strong
+            .lock()
+            .iter()
+            .map(|(k, p)| StoredPod {
+                key: k.clone(),
+                pod: p.pod.clone(),
+                status: p.status.clone(),
+                ip: p.ip.to_string(),
+                volumes: state::encode_volumes(&p.volumes),
+            })
+            .collect();
+        drop(strong);
+        let res = tokio::task::spawn_blocking(move || state::save(&path, &snapshot)).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "writing the mock state file failed"),
+            Err(e) => warn!(error = %e, "state writer task failed"),
+        }
+    }
+}
+
+fn container_names(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn container_status(name: &str, image: &str, state: ContainerState, ready: bool, restarts: i32, last: Option<ContainerState>) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        image: image.into(),
+        image_id: format!("mock://{image}"),
+        container_id: Some(format!("mock://{name}")),
+        ready,
+        started: Some(state.running.is_some()),
+        restart_count: restarts,
+        state: Some(state),
+        last_state: last,
+        ..Default::default()
+    }
+}
+
+fn running_state() -> ContainerState {
+    ContainerState { running: Some(ContainerStateRunning { started_at: Some(now()) }), ..Default::default() }
+}
+
+fn waiting_state(reason: &str, message: Option<String>) -> ContainerState {
+    ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }), ..Default::default() }
+}
+
+fn terminated_state(code: i32, started: Option<Time>) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: code,
+            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+            started_at: started,
+            finished_at: Some(now()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn set_all(status: &mut PodStatus, containers: &[(String, String)], f: impl Fn(&str, &str, Option<&ContainerStatus>) -> ContainerStatus) {
+    let old = status.container_statuses.take().unwrap_or_default();
+    status.container_statuses =
+        Some(containers.iter().map(|(n, i)| f(n, i, old.iter().find(|c| &c.name == n))).collect());
+}
+
+/// Drives a scripted pod through its timeline.
+async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_policy: String, containers: Vec<(String, String)>) {
+    let sleep = |secs: f64| tokio::time::sleep(Duration::from_secs_f64(secs));
+    if script.start_delay_seconds > 0.0 {
+        sleep(script.start_delay_seconds).await;
+    }
+    let mut restarts = 0;
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let started = now();
+        i.update(&key, |s| {
+            s.phase = Some("Running".into());
+            set_all(s, &containers, |n, img, old| {
+                let last = if restarts > 0 { old.and_then(|o| o.last_state.clone()) } else { None };
+                container_status(n, img, running_state(), true, restarts, last)
+            });
+        });
+        drop(i);
+        let mut elapsed = 0.0;
+        if let Some(unready) = script.unready_after_seconds
+            && script.exit_after_seconds.is_none_or(|e| unready < e)
+        {
+            sleep(unready).await;
+            elapsed = unready;
+            let Some(i) = inner.upgrade() else { return };
+            i.update(&key, |s| {
+                for c in s.container_statuses.iter_mut().flatten() {
+                    c.ready = false;
+                }
+            });
+        }
+        let Some(exit_after) = script.exit_after_seconds else { return };
+        sleep((exit_after - elapsed).max(0.0)).await;
+        let code = script.exit_code;
+        let restart = match restart_policy.as_str() {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        };
+        let Some(i) = inner.upgrade() else { return };
+        if !restart {
+            i.update(&key, |s| {
+                s.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
+                set_all(s, &containers, |n, img, _| {
+                    container_status(n, img, terminated_state(code, Some(started.clone())), false, restarts, None)
+                });
+            });
+            return;
+        }
+        restarts += 1;
+        let backoff = (2f64.powi(restarts - 1)).min(10.0);
+        i.update(&key, |s| {
+            set_all(s, &containers, |n, img, _| {
+                container_status(
+                    n,
+                    img,
+                    waiting_state("CrashLoopBackOff", Some(format!("back-off {backoff}s restarting failed container={n}"))),
+                    false,
+                    restarts,
+                    Some(terminated_state(code, Some(started.clone()))),
+                )
+            });
+        });
+        drop(i);
+        sleep(backoff).await;
+    }
+}
+
+fn validate(pod: &Pod) -> ProviderResult<()> {
+    let spec = pod.spec.as_ref().ok_or_else(|| ProviderError::InvalidInput("pod has no spec".into()))?;
+    if spec.containers.is_empty() {
+        return Err(ProviderError::InvalidInput("pod has no containers".into()));
+    }
+    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        if c.image.as_deref().is_none_or(str::is_empty) {
+            return Err(ProviderError::InvalidInput(format!("container {} has no image", c.name)));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Provider for MockProvider {
+    fn name(&self) -> &str {
+        "mock"
+    }
+
+    async fn node_capacity(&self) -> NodeCapacity {
+        let r = &self.inner.resources;
+        let mut capacity: BTreeMap<String, Quantity> = [
+            ("cpu".to_string(), Quantity(r.cpu.clone())),
+            ("memory".to_string(), Quantity(r.memory.clone())),
+            ("pods".to_string(), Quantity(r.pods.clone())),
+        ]
+        .into();
+        for (k, v) in &r.others {
+            capacity.insert(k.clone(), Quantity(v.clone()));
+        }
+        NodeCapacity {
+            capacity,
+            provider_id: Some(r.provider_id.clone().unwrap_or_else(|| format!("mock://{}", self.inner.node))),
+            ..Default::default()
+        }
+    }
+
+    async fn ping(&self) -> ProviderResult<()> {
+        self.healthy()
+    }
+
+    async fn allocate_pod_ip(&self, key: &PodKey) -> ProviderResult<Option<String>> {
+        let mut reserved = self.inner.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = reserved.get(key) {
+            return Ok(Some(ip.to_string()));
+        }
+        let ip = self.inner.ips.allocate().ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?;
+        reserved.insert(key.clone(), ip);
+        Ok(Some(ip.to_string()))
+    }
+
+    async fn create_pod(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
+        self.healthy()?;
+        let key = resolved.key().ok_or_else(|| ProviderError::InvalidInput("pod has no namespace, name or uid".into()))?;
+        validate(&resolved.pod)?;
+        let script = Script::of(&resolved.pod).map_err(ProviderError::InvalidInput)?;
+        match script.as_ref().and_then(|s| s.fail_create) {
+            Some(FailCreate::Invalid) => return Err(ProviderError::InvalidInput("scripted failure: invalid pod".into())),
+            Some(FailCreate::Unavailable) => return Err(ProviderError::Unavailable("scripted failure: backend unavailable".into())),
+            None => {}
+        }
+        if self.inner.lock().contains_key(&key) {
+            return Ok(());
+        }
+        let reserved = self.inner.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let ip = match reserved {
+            Some(ip) => ip,
+            None => self.inner.ips.allocate().ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?,
+        };
+        let containers = container_names(&resolved.pod);
+        let delayed = script.as_ref().is_some_and(|s| s.start_delay_seconds > 0.0);
+        let mut status = PodStatus {
+            phase: Some(if delayed { "Pending" } else { "Running" }.into()),
+            pod_ip: Some(ip.to_string()),
+            pod_ips: Some(vec![PodIP { ip: ip.to_string() }]),
+            start_time: Some(now()),
+            ..Default::default()
+        };
+        set_all(&mut status, &containers, |n, img, _| {
+            if delayed {
+                container_status(n, img, waiting_state("ContainerCreating", None), false, 0, None)
+            } else {
+                container_status(n, img, running_state(), true, 0, None)
+            }
+        });
+        let restart_policy = resolved.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let mut pods = self.inner.lock();
+        let timeline_task = script.clone().filter(Script::has_timeline).map(|s| {
+            tokio::spawn(timeline(Arc::downgrade(&self.inner), key.clone(), s, restart_policy, containers))
+        });
+        pods.insert(
+            key,
+            MockPod { pod: resolved.pod.clone(), volumes: resolved.volumes.clone(), ip, status, script, timeline: timeline_task },
+        );
+        drop(pods);
+        self.inner.dirty.notify_one();
+        Ok(())
+    }
+
+    async fn update_pod(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
+        self.healthy()?;
+        let key = resolved.key().ok_or_else(|| ProviderError::InvalidInput("pod has no namespace, name or uid".into()))?;
+        let mut pods = self.inner.lock();
+        let p = pods.get_mut(&key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        p.pod = resolved.pod.clone();
+        p.volumes = resolved.volumes.clone();
+        drop(pods);
+        self.inner.dirty.notify_one();
+        Ok(())
+    }
+
+    async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()> {
+        self.healthy()?;
+        let termination = {
+            let mut pods = self.inner.lock();
+            let p = pods.get_mut(key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+            if let Some(t) = p.timeline.take() {
+                t.abort();
+            }
+            p.script.as_ref().map(|s| s.termination_seconds).unwrap_or(0.0)
+        };
+        if termination > 0.0 {
+            let wait = Duration::from_secs_f64(termination).min(grace);
+            tokio::time::sleep(wait).await;
+        }
+        let removed = self.inner.lock().remove(key);
+        if let Some(p) = removed {
+            self.inner.ips.release(p.ip);
+        }
+        self.inner.dirty.notify_one();
+        Ok(())
+    }
+
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus> {
+        self.inner
+            .lock()
+            .get(key)
+            .map(|p| p.status.clone())
+            .ok_or_else(|| ProviderError::NotFound(key.to_string()))
+    }
+
+    async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {
+        Ok(self
+            .inner
+            .lock()
+            .iter()
+            .map(|(k, p)| BackendPod { key: k.clone(), pod: p.pod.clone(), status: p.status.clone() })
+            .collect())
+    }
+
+    fn notify_status(&self, notifier: StatusNotifier) -> bool {
+        let _ = self.inner.notifier.set(notifier);
+        // Restart timelines of pods restored from the state file now that pushes have somewhere to go.
+        let mut pods = self.inner.lock();
+        for (key, p) in pods.iter_mut() {
+            let terminal = matches!(p.status.phase.as_deref(), Some("Succeeded" | "Failed"));
+            if let Some(s) = p.script.clone().filter(Script::has_timeline)
+                && p.timeline.is_none()
+                && !terminal
+            {
+                let policy = p.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+                p.timeline = Some(tokio::spawn(timeline(Arc::downgrade(&self.inner), key.clone(), s, policy, container_names(&p.pod))));
+            }
+        }
+        true
+    }
+}

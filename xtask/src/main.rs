@@ -1,0 +1,112 @@
+//! Project tooling, run as `cargo xtask <command>`: builds and runs the local
+//! Kubernetes control plane (`vkcp`, the Go program in `xtask/controlplane`),
+//! runs the whole test pipeline and the demo.
+//!
+//! It depends on `std`, `anyhow` and `signal-hook` only, so it compiles in a few
+//! seconds on a fresh machine. Everything slow it does (the Go build, cluster
+//! start-up, the tests) prints what it is doing and how long it has taken.
+
+mod cluster;
+mod controlplane_build;
+mod debian_packages;
+mod demo;
+mod kubectl;
+mod process;
+mod progress;
+mod test;
+mod workspace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  cluster up [--dir DIR]      build the control plane if needed, start it detached and wait
+                              until it is ready; prints the kubeconfig path as the last line
+                              (default DIR: target/cluster in the workspace)
+  cluster down [--dir DIR]    stop the cluster in DIR and every process it started
+  cluster status [--dir DIR]  say whether a cluster runs in DIR, its pids and where its logs are
+  controlplane-path           print the path of the vkcp binary (building it if needed)
+  kubectl ARGS...             kubectl of the pinned Kubernetes version; uses
+                              --kubeconfig target/cluster/kubeconfig unless ARGS name one
+  test                        install missing Debian packages (as root), cargo fmt --check,
+                              clippy -D warnings, then all tests against a fresh test cluster
+  demo                        cluster + the mock virtual kubelet + a 3-replica Deployment;
+                              Ctrl-C stops everything
+  help                        this text
+
+environment:
+  VK_CACHE_DIR                where built binaries are kept (default ~/.cache/vk-rs)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<ExitCode> {
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match command.as_str() {
+        "cluster" => {
+            let Some((action, rest)) = rest.split_first() else {
+                bail!("`cluster` needs one of: up, down, status\n\n{USAGE}");
+            };
+            let dir = parse_dir(rest)?;
+            match action.as_str() {
+                "up" => {
+                    let vkcp = controlplane_build::ensure_built()?;
+                    let kubeconfig = cluster::up(&dir, &vkcp)?;
+                    // The last line is the kubeconfig path, for scripts and tests.
+                    println!("{}", kubeconfig.display());
+                }
+                "down" => cluster::down(&dir)?,
+                "status" => cluster::status(&dir)?,
+                other => bail!("unknown `cluster` action {other:?}\n\n{USAGE}"),
+            }
+        }
+        "controlplane-path" => {
+            let vkcp = controlplane_build::ensure_built()?;
+            println!("{}", vkcp.display());
+        }
+        "kubectl" => return kubectl::passthrough(rest),
+        "test" => return test::run(),
+        "demo" => demo::run()?,
+        "help" | "-h" | "--help" => print!("{USAGE}"),
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses the only option the `cluster` actions take, `--dir DIR` (or `--dir=DIR`).
+fn parse_dir(args: &[String]) -> Result<PathBuf> {
+    let mut dir = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--dir" {
+            let value = iter.next().context("--dir needs a value")?;
+            dir = Some(PathBuf::from(value));
+        } else if let Some(value) = arg.strip_prefix("--dir=") {
+            dir = Some(PathBuf::from(value));
+        } else {
+            bail!("unexpected argument {arg:?}\n\n{USAGE}");
+        }
+    }
+    match dir {
+        Some(dir) => std::path::absolute(&dir)
+            .with_context(|| format!("resolving cluster directory {}", dir.display())),
+        None => Ok(workspace::default_cluster_dir()),
+    }
+}

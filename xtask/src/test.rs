@@ -1,0 +1,246 @@
+//! `cargo xtask test`: the whole check, the same on a laptop and in CI.
+//!
+//! Steps: Debian packages (installed when root), `cargo fmt --check`, clippy
+//! with `-D warnings`, the control-plane build, a fresh test cluster in
+//! `target/test-cluster`, then every unit and integration test (cargo-nextest
+//! when installed, else `cargo test`) with `VK_TEST_KUBECONFIG` and `VKCP_BIN`
+//! set. The cluster is always stopped at the end. Any failing step makes the
+//! command fail; a summary with each step's time closes the output.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::progress::format_duration;
+use crate::{cluster, controlplane_build, debian_packages, workspace};
+
+struct StepResult {
+    name: &'static str,
+    took: Duration,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Passed(String),
+    Failed(String),
+    Skipped(&'static str),
+}
+
+#[derive(Default)]
+struct Pipeline {
+    steps: Vec<StepResult>,
+}
+
+impl Pipeline {
+    /// Runs one step, printing a header, and records its time and outcome.
+    fn step<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Option<T>
+    where
+        T: Describe,
+    {
+        eprintln!("\n==> {name}");
+        let start = Instant::now();
+        let result = f();
+        let took = start.elapsed();
+        let (outcome, value) = match result {
+            Ok(value) => (Outcome::Passed(value.describe()), Some(value)),
+            Err(err) => {
+                eprintln!("xtask: {name} failed: {err:#}");
+                (Outcome::Failed(first_line(&format!("{err:#}"))), None)
+            }
+        };
+        self.steps.push(StepResult {
+            name,
+            took,
+            outcome,
+        });
+        value
+    }
+
+    fn skip(&mut self, name: &'static str, why: &'static str) {
+        self.steps.push(StepResult {
+            name,
+            took: Duration::ZERO,
+            outcome: Outcome::Skipped(why),
+        });
+    }
+
+    fn failed(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed(_)))
+    }
+
+    fn print_summary(&self, total: Duration) {
+        eprintln!("\n==> summary");
+        for step in &self.steps {
+            let (mark, detail) = match &step.outcome {
+                Outcome::Passed(d) => ("ok  ", d.as_str()),
+                Outcome::Failed(d) => ("FAIL", d.as_str()),
+                Outcome::Skipped(d) => ("skip", *d),
+            };
+            eprintln!(
+                "  {mark}  {:<26} {:>8}  {detail}",
+                step.name,
+                format_duration(step.took)
+            );
+        }
+        let verdict = if self.failed() { "FAILED" } else { "passed" };
+        eprintln!("cargo xtask test {verdict} in {}", format_duration(total));
+    }
+}
+
+/// A step's value, as shown in the summary.
+trait Describe {
+    fn describe(&self) -> String;
+}
+
+impl Describe for () {
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+impl Describe for String {
+    fn describe(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Describe for PathBuf {
+    fn describe(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+pub fn run() -> Result<ExitCode> {
+    let started = Instant::now();
+    let root = workspace::root();
+    let mut pipeline = Pipeline::default();
+
+    if pipeline
+        .step("debian packages", debian_packages::ensure)
+        .is_none()
+    {
+        pipeline.print_summary(started.elapsed());
+        return Ok(ExitCode::FAILURE);
+    }
+    pipeline.step("cargo fmt --check", || {
+        cargo(&root, ["fmt", "--all", "--", "--check"])
+    });
+    pipeline.step("cargo clippy -D warnings", || {
+        cargo(
+            &root,
+            [
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    });
+    let vkcp = pipeline.step("build control plane", controlplane_build::ensure_built);
+    let cluster_dir = workspace::test_cluster_dir();
+    let kubeconfig = match &vkcp {
+        Some(vkcp) => pipeline.step("start test cluster", || {
+            // A fresh cluster each run: stop a leftover one, then remove its data.
+            cluster::down(&cluster_dir)?;
+            if cluster_dir.exists() {
+                std::fs::remove_dir_all(&cluster_dir)
+                    .with_context(|| format!("removing {}", cluster_dir.display()))?;
+            }
+            cluster::up(&cluster_dir, vkcp)
+        }),
+        None => {
+            pipeline.skip("start test cluster", "no control-plane binary");
+            None
+        }
+    };
+    match (&vkcp, &kubeconfig) {
+        (Some(vkcp), Some(kubeconfig)) => {
+            let env = [
+                ("VK_TEST_KUBECONFIG", kubeconfig.as_os_str()),
+                ("VKCP_BIN", vkcp.as_os_str()),
+            ];
+            if nextest_available(&root) {
+                pipeline.step("cargo nextest run", || {
+                    cargo_env(
+                        &root,
+                        ["nextest", "run", "--workspace", "--no-fail-fast"],
+                        &env,
+                    )
+                });
+                // nextest does not run doctests.
+                pipeline.step("cargo test --doc", || {
+                    cargo_env(&root, ["test", "--workspace", "--doc"], &env)
+                });
+            } else {
+                pipeline.step("cargo test", || {
+                    cargo_env(&root, ["test", "--workspace", "--no-fail-fast"], &env)
+                });
+            }
+        }
+        _ => pipeline.skip("tests", "no test cluster"),
+    }
+    if kubeconfig.is_some() || cluster_dir.exists() {
+        pipeline.step("stop test cluster", || cluster::down(&cluster_dir));
+    }
+
+    pipeline.print_summary(started.elapsed());
+    Ok(if pipeline.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cargo<I, S>(root: &std::path::Path, args: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    cargo_env(root, args, &[])
+}
+
+/// Runs cargo in the workspace with its output going straight to ours.
+fn cargo_env<I, S>(root: &std::path::Path, args: I, env: &[(&str, &OsStr)]) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<S> = args.into_iter().collect();
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = Command::new(workspace::cargo());
+    cmd.current_dir(root).args(&args).stdin(Stdio::null());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo {}", shown.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", shown.join(" "));
+    }
+    Ok(())
+}
+
+fn nextest_available(root: &std::path::Path) -> bool {
+    Command::new(workspace::cargo())
+        .current_dir(root)
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
