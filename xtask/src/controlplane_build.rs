@@ -41,7 +41,8 @@ pub fn ensure_built() -> Result<PathBuf> {
         .with_context(|| format!("creating {}", out_dir.join("lock").display()))?;
     if lock.try_lock().is_err() {
         eprintln!("another process is building the control plane; waiting for it");
-        lock.lock().context("waiting for the control-plane build lock")?;
+        lock.lock()
+            .context("waiting for the control-plane build lock")?;
     }
     if binary.is_file() {
         return Ok(binary);
@@ -54,8 +55,11 @@ fn build(src: &Path, version: &str, ldflags: &str, out_dir: &Path, binary: &Path
     let go = find_go()?;
     let tmp = out_dir.join("vkcp.partial");
     let log_path = out_dir.join("build.log");
-    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log.try_clone().context("duplicating the build log handle")?;
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .context("duplicating the build log handle")?;
     eprintln!(
         "building control plane (k8s {version}) into {}\n  \
          a cold build takes about 5 minutes on 2 cores, a rebuild about a minute; log: {}",
@@ -146,7 +150,10 @@ fn source_hash(src: &Path, ldflags: &str) -> Result<String> {
     hasher.write(ldflags.as_bytes());
     for path in &files {
         let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or(b"");
         hasher.write(&(name.len() as u64).to_le_bytes());
         hasher.write(name);
         hasher.write(&(bytes.len() as u64).to_le_bytes());

@@ -106,8 +106,8 @@ impl Demo {
 
     fn show(&mut self, root: &Path, vk_mock: &Path) -> Result<()> {
         let log_path = self.dir.join("logs").join("vk-mock.log");
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the log handle")?;
         let kubelet_port = free_loopback_port()?;
         let child = Command::new(vk_mock)
@@ -237,7 +237,12 @@ impl Demo {
 
 /// Builds the `vk-mock` binary and returns its path, or says why it cannot.
 fn build_vk_mock(root: &Path) -> Result<PathBuf> {
-    if !root.join("providers").join("mock").join("Cargo.toml").is_file() {
+    if !root
+        .join("providers")
+        .join("mock")
+        .join("Cargo.toml")
+        .is_file()
+    {
         bail!("providers/mock/Cargo.toml does not exist");
     }
     eprintln!("building vk-mock");
@@ -256,7 +261,10 @@ fn build_vk_mock(root: &Path) -> Result<PathBuf> {
         .output()
         .context("running cargo build --package vk-mock")?;
     if !out.status.success() {
-        bail!("cargo build --package vk-mock --bin vk-mock failed ({})", out.status);
+        bail!(
+            "cargo build --package vk-mock --bin vk-mock failed ({})",
+            out.status
+        );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
@@ -279,7 +287,10 @@ fn json_executable(line: &str) -> Option<String> {
 fn free_loopback_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .context("binding a loopback port to find a free one")?;
-    Ok(listener.local_addr().context("reading the bound port")?.port())
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@ use clap::{Args, ValueEnum};
 #[derive(Args, Debug, Clone)]
 pub struct KubeletArgs {
     /// Name of the node (with --nodes N > 1, the prefix of `<name>-0..N-1`).
-    #[arg(long = "nodename", env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
+    #[arg(
+        long = "nodename",
+        env = "DEFAULT_NODE_NAME",
+        default_value = "virtual-kubelet"
+    )]
     pub node_name: String,
 
     /// Number of nodes this process serves, each with its own lease, pods and provider instance.
@@ -42,7 +46,11 @@ pub struct KubeletArgs {
     pub disable_taint: bool,
 
     /// Key of the node taint (default virtual-kubelet.io/provider).
-    #[arg(long = "taint-key", env = "VKUBELET_TAINT_KEY", default_value = "virtual-kubelet.io/provider")]
+    #[arg(
+        long = "taint-key",
+        env = "VKUBELET_TAINT_KEY",
+        default_value = "virtual-kubelet.io/provider"
+    )]
     pub taint_key: String,
 
     /// Value of the node taint (default: the provider name).
@@ -113,7 +121,9 @@ impl KubeletArgs {
         if self.nodes <= 1 {
             vec![self.node_name.clone()]
         } else {
-            (0..self.nodes).map(|i| format!("{}-{i}", self.node_name)).collect()
+            (0..self.nodes)
+                .map(|i| format!("{}-{i}", self.node_name))
+                .collect()
         }
     }
 }
@@ -130,17 +140,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_end);
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
-        let n: f64 = num.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
         let secs = match unit {
             "ms" => n / 1000.0,
             "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
-            _ => return Err(format!("invalid duration {text:?}: unit must be ms, s, m or h")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {text:?}: unit must be ms, s, m or h"
+                ));
+            }
         };
         total += Duration::from_secs_f64(secs);
         rest = tail;
@@ -149,7 +169,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (k, v) = text.split_once('=').ok_or_else(|| format!("label {text:?} must be key=value"))?;
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("label {text:?} must be key=value"))?;
     if k.is_empty() {
         return Err(format!("label {text:?} has an empty key"));
     }

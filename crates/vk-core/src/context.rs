@@ -51,10 +51,24 @@ pub struct NodeContext {
 
 impl NodeContext {
     /// A context for one node.
-    pub fn new(client: Client, config: NodeConfig, limiter: Arc<RateLimiter>, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter { controller: "vk-rs".into(), instance: Some(config.name.clone()) };
+    pub fn new(
+        client: Client,
+        config: NodeConfig,
+        limiter: Arc<RateLimiter>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "vk-rs".into(),
+            instance: Some(config.name.clone()),
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        NodeContext { client, config, limiter, metrics, recorder }
+        NodeContext {
+            client,
+            config,
+            limiter,
+            metrics,
+            recorder,
+        }
     }
 
     /// Records an event on an object. Failures are logged, never returned: an
@@ -62,7 +76,11 @@ impl NodeContext {
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
         self.limiter.acquire().await;
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use k8s_openapi::api::core::v1::Pod;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -30,12 +30,20 @@ pub struct HealthState {
 impl HealthState {
     /// State for `expected` nodes.
     pub fn new(expected: usize) -> Self {
-        HealthState { expected, registered: AtomicUsize::new(0), all_registered: Notify::new(), nodes: Mutex::default() }
+        HealthState {
+            expected,
+            registered: AtomicUsize::new(0),
+            all_registered: Notify::new(),
+            nodes: Mutex::default(),
+        }
     }
 
     /// Adds a node's provider and pod controller.
     pub fn add_node(&self, provider: Arc<dyn Provider>, pods: Arc<PodController>) {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).push((provider, pods));
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((provider, pods));
     }
 
     /// Marks one more node as registered.
@@ -62,7 +70,12 @@ impl HealthState {
     }
 
     fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, _)| p.clone()).collect()
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }
 
@@ -73,7 +86,12 @@ struct AppState {
 }
 
 /// Serves the side port until `stop`.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, health: Arc<HealthState>, stop: CancellationToken) {
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Arc<HealthState>,
+    stop: CancellationToken,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -89,7 +107,9 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, health: Arc<Health
         }
     };
     info!(%addr, "metrics and health endpoints listening");
-    let res = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
     if let Err(e) = res {
         error!(error = %e, "metrics server stopped");
     }
@@ -98,7 +118,14 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>, health: Arc<Health
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

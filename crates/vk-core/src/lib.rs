@@ -23,5 +23,6 @@ pub mod ratelimit;
 pub mod runtime;
 
 pub use provider::{
-    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier, VolumeFiles,
+    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
+    StatusNotifier, VolumeFiles,
 };

@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of an API call.
@@ -52,23 +52,49 @@ impl Metrics {
             backend_pods: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("vk");
-        r.register("pod_queue_depth", "Pod keys queued or in flight", m.queue_depth.clone());
-        r.register("pod_sync_seconds", "Duration of one pod sync", m.sync_seconds.clone());
-        r.register("api_calls", "Kubernetes API calls by verb, resource and result", m.api_calls.clone());
-        r.register("backend_calls", "Provider calls by operation and result", m.backend_calls.clone());
-        r.register("backend_pods", "Pods held by the backend", m.backend_pods.clone());
+        r.register(
+            "pod_queue_depth",
+            "Pod keys queued or in flight",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "pod_sync_seconds",
+            "Duration of one pod sync",
+            m.sync_seconds.clone(),
+        );
+        r.register(
+            "api_calls",
+            "Kubernetes API calls by verb, resource and result",
+            m.api_calls.clone(),
+        );
+        r.register(
+            "backend_calls",
+            "Provider calls by operation and result",
+            m.backend_calls.clone(),
+        );
+        r.register(
+            "backend_pods",
+            "Pods held by the backend",
+            m.backend_pods.clone(),
+        );
         m
     }
 
     /// Counts one API call.
     pub fn api(&self, verb: &'static str, resource: &'static str, ok: bool) {
         self.api_calls
-            .get_or_create(&ApiLabels { verb, resource, result: if ok { "ok" } else { "error" } })
+            .get_or_create(&ApiLabels {
+                verb,
+                resource,
+                result: if ok { "ok" } else { "error" },
+            })
             .inc();
     }
 
     /// Counts one backend call.
     pub fn backend(&self, operation: &'static str, result: &'static str) {
-        self.backend_calls.get_or_create(&BackendLabels { operation, result }).inc();
+        self.backend_calls
+            .get_or_create(&BackendLabels { operation, result })
+            .inc();
     }
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Client;
 
 use crate::metrics::Metrics;
 use crate::pod::volumes::{ObjectSource, TokenCache};
@@ -36,7 +36,12 @@ pub struct ApiObjects {
 
 impl ApiObjects {
     /// A reader over `client`; `services` is the store of a cluster-wide Service watch.
-    pub fn new(client: Client, limiter: Arc<RateLimiter>, metrics: Arc<Metrics>, services: Store<Service>) -> Self {
+    pub fn new(
+        client: Client,
+        limiter: Arc<RateLimiter>,
+        metrics: Arc<Metrics>,
+        services: Store<Service>,
+    ) -> Self {
         ApiObjects {
             client,
             limiter,
@@ -76,9 +81,18 @@ impl ApiObjects {
         self.tokens.forget_pod(uid);
     }
 
-    async fn cached<T>(&self, cache: &Cached<T>, resource: &'static str, namespace: &str, name: &str) -> Result<Option<T>, String>
+    async fn cached<T>(
+        &self,
+        cache: &Cached<T>,
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>, String>
     where
-        T: Clone + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + serde::de::DeserializeOwned + std::fmt::Debug,
+        T: Clone
+            + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         let key = (namespace.to_string(), name.to_string());
         {
@@ -90,7 +104,9 @@ impl ApiObjects {
             }
         }
         self.limiter.acquire().await;
-        let res = Api::<T>::namespaced(self.client.clone(), namespace).get_opt(name).await;
+        let res = Api::<T>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await;
         self.metrics.api("get", resource, res.is_ok());
         let v = res.map_err(|e| format!("reading {resource} {namespace}/{name}: {e}"))?;
         let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,14 +121,21 @@ impl ApiObjects {
 #[async_trait]
 impl ObjectSource for ApiObjects {
     async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, String> {
-        self.cached(&self.config_maps, "configmaps", namespace, name).await
+        self.cached(&self.config_maps, "configmaps", namespace, name)
+            .await
     }
 
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         self.cached(&self.secrets, "secrets", namespace, name).await
     }
 
-    async fn token(&self, pod: &Pod, sa: &str, audience: Option<&str>, exp: i64) -> Result<(String, SystemTime), String> {
+    async fn token(
+        &self,
+        pod: &Pod,
+        sa: &str,
+        audience: Option<&str>,
+        exp: i64,
+    ) -> Result<(String, SystemTime), String> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if let Some(hit) = self.tokens.get(&uid, sa, audience, exp) {
             return Ok(hit);
@@ -131,17 +154,21 @@ impl ObjectSource for ApiObjects {
             },
             ..Default::default()
         };
-        
+
         self.limiter.acquire().await;
-        let res: Result<TokenRequest, _> = Api::<ServiceAccount>::namespaced(self.client.clone(), &ns)
-            .create_subresource("token", sa, &PostParams::default(), &req)
-            .await;
-        self.metrics.api("create", "serviceaccounts/token", res.is_ok());
-        let tr = res.map_err(|e| format!("requesting a token for serviceaccount {ns}/{sa}: {e}"))?;
+        let res: Result<TokenRequest, _> =
+            Api::<ServiceAccount>::namespaced(self.client.clone(), &ns)
+                .create_subresource("token", sa, &PostParams::default(), &req)
+                .await;
+        self.metrics
+            .api("create", "serviceaccounts/token", res.is_ok());
+        let tr =
+            res.map_err(|e| format!("requesting a token for serviceaccount {ns}/{sa}: {e}"))?;
         let status = tr.status.ok_or("TokenRequest answered without a status")?;
         let expiry = SystemTime::UNIX_EPOCH
             + Duration::from_secs(status.expiration_timestamp.0.as_second().max(0) as u64);
-        self.tokens.put(&uid, sa, audience, exp, status.token.clone(), expiry);
+        self.tokens
+            .put(&uid, sa, audience, exp, status.token.clone(), expiry);
         Ok((status.token, expiry))
     }
 }

@@ -40,7 +40,9 @@ pub enum ProviderError {
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
 /// The identity of one pod in the backend.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PodKey {
     /// Namespace of the pod.
     pub namespace: String,
@@ -148,7 +150,10 @@ impl StatusNotifier {
 
     /// Tell the core that a pod's status changed. Never blocks; a closed core is ignored.
     pub fn pod_status(&self, key: PodKey, status: PodStatus) {
-        let _ = self.tx.send(StatusUpdate { key, status: Some(status) });
+        let _ = self.tx.send(StatusUpdate {
+            key,
+            status: Some(status),
+        });
     }
 
     /// Tell the core that a pod's workload vanished from the backend.

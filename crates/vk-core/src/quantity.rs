@@ -35,14 +35,21 @@ pub fn parse_nanos(text: &str) -> Result<i128, QuantityError> {
     if frac_part.contains('.') || frac_part.len() > 9 {
         return Err(err());
     }
-    let int: i128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| err())? };
+    let int: i128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().map_err(|_| err())?
+    };
     let frac: i128 = if frac_part.is_empty() {
         0
     } else {
         let padded = format!("{frac_part:0<9}");
         padded.parse().map_err(|_| err())?
     };
-    let base = int.checked_mul(NANO).and_then(|v| v.checked_add(frac)).ok_or_else(err)?;
+    let base = int
+        .checked_mul(NANO)
+        .and_then(|v| v.checked_add(frac))
+        .ok_or_else(err)?;
     let scaled = match suffix {
         "" => Some(base),
         "n" => Some(base / NANO),

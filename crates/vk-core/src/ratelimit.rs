@@ -16,7 +16,11 @@ impl RateLimiter {
     /// A bucket that starts full. `qps <= 0` disables limiting.
     pub fn new(qps: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        RateLimiter { qps, burst, state: Mutex::new((burst, Instant::now())) }
+        RateLimiter {
+            qps,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
     }
 
     /// Waits until a token is available and takes it.
@@ -31,7 +35,11 @@ impl RateLimiter {
             s.0 = (s.0 + elapsed * self.qps).min(self.burst);
             s.1 = now;
             s.0 -= 1.0;
-            if s.0 >= 0.0 { None } else { Some(Duration::from_secs_f64(-s.0 / self.qps)) }
+            if s.0 >= 0.0 {
+                None
+            } else {
+                Some(Duration::from_secs_f64(-s.0 / self.qps))
+            }
         };
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
@@ -55,6 +63,9 @@ mod tests {
             rl.acquire().await;
         }
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(990) && took <= Duration::from_millis(1100), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(990) && took <= Duration::from_millis(1100),
+            "{took:?}"
+        );
     }
 }

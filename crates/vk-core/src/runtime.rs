@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Service, Taint};
 use kube::api::Api;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Config};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -30,7 +30,11 @@ use crate::ratelimit::RateLimiter;
 pub fn init_logging(args: &KubeletArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -47,7 +51,9 @@ pub async fn client(args: &KubeletArgs) -> anyhow::Result<Client> {
                 .await
                 .with_context(|| format!("using kubeconfig {}", path.display()))?
         }
-        None => Config::infer().await.context("no kubeconfig given and not running in a cluster")?,
+        None => Config::infer()
+            .await
+            .context("no kubeconfig given and not running in a cluster")?,
     };
     Client::try_from(config).context("building the Kubernetes client")
 }
@@ -66,19 +72,34 @@ where
 
     // One Service watch for every node: service link variables need them.
     let (services, writer) = reflector::store::<Service>();
-    let svc_stream = reflector::reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .for_each(|ev| async move {
-            if let Err(e) = ev {
-                warn!(error = %e, "service watch failed; retrying");
-            }
-        });
+    let svc_stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|ev| async move {
+        if let Err(e) = ev {
+            warn!(error = %e, "service watch failed; retrying");
+        }
+    });
     tokio::spawn(svc_stream);
-    let objects = Arc::new(ApiObjects::new(client.clone(), limiter.clone(), metrics.clone(), services));
+    let objects = Arc::new(ApiObjects::new(
+        client.clone(),
+        limiter.clone(),
+        metrics.clone(),
+        services,
+    ));
 
     let taint = (!args.disable_taint).then(|| Taint {
         key: args.taint_key.clone(),
-        value: Some(args.taint_value.clone().unwrap_or_else(|| provider_name.to_string())),
+        value: Some(
+            args.taint_value
+                .clone()
+                .unwrap_or_else(|| provider_name.to_string()),
+        ),
         effect: args.taint_effect.clone(),
         time_added: None,
     });
@@ -87,7 +108,8 @@ where
     let health_state = Arc::new(HealthState::new(names.len()));
     let mut tasks = Vec::new();
     for name in &names {
-        let provider = provider_for(name).with_context(|| format!("setting up the provider for node {name}"))?;
+        let provider = provider_for(name)
+            .with_context(|| format!("setting up the provider for node {name}"))?;
         let config = NodeConfig {
             name: name.clone(),
             node_ip: args.node_ip.to_string(),
@@ -100,7 +122,12 @@ where
             cluster_domain: args.cluster_domain.clone(),
             success_events: !args.no_success_events,
         };
-        let ctx = Arc::new(NodeContext::new(client.clone(), config, limiter.clone(), metrics.clone()));
+        let ctx = Arc::new(NodeContext::new(
+            client.clone(),
+            config,
+            limiter.clone(),
+            metrics.clone(),
+        ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
         health_state.add_node(provider.clone(), pods.clone());
         let registered = Arc::new(Notify::new());
@@ -117,9 +144,18 @@ where
             }
         }));
     }
-    info!(nodes = names.len(), provider = provider_name, "virtual kubelet started");
+    info!(
+        nodes = names.len(),
+        provider = provider_name,
+        "virtual kubelet started"
+    );
 
-    let server = tokio::spawn(health::serve(args.metrics_addr, Arc::new(registry), health_state.clone(), stop.clone()));
+    let server = tokio::spawn(health::serve(
+        args.metrics_addr,
+        Arc::new(registry),
+        health_state.clone(),
+        stop.clone(),
+    ));
 
     if !args.startup_timeout.is_zero() {
         let hs = health_state.clone();

@@ -85,20 +85,33 @@ pub struct MockConfig {
 impl MockConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<MockConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        MockConfig::parse(&text).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        MockConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<MockConfig, String> {
-        let nodes: BTreeMap<String, NodeResources> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let nodes: BTreeMap<String, NodeResources> =
+            serde_json::from_str(text).map_err(|e| e.to_string())?;
         for (node, r) in &nodes {
             let fields = [("cpu", &r.cpu), ("memory", &r.memory), ("pods", &r.pods)];
-            for (field, value) in fields.into_iter().chain(r.others.iter().map(|(k, v)| (k.as_str(), v))) {
+            for (field, value) in fields
+                .into_iter()
+                .chain(r.others.iter().map(|(k, v)| (k.as_str(), v)))
+            {
                 match parse_nanos(value) {
                     Ok(v) if v >= 0 => {}
-                    _ => return Err(format!("node {node}: {field} {value:?} is not a valid quantity")),
+                    _ => {
+                        return Err(format!(
+                            "node {node}: {field} {value:?} is not a valid quantity"
+                        ));
+                    }
                 }
             }
         }

@@ -14,15 +14,27 @@ pub struct IpAllocator {
 impl IpAllocator {
     /// An allocator over `cidr` (e.g. `10.244.0.0/16`).
     pub fn new(cidr: &str) -> Result<IpAllocator, String> {
-        let (addr, bits) = cidr.split_once('/').ok_or_else(|| format!("pod CIDR {cidr:?} must be a.b.c.d/n"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("pod CIDR {cidr:?}: invalid address"))?;
-        let bits: u32 = bits.parse().map_err(|_| format!("pod CIDR {cidr:?}: invalid prefix length"))?;
+        let (addr, bits) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("pod CIDR {cidr:?} must be a.b.c.d/n"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("pod CIDR {cidr:?}: invalid address"))?;
+        let bits: u32 = bits
+            .parse()
+            .map_err(|_| format!("pod CIDR {cidr:?}: invalid prefix length"))?;
         if !(8..=30).contains(&bits) {
-            return Err(format!("pod CIDR {cidr:?}: prefix length must be between 8 and 30"));
+            return Err(format!(
+                "pod CIDR {cidr:?}: prefix length must be between 8 and 30"
+            ));
         }
         let size = 1u32 << (32 - bits);
         let base = u32::from(addr) & !(size - 1);
-        Ok(IpAllocator { base, size, state: Mutex::new((1, BTreeSet::new())) })
+        Ok(IpAllocator {
+            base,
+            size,
+            state: Mutex::new((1, BTreeSet::new())),
+        })
     }
 
     /// The next free address, or `None` when the range is exhausted.
@@ -30,7 +42,11 @@ impl IpAllocator {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..self.size {
             let offset = s.0;
-            s.0 = if offset + 1 >= self.size - 1 { 1 } else { offset + 1 };
+            s.0 = if offset + 1 >= self.size - 1 {
+                1
+            } else {
+                offset + 1
+            };
             if s.1.insert(offset) {
                 return Some(Ipv4Addr::from(self.base + offset));
             }
@@ -42,7 +58,11 @@ impl IpAllocator {
     pub fn reserve(&self, ip: Ipv4Addr) {
         let v = u32::from(ip);
         if v > self.base && v < self.base + self.size - 1 {
-            self.state.lock().unwrap_or_else(|p| p.into_inner()).1.insert(v - self.base);
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .insert(v - self.base);
         }
     }
 
@@ -50,7 +70,11 @@ impl IpAllocator {
     pub fn release(&self, ip: Ipv4Addr) {
         let v = u32::from(ip);
         if v > self.base {
-            self.state.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&(v - self.base));
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .remove(&(v - self.base));
         }
     }
 }

@@ -63,7 +63,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = MockOptions { ips, state_dir: cli.state_dir.clone(), unhealthy_file: cli.unhealthy_file.clone() };
+    let opts = MockOptions {
+        ips,
+        state_dir: cli.state_dir.clone(),
+        unhealthy_file: cli.unhealthy_file.clone(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

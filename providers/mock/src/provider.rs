@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,7 +18,10 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::warn;
-use vk_core::{BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier, VolumeFiles};
+use vk_core::{
+    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
+    StatusNotifier, VolumeFiles,
+};
 
 use crate::config::NodeResources;
 use crate::ipam::IpAllocator;
@@ -70,20 +73,35 @@ fn now() -> Time {
 impl MockProvider {
     /// A mock backend for `node`. Loads the node's state file when one is configured
     /// (must be called inside a Tokio runtime when it is).
-    pub fn new(node: &str, resources: NodeResources, opts: &MockOptions) -> Result<MockProvider, String> {
+    pub fn new(
+        node: &str,
+        resources: NodeResources,
+        opts: &MockOptions,
+    ) -> Result<MockProvider, String> {
         let state_file = opts.state_dir.as_ref().map(|d| state::path_for(d, node));
         let mut pods = HashMap::new();
         if let Some(path) = &state_file {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("state dir {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("state dir {}: {e}", dir.display()))?;
             }
             for sp in state::load(path)? {
-                let ip: Ipv4Addr = sp.ip.parse().map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
+                let ip: Ipv4Addr = sp
+                    .ip
+                    .parse()
+                    .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
                 opts.ips.reserve(ip);
                 let script = Script::of(&sp.pod).ok().flatten();
                 pods.insert(
                     sp.key.clone(),
-                    MockPod { volumes: state::decode_volumes(&sp.volumes), pod: sp.pod, ip, status: sp.status, script, timeline: None },
+                    MockPod {
+                        volumes: state::decode_volumes(&sp.volumes),
+                        pod: sp.pod,
+                        ip,
+                        status: sp.status,
+                        script,
+                        timeline: None,
+                    },
                 );
             }
         }
@@ -106,12 +124,18 @@ impl MockProvider {
 
     /// The resolved pod and volume files the backend holds for `key` (for tests and debugging).
     pub fn backend_pod(&self, key: &PodKey) -> Option<(Pod, BTreeMap<String, VolumeFiles>)> {
-        self.inner.lock().get(key).map(|p| (p.pod.clone(), p.volumes.clone()))
+        self.inner
+            .lock()
+            .get(key)
+            .map(|p| (p.pod.clone(), p.volumes.clone()))
     }
 
     fn healthy(&self) -> Result<(), ProviderError> {
         match &self.inner.unhealthy_file {
-            Some(f) if f.exists() => Err(ProviderError::Unavailable(format!("mock backend is down ({} exists)", f.display()))),
+            Some(f) if f.exists() => Err(ProviderError::Unavailable(format!(
+                "mock backend is down ({} exists)",
+                f.display()
+            ))),
             _ => Ok(()),
         }
     }
@@ -139,14 +163,20 @@ impl Inner {
 
 async fn persist_loop(inner: Weak<Inner>) {
     loop {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let notified = async move {
             strong.dirty.notified().await;
         };
         notified.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(strong) = inner.upgrade() else { return };
-        let Some(path) = strong.state_file.clone() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let Some(path) = strong.state_file.clone() else {
+            return;
+        };
         let snapshot: Vec<StoredPod> = strong
             .lock()
             .iter()
@@ -176,7 +206,14 @@ fn container_names(pod: &Pod) -> Vec<(String, String)> {
         .collect()
 }
 
-fn container_status(name: &str, image: &str, state: ContainerState, ready: bool, restarts: i32, last: Option<ContainerState>) -> ContainerStatus {
+fn container_status(
+    name: &str,
+    image: &str,
+    state: ContainerState,
+    ready: bool,
+    restarts: i32,
+    last: Option<ContainerState>,
+) -> ContainerStatus {
     ContainerStatus {
         name: name.into(),
         image: image.into(),
@@ -192,11 +229,22 @@ fn container_status(name: &str, image: &str, state: ContainerState, ready: bool,
 }
 
 fn running_state() -> ContainerState {
-    ContainerState { running: Some(ContainerStateRunning { started_at: Some(now()) }), ..Default::default() }
+    ContainerState {
+        running: Some(ContainerStateRunning {
+            started_at: Some(now()),
+        }),
+        ..Default::default()
+    }
 }
 
 fn waiting_state(reason: &str, message: Option<String>) -> ContainerState {
-    ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }), ..Default::default() }
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message,
+        }),
+        ..Default::default()
+    }
 }
 
 fn terminated_state(code: i32, started: Option<Time>) -> ContainerState {
@@ -212,14 +260,28 @@ fn terminated_state(code: i32, started: Option<Time>) -> ContainerState {
     }
 }
 
-fn set_all(status: &mut PodStatus, containers: &[(String, String)], f: impl Fn(&str, &str, Option<&ContainerStatus>) -> ContainerStatus) {
+fn set_all(
+    status: &mut PodStatus,
+    containers: &[(String, String)],
+    f: impl Fn(&str, &str, Option<&ContainerStatus>) -> ContainerStatus,
+) {
     let old = status.container_statuses.take().unwrap_or_default();
-    status.container_statuses =
-        Some(containers.iter().map(|(n, i)| f(n, i, old.iter().find(|c| &c.name == n))).collect());
+    status.container_statuses = Some(
+        containers
+            .iter()
+            .map(|(n, i)| f(n, i, old.iter().find(|c| &c.name == n)))
+            .collect(),
+    );
 }
 
 /// Drives a scripted pod through its timeline.
-async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_policy: String, containers: Vec<(String, String)>) {
+async fn timeline(
+    inner: Weak<Inner>,
+    key: PodKey,
+    script: Script,
+    restart_policy: String,
+    containers: Vec<(String, String)>,
+) {
     let sleep = |secs: f64| tokio::time::sleep(Duration::from_secs_f64(secs));
     if script.start_delay_seconds > 0.0 {
         sleep(script.start_delay_seconds).await;
@@ -231,7 +293,11 @@ async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_polic
         i.update(&key, |s| {
             s.phase = Some("Running".into());
             set_all(s, &containers, |n, img, old| {
-                let last = if restarts > 0 { old.and_then(|o| o.last_state.clone()) } else { None };
+                let last = if restarts > 0 {
+                    old.and_then(|o| o.last_state.clone())
+                } else {
+                    None
+                };
                 container_status(n, img, running_state(), true, restarts, last)
             });
         });
@@ -249,7 +315,9 @@ async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_polic
                 }
             });
         }
-        let Some(exit_after) = script.exit_after_seconds else { return };
+        let Some(exit_after) = script.exit_after_seconds else {
+            return;
+        };
         sleep((exit_after - elapsed).max(0.0)).await;
         let code = script.exit_code;
         let restart = match restart_policy.as_str() {
@@ -262,7 +330,14 @@ async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_polic
             i.update(&key, |s| {
                 s.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
                 set_all(s, &containers, |n, img, _| {
-                    container_status(n, img, terminated_state(code, Some(started.clone())), false, restarts, None)
+                    container_status(
+                        n,
+                        img,
+                        terminated_state(code, Some(started.clone())),
+                        false,
+                        restarts,
+                        None,
+                    )
                 });
             });
             return;
@@ -274,7 +349,12 @@ async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_polic
                 container_status(
                     n,
                     img,
-                    waiting_state("CrashLoopBackOff", Some(format!("back-off {backoff}s restarting failed container={n}"))),
+                    waiting_state(
+                        "CrashLoopBackOff",
+                        Some(format!(
+                            "back-off {backoff}s restarting failed container={n}"
+                        )),
+                    ),
                     false,
                     restarts,
                     Some(terminated_state(code, Some(started.clone()))),
@@ -287,13 +367,23 @@ async fn timeline(inner: Weak<Inner>, key: PodKey, script: Script, restart_polic
 }
 
 fn validate(pod: &Pod) -> ProviderResult<()> {
-    let spec = pod.spec.as_ref().ok_or_else(|| ProviderError::InvalidInput("pod has no spec".into()))?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| ProviderError::InvalidInput("pod has no spec".into()))?;
     if spec.containers.is_empty() {
         return Err(ProviderError::InvalidInput("pod has no containers".into()));
     }
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         if c.image.as_deref().is_none_or(str::is_empty) {
-            return Err(ProviderError::InvalidInput(format!("container {} has no image", c.name)));
+            return Err(ProviderError::InvalidInput(format!(
+                "container {} has no image",
+                c.name
+            )));
         }
     }
     Ok(())
@@ -318,7 +408,11 @@ impl Provider for MockProvider {
         }
         NodeCapacity {
             capacity,
-            provider_id: Some(r.provider_id.clone().unwrap_or_else(|| format!("mock://{}", self.inner.node))),
+            provider_id: Some(
+                r.provider_id
+                    .clone()
+                    .unwrap_or_else(|| format!("mock://{}", self.inner.node)),
+            ),
             ..Default::default()
         }
     }
@@ -328,32 +422,59 @@ impl Provider for MockProvider {
     }
 
     async fn allocate_pod_ip(&self, key: &PodKey) -> ProviderResult<Option<String>> {
-        let mut reserved = self.inner.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reserved = self
+            .inner
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(ip) = reserved.get(key) {
             return Ok(Some(ip.to_string()));
         }
-        let ip = self.inner.ips.allocate().ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?;
+        let ip = self
+            .inner
+            .ips
+            .allocate()
+            .ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?;
         reserved.insert(key.clone(), ip);
         Ok(Some(ip.to_string()))
     }
 
     async fn create_pod(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
         self.healthy()?;
-        let key = resolved.key().ok_or_else(|| ProviderError::InvalidInput("pod has no namespace, name or uid".into()))?;
+        let key = resolved.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod has no namespace, name or uid".into())
+        })?;
         validate(&resolved.pod)?;
         let script = Script::of(&resolved.pod).map_err(ProviderError::InvalidInput)?;
         match script.as_ref().and_then(|s| s.fail_create) {
-            Some(FailCreate::Invalid) => return Err(ProviderError::InvalidInput("scripted failure: invalid pod".into())),
-            Some(FailCreate::Unavailable) => return Err(ProviderError::Unavailable("scripted failure: backend unavailable".into())),
+            Some(FailCreate::Invalid) => {
+                return Err(ProviderError::InvalidInput(
+                    "scripted failure: invalid pod".into(),
+                ));
+            }
+            Some(FailCreate::Unavailable) => {
+                return Err(ProviderError::Unavailable(
+                    "scripted failure: backend unavailable".into(),
+                ));
+            }
             None => {}
         }
         if self.inner.lock().contains_key(&key) {
             return Ok(());
         }
-        let reserved = self.inner.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let reserved = self
+            .inner
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         let ip = match reserved {
             Some(ip) => ip,
-            None => self.inner.ips.allocate().ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?,
+            None => self
+                .inner
+                .ips
+                .allocate()
+                .ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?,
         };
         let containers = container_names(&resolved.pod);
         let delayed = script.as_ref().is_some_and(|s| s.start_delay_seconds > 0.0);
@@ -366,19 +487,44 @@ impl Provider for MockProvider {
         };
         set_all(&mut status, &containers, |n, img, _| {
             if delayed {
-                container_status(n, img, waiting_state("ContainerCreating", None), false, 0, None)
+                container_status(
+                    n,
+                    img,
+                    waiting_state("ContainerCreating", None),
+                    false,
+                    0,
+                    None,
+                )
             } else {
                 container_status(n, img, running_state(), true, 0, None)
             }
         });
-        let restart_policy = resolved.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let restart_policy = resolved
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
         let mut pods = self.inner.lock();
         let timeline_task = script.clone().filter(Script::has_timeline).map(|s| {
-            tokio::spawn(timeline(Arc::downgrade(&self.inner), key.clone(), s, restart_policy, containers))
+            tokio::spawn(timeline(
+                Arc::downgrade(&self.inner),
+                key.clone(),
+                s,
+                restart_policy,
+                containers,
+            ))
         });
         pods.insert(
             key,
-            MockPod { pod: resolved.pod.clone(), volumes: resolved.volumes.clone(), ip, status, script, timeline: timeline_task },
+            MockPod {
+                pod: resolved.pod.clone(),
+                volumes: resolved.volumes.clone(),
+                ip,
+                status,
+                script,
+                timeline: timeline_task,
+            },
         );
         drop(pods);
         self.inner.dirty.notify_one();
@@ -387,9 +533,13 @@ impl Provider for MockProvider {
 
     async fn update_pod(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
         self.healthy()?;
-        let key = resolved.key().ok_or_else(|| ProviderError::InvalidInput("pod has no namespace, name or uid".into()))?;
+        let key = resolved.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod has no namespace, name or uid".into())
+        })?;
         let mut pods = self.inner.lock();
-        let p = pods.get_mut(&key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        let p = pods
+            .get_mut(&key)
+            .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
         p.pod = resolved.pod.clone();
         p.volumes = resolved.volumes.clone();
         drop(pods);
@@ -401,11 +551,16 @@ impl Provider for MockProvider {
         self.healthy()?;
         let termination = {
             let mut pods = self.inner.lock();
-            let p = pods.get_mut(key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+            let p = pods
+                .get_mut(key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
             if let Some(t) = p.timeline.take() {
                 t.abort();
             }
-            p.script.as_ref().map(|s| s.termination_seconds).unwrap_or(0.0)
+            p.script
+                .as_ref()
+                .map(|s| s.termination_seconds)
+                .unwrap_or(0.0)
         };
         if termination > 0.0 {
             let wait = Duration::from_secs_f64(termination).min(grace);
@@ -432,7 +587,11 @@ impl Provider for MockProvider {
             .inner
             .lock()
             .iter()
-            .map(|(k, p)| BackendPod { key: k.clone(), pod: p.pod.clone(), status: p.status.clone() })
+            .map(|(k, p)| BackendPod {
+                key: k.clone(),
+                pod: p.pod.clone(),
+                status: p.status.clone(),
+            })
             .collect())
     }
 
@@ -446,8 +605,19 @@ impl Provider for MockProvider {
                 && p.timeline.is_none()
                 && !terminal
             {
-                let policy = p.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-                p.timeline = Some(tokio::spawn(timeline(Arc::downgrade(&self.inner), key.clone(), s, policy, container_names(&p.pod))));
+                let policy = p
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.clone())
+                    .unwrap_or_else(|| "Always".into());
+                p.timeline = Some(tokio::spawn(timeline(
+                    Arc::downgrade(&self.inner),
+                    key.clone(),
+                    s,
+                    policy,
+                    container_names(&p.pod),
+                )));
             }
         }
         true

@@ -47,10 +47,16 @@ pub struct Script {
 impl Script {
     /// The script of a pod, from its annotation.
     pub fn of(pod: &k8s_openapi::api::core::v1::Pod) -> Result<Option<Script>, String> {
-        let Some(text) = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION)) else {
+        let Some(text) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION))
+        else {
             return Ok(None);
         };
-        let s: Script = serde_json::from_str(text).map_err(|e| format!("annotation {ANNOTATION}: {e}"))?;
+        let s: Script =
+            serde_json::from_str(text).map_err(|e| format!("annotation {ANNOTATION}: {e}"))?;
         for (name, v) in [
             ("startDelaySeconds", Some(s.start_delay_seconds)),
             ("exitAfterSeconds", s.exit_after_seconds),
@@ -60,7 +66,9 @@ impl Script {
             if let Some(v) = v
                 && !(0.0..=86_400.0).contains(&v)
             {
-                return Err(format!("annotation {ANNOTATION}: {name} must be between 0 and 86400"));
+                return Err(format!(
+                    "annotation {ANNOTATION}: {name} must be between 0 and 86400"
+                ));
             }
         }
         Ok(Some(s))
@@ -68,7 +76,9 @@ impl Script {
 
     /// Whether the pod needs a timer task at all.
     pub fn has_timeline(&self) -> bool {
-        self.start_delay_seconds > 0.0 || self.exit_after_seconds.is_some() || self.unready_after_seconds.is_some()
+        self.start_delay_seconds > 0.0
+            || self.exit_after_seconds.is_some()
+            || self.unready_after_seconds.is_some()
     }
 }
 
@@ -85,7 +95,11 @@ mod tests {
 
     #[test]
     fn parses() {
-        let s = Script::of(&pod(r#"{"exitAfterSeconds": 1.5, "exitCode": 3, "failCreate": "invalid"}"#)).unwrap().unwrap();
+        let s = Script::of(&pod(
+            r#"{"exitAfterSeconds": 1.5, "exitCode": 3, "failCreate": "invalid"}"#,
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(s.exit_after_seconds, Some(1.5));
         assert_eq!(s.exit_code, 3);
         assert_eq!(s.fail_create, Some(FailCreate::Invalid));
@@ -94,7 +108,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_scripts() {
-        for a in ["{", r#"{"exitCode": "x"}"#, r#"{"bogus": 1}"#, r#"{"startDelaySeconds": -1}"#] {
+        for a in [
+            "{",
+            r#"{"exitCode": "x"}"#,
+            r#"{"bogus": 1}"#,
+            r#"{"startDelaySeconds": -1}"#,
+        ] {
             assert!(Script::of(&pod(a)).is_err(), "{a}");
         }
     }

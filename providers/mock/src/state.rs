@@ -26,22 +26,43 @@ pub struct StoredPod {
 }
 
 /// Encodes volume files for storage.
-pub fn encode_volumes(volumes: &BTreeMap<String, VolumeFiles>) -> BTreeMap<String, BTreeMap<String, String>> {
+pub fn encode_volumes(
+    volumes: &BTreeMap<String, VolumeFiles>,
+) -> BTreeMap<String, BTreeMap<String, String>> {
     let b64 = base64::engine::general_purpose::STANDARD;
     volumes
         .iter()
-        .map(|(name, v)| (name.clone(), v.files.iter().map(|(p, c)| (p.clone(), b64.encode(c))).collect()))
+        .map(|(name, v)| {
+            (
+                name.clone(),
+                v.files
+                    .iter()
+                    .map(|(p, c)| (p.clone(), b64.encode(c)))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
 /// Decodes stored volume files.
-pub fn decode_volumes(stored: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeMap<String, VolumeFiles> {
+pub fn decode_volumes(
+    stored: &BTreeMap<String, BTreeMap<String, String>>,
+) -> BTreeMap<String, VolumeFiles> {
     let b64 = base64::engine::general_purpose::STANDARD;
     stored
         .iter()
         .map(|(name, files)| {
-            let files = files.iter().filter_map(|(p, c)| Some((p.clone(), b64.decode(c).ok()?))).collect();
-            (name.clone(), VolumeFiles { files, default_mode: None })
+            let files = files
+                .iter()
+                .filter_map(|(p, c)| Some((p.clone(), b64.decode(c).ok()?)))
+                .collect();
+            (
+                name.clone(),
+                VolumeFiles {
+                    files,
+                    default_mode: None,
+                },
+            )
         })
         .collect()
 }
@@ -54,7 +75,8 @@ pub fn path_for(dir: &Path, node: &str) -> PathBuf {
 /// Reads a state file; a missing file is an empty backend.
 pub fn load(path: &Path) -> Result<Vec<StoredPod>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("state file {}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("state file {}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(format!("state file {}: {e}", path.display())),
     }

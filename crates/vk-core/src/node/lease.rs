@@ -19,7 +19,11 @@ const NAMESPACE: &str = "kube-node-lease";
 /// Renews (or creates) the lease of the node whose UID is `node_uid`. `cached`
 /// holds the lease from the previous renewal, so a steady renewal is one write
 /// and no read; it is refreshed from the API after a conflict.
-pub async fn renew(ctx: &NodeContext, node_uid: &str, cached: &mut Option<Lease>) -> Result<(), kube::Error> {
+pub async fn renew(
+    ctx: &NodeContext,
+    node_uid: &str,
+    cached: &mut Option<Lease>,
+) -> Result<(), kube::Error> {
     let res = renew_once(ctx, node_uid, cached).await;
     if res.is_err() {
         *cached = None;
@@ -27,7 +31,11 @@ pub async fn renew(ctx: &NodeContext, node_uid: &str, cached: &mut Option<Lease>
     res
 }
 
-async fn renew_once(ctx: &NodeContext, node_uid: &str, cached: &mut Option<Lease>) -> Result<(), kube::Error> {
+async fn renew_once(
+    ctx: &NodeContext,
+    node_uid: &str,
+    cached: &mut Option<Lease>,
+) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), NAMESPACE);
     let name = &ctx.config.name;
     let now = MicroTime(Timestamp::now());

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -51,8 +52,16 @@ struct Health {
 
 impl NodeController {
     /// A controller for the node in `ctx`.
-    pub fn new(ctx: Arc<NodeContext>, provider: Arc<dyn Provider>, pods: Arc<PodController>) -> Self {
-        NodeController { ctx, provider, pods }
+    pub fn new(
+        ctx: Arc<NodeContext>,
+        provider: Arc<dyn Provider>,
+        pods: Arc<PodController>,
+    ) -> Self {
+        NodeController {
+            ctx,
+            provider,
+            pods,
+        }
     }
 
     /// Registers the node, then heartbeats until `stop`. `registered` is notified
@@ -60,10 +69,17 @@ impl NodeController {
     pub async fn run(self, stop: CancellationToken, registered: Arc<Notify>) {
         let name = self.ctx.config.name.clone();
         let deleted = Arc::new(Notify::new());
-        let watch = tokio::spawn(watch_deletion(self.ctx.client.clone(), name.clone(), deleted.clone()));
+        let watch = tokio::spawn(watch_deletion(
+            self.ctx.client.clone(),
+            name.clone(),
+            deleted.clone(),
+        ));
         let mut node_uid = String::new();
         let mut lease_cache = None;
-        let mut health = Health { ready: true, message: String::new() };
+        let mut health = Health {
+            ready: true,
+            message: String::new(),
+        };
         let mut last_status: Option<(Instant, Health, NodeStatus)> = None;
         let mut needs_register = true;
         let mut tick = tokio::time::interval(lease::RENEW_INTERVAL);
@@ -91,14 +107,24 @@ impl NodeController {
             }
 
             health = match self.provider.ping().await {
-                Ok(()) => Health { ready: true, message: String::new() },
-                Err(e) => Health { ready: false, message: e.to_string() },
+                Ok(()) => Health {
+                    ready: true,
+                    message: String::new(),
+                },
+                Err(e) => Health {
+                    ready: false,
+                    message: e.to_string(),
+                },
             };
-            self.ctx.metrics.backend("ping", if health.ready { "ok" } else { "error" });
+            self.ctx
+                .metrics
+                .backend("ping", if health.ready { "ok" } else { "error" });
             let status = self.status(&health, None).await;
             let due = match &last_status {
                 None => true,
-                Some((at, h, s)) => at.elapsed() >= STATUS_REFRESH || *h != health || !same_resources(s, &status),
+                Some((at, h, s)) => {
+                    at.elapsed() >= STATUS_REFRESH || *h != health || !same_resources(s, &status)
+                }
             };
             if due {
                 let previous = last_status.as_ref().map(|(_, _, s)| s.clone());
@@ -148,7 +174,9 @@ impl NodeController {
                 match res {
                     Ok(n) => n,
                     // Lost a race with another registration: adopt what is there.
-                    Err(kube::Error::Api(s)) if s.code == 409 => api.get(&self.ctx.config.name).await?,
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        api.get(&self.ctx.config.name).await?
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -161,16 +189,32 @@ impl NodeController {
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|t| {
-                        !desired.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|d| d.key == t.key)
+                        !desired
+                            .spec
+                            .iter()
+                            .flat_map(|s| s.taints.iter().flatten())
+                            .any(|d| d.key == t.key)
                     })
                     .collect();
-                taints.extend(desired.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default());
+                taints.extend(
+                    desired
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.clone())
+                        .unwrap_or_default(),
+                );
                 let patch = serde_json::json!({
                     "metadata": { "labels": desired.metadata.labels },
                     "spec": { "taints": taints, "providerID": desired.spec.as_ref().and_then(|s| s.provider_id.clone()) },
                 });
                 self.ctx.limiter.acquire().await;
-                let res = api.patch(&self.ctx.config.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                let res = api
+                    .patch(
+                        &self.ctx.config.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await;
                 self.ctx.metrics.api("patch", "nodes", res.is_ok());
                 res?
             }
@@ -183,7 +227,10 @@ impl NodeController {
 
     fn desired_node(&self, cap: &NodeCapacity, status: NodeStatus) -> Node {
         let cfg = &self.ctx.config;
-        let os = cap.operating_system.clone().unwrap_or_else(|| cfg.os.clone());
+        let os = cap
+            .operating_system
+            .clone()
+            .unwrap_or_else(|| cfg.os.clone());
         let mut labels: BTreeMap<String, String> = [
             ("type", "virtual-kubelet"),
             ("kubernetes.io/role", "agent"),
@@ -191,7 +238,10 @@ impl NodeController {
             ("beta.kubernetes.io/os", os.as_str()),
             ("kubernetes.io/arch", arch()),
             ("kubernetes.io/hostname", cfg.name.as_str()),
-            ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
+            (
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                "true",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -201,7 +251,11 @@ impl NodeController {
         let mut taints: Vec<Taint> = cfg.taint.iter().cloned().collect();
         taints.extend(cap.taints.iter().cloned());
         Node {
-            metadata: ObjectMeta { name: Some(cfg.name.clone()), labels: Some(labels), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(cfg.name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
             spec: Some(NodeSpec {
                 taints: Some(taints),
                 provider_id: cap.provider_id.clone(),
@@ -215,8 +269,12 @@ impl NodeController {
         let cfg = &self.ctx.config;
         let cap = self.provider.node_capacity().await;
         let resources: BTreeMap<String, Quantity> = cap.capacity.clone();
-        self.pods
-            .set_node_allocatable(resources.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect());
+        self.pods.set_node_allocatable(
+            resources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+        );
         let now = Time(Timestamp::now());
         let cond = |type_: &str, ok: bool, reason: &str, message: &str| {
             let status = if ok { "True" } else { "False" };
@@ -235,17 +293,56 @@ impl NodeController {
                 last_transition_time,
             }
         };
-        let ready_msg = if health.ready { "kubelet is ready".to_string() } else { format!("backend unhealthy: {}", health.message) };
+        let ready_msg = if health.ready {
+            "kubelet is ready".to_string()
+        } else {
+            format!("backend unhealthy: {}", health.message)
+        };
         let conditions = vec![
-            cond("Ready", health.ready, if health.ready { "KubeletReady" } else { "ProviderUnhealthy" }, &ready_msg),
-            cond("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("NetworkUnavailable", false, "RouteCreated", "provider manages the pod network"),
+            cond(
+                "Ready",
+                health.ready,
+                if health.ready {
+                    "KubeletReady"
+                } else {
+                    "ProviderUnhealthy"
+                },
+                &ready_msg,
+            ),
+            cond(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            cond(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            cond(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            cond(
+                "NetworkUnavailable",
+                false,
+                "RouteCreated",
+                "provider manages the pod network",
+            ),
         ];
         let mut addresses = vec![
-            NodeAddress { type_: "InternalIP".into(), address: cfg.node_ip.clone() },
-            NodeAddress { type_: "Hostname".into(), address: cfg.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: cfg.node_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: cfg.name.clone(),
+            },
         ];
         addresses.extend(cap.addresses.iter().cloned());
         NodeStatus {
@@ -254,11 +351,16 @@ impl NodeController {
             conditions: Some(conditions),
             addresses: Some(addresses),
             daemon_endpoints: Some(NodeDaemonEndpoints {
-                kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(cfg.kubelet_port) }),
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(cfg.kubelet_port),
+                }),
             }),
             node_info: Some(NodeSystemInfo {
                 architecture: arch().into(),
-                operating_system: cap.operating_system.clone().unwrap_or_else(|| cfg.os.clone()),
+                operating_system: cap
+                    .operating_system
+                    .clone()
+                    .unwrap_or_else(|| cfg.os.clone()),
                 kubelet_version: kubelet_version(),
                 kube_proxy_version: String::new(),
                 container_runtime_version: format!("vk-rs://{}", self.provider.name()),
@@ -274,7 +376,11 @@ impl NodeController {
         let patch = serde_json::json!({ "status": status });
         self.ctx.limiter.acquire().await;
         let res = api
-            .patch_status(&self.ctx.config.name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .patch_status(
+                &self.ctx.config.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
             .await;
         self.ctx.metrics.api("patch", "nodes/status", res.is_ok());
         res.map(|_| ())
@@ -296,22 +402,26 @@ fn arch() -> &'static str {
 async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>) {
     let api: Api<Node> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut seen = false;
+    // `present`: the node existed at the last look; `relisted`: seen in the current relist.
+    let mut present = false;
+    let mut relisted = false;
     let mut stream = std::pin::pin!(watcher(api, cfg));
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => seen = true,
+            Ok(watcher::Event::Apply(_)) => present = true,
+            Ok(watcher::Event::InitApply(_)) => relisted = true,
             Ok(watcher::Event::Delete(_)) => {
-                seen = false;
+                present = false;
                 deleted.notify_one();
             }
             Ok(watcher::Event::InitDone) => {
-                // A relist that no longer contains the node means it was deleted meanwhile.
-                if !seen {
+                // A relist that no longer contains a node we saw means it was deleted meanwhile.
+                if present && !relisted {
                     deleted.notify_one();
                 }
+                present = relisted;
             }
-            Ok(watcher::Event::Init) => seen = false,
+            Ok(watcher::Event::Init) => relisted = false,
             Err(e) => {
                 warn!(node = %name, error = %e, "node watch failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -28,7 +28,7 @@ use super::status::{merge_status, status_changed};
 use super::volumes;
 use crate::context::NodeContext;
 use crate::objects::ApiObjects;
-use crate::provider::{Provider, ProviderError, PodKey, ResolvedPod, StatusNotifier, StatusUpdate};
+use crate::provider::{PodKey, Provider, ProviderError, ResolvedPod, StatusNotifier, StatusUpdate};
 
 /// Namespace and name of a pod: the unit of work.
 pub type ObjectKey = (String, String);
@@ -63,7 +63,11 @@ enum Outcome {
 
 impl PodController {
     /// A controller for the node in `ctx`, backed by `provider`.
-    pub fn new(ctx: Arc<NodeContext>, provider: Arc<dyn Provider>, objects: Arc<ApiObjects>) -> Arc<Self> {
+    pub fn new(
+        ctx: Arc<NodeContext>,
+        provider: Arc<dyn Provider>,
+        objects: Arc<ApiObjects>,
+    ) -> Arc<Self> {
         let (store, writer) = reflector::store();
         Arc::new(PodController {
             ctx,
@@ -80,7 +84,10 @@ impl PodController {
 
     /// Sets node allocatable, used for `resourceFieldRef` limits left unset.
     pub fn set_node_allocatable(&self, alloc: BTreeMap<String, String>) {
-        *self.node_allocatable.lock().unwrap_or_else(|p| p.into_inner()) = alloc;
+        *self
+            .node_allocatable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = alloc;
     }
 
     /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
@@ -112,7 +119,8 @@ impl PodController {
                     e.modify(|pod| {
                         // Only what the sync reads stays in memory.
                         pod.managed_fields_mut().clear();
-                        pod.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+                        pod.annotations_mut()
+                            .remove("kubectl.kubernetes.io/last-applied-configuration");
                     })
                 })
             }),
@@ -122,7 +130,11 @@ impl PodController {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(ev) = stream.next().await {
                     match ev {
-                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p) | watcher::Event::Delete(p)) => {
+                        Ok(
+                            watcher::Event::Apply(p)
+                            | watcher::Event::InitApply(p)
+                            | watcher::Event::Delete(p),
+                        ) => {
                             if let Some(ns) = p.namespace() {
                                 queue.add((ns, p.name_any()));
                             }
@@ -246,7 +258,10 @@ impl PodController {
                             backend.entry(key.clone()).or_default().push(entry);
                             keys.push(key);
                         }
-                        self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                        self.ctx
+                            .metrics
+                            .backend_pods
+                            .set(backend.values().map(Vec::len).sum::<usize>() as i64);
                     }
                     for k in keys {
                         self.queue.add(k);
@@ -267,8 +282,12 @@ impl PodController {
         let key = (update.key.namespace.clone(), update.key.name.clone());
         {
             let mut backend = self.backend_lock();
-            let Some(entries) = backend.get_mut(&key) else { return };
-            let Some(entry) = entries.iter_mut().find(|e| e.uid == update.key.uid) else { return };
+            let Some(entries) = backend.get_mut(&key) else {
+                return;
+            };
+            let Some(entry) = entries.iter_mut().find(|e| e.uid == update.key.uid) else {
+                return;
+            };
             match update.status {
                 Some(s) => entry.status = Some(s),
                 None => {
@@ -300,14 +319,21 @@ impl PodController {
                             .is_some_and(|e| e.status.as_ref() != Some(&bp.status))
                     };
                     if changed {
-                        self.intake(StatusUpdate { key: bp.key, status: Some(bp.status) });
+                        self.intake(StatusUpdate {
+                            key: bp.key,
+                            status: Some(bp.status),
+                        });
                     }
                 }
                 let vanished: Vec<PodKey> = self
                     .backend_lock()
                     .iter()
                     .flat_map(|((ns, name), es)| {
-                        es.iter().map(|e| PodKey { namespace: ns.clone(), name: name.clone(), uid: e.uid.clone() })
+                        es.iter().map(|e| PodKey {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            uid: e.uid.clone(),
+                        })
                     })
                     .filter(|k| !seen.contains(k))
                     .collect();
@@ -324,11 +350,17 @@ impl PodController {
 
     /// Remembers that a pod's workload vanished so the sync marks it Failed/NotFound.
     fn mark_vanished(&self, key: PodKey) {
-        self.vanished.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        self.vanished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
     }
 
     fn take_vanished(&self, key: &PodKey) -> bool {
-        self.vanished.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+        self.vanished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
     }
 
     /// Reconciles one pod key. Idempotent.
@@ -340,10 +372,19 @@ impl PodController {
         let stale: Vec<String> = self
             .backend_lock()
             .get(key)
-            .map(|es| es.iter().filter(|e| Some(&e.uid) != uid.as_ref()).map(|e| e.uid.clone()).collect())
+            .map(|es| {
+                es.iter()
+                    .filter(|e| Some(&e.uid) != uid.as_ref())
+                    .map(|e| e.uid.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for stale_uid in stale {
-            let pk = PodKey { namespace: key.0.clone(), name: key.1.clone(), uid: stale_uid.clone() };
+            let pk = PodKey {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                uid: stale_uid.clone(),
+            };
             match self.backend_delete(&pk, Duration::ZERO).await {
                 Ok(()) => info!(pod = %pk, "removed a backend workload whose pod is gone"),
                 Err(e) => {
@@ -366,7 +407,11 @@ impl PodController {
         }
 
         let entry = self.entry(key, &pk.uid);
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
         let terminal = phase == "Succeeded" || phase == "Failed";
         if self.take_vanished(&pk) && !terminal {
             return self.write_vanished(&pod).await;
@@ -389,7 +434,8 @@ impl PodController {
         }
         if let Some(at) = self.entry(key, &pk.uid).and_then(|e| e.refresh_at) {
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            self.queue.add_after(key.clone(), wait.max(Duration::from_secs(1)));
+            self.queue
+                .add_after(key.clone(), wait.max(Duration::from_secs(1)));
         }
 
         // 4. Status.
@@ -400,7 +446,9 @@ impl PodController {
     }
 
     fn entry(&self, key: &ObjectKey, uid: &str) -> Option<BackendEntry> {
-        self.backend_lock().get(key).and_then(|es| es.iter().find(|e| e.uid == uid).cloned())
+        self.backend_lock()
+            .get(key)
+            .and_then(|es| es.iter().find(|e| e.uid == uid).cloned())
     }
 
     async fn backend_delete(&self, pk: &PodKey, grace: Duration) -> Result<(), ProviderError> {
@@ -421,7 +469,10 @@ impl PodController {
                         backend.remove(&key);
                     }
                 }
-                self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                self.ctx
+                    .metrics
+                    .backend_pods
+                    .set(backend.values().map(Vec::len).sum::<usize>() as i64);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -431,15 +482,32 @@ impl PodController {
     async fn sync_deletion(&self, pod: &Pod, pk: &PodKey) -> Outcome {
         let key = (pk.namespace.clone(), pk.name.clone());
         if self.entry(&key, &pk.uid).is_some() {
-            let grace = Duration::from_secs(pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64);
+            let grace = Duration::from_secs(
+                pod.metadata
+                    .deletion_grace_period_seconds
+                    .unwrap_or(30)
+                    .max(0) as u64,
+            );
             match self.backend_delete(pk, grace).await {
                 Ok(()) => {
                     if self.ctx.config.success_events {
-                        self.event(pod, false, "ProviderDeleteSuccess", "Delete pod in provider successfully".into()).await;
+                        self.event(
+                            pod,
+                            false,
+                            "ProviderDeleteSuccess",
+                            "Delete pod in provider successfully".into(),
+                        )
+                        .await;
                     }
                 }
                 Err(e) => {
-                    self.event(pod, true, "ProviderDeleteFailed", format!("Delete pod in provider failed: {e}")).await;
+                    self.event(
+                        pod,
+                        true,
+                        "ProviderDeleteFailed",
+                        format!("Delete pod in provider failed: {e}"),
+                    )
+                    .await;
                     return Outcome::Retry;
                 }
             }
@@ -448,11 +516,16 @@ impl PodController {
         // Grace 0 with a UID precondition: a newer pod with the same name is never touched.
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(pk.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(pk.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         self.ctx.limiter.acquire().await;
-        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), &pk.namespace).delete(&pk.name, &dp).await;
+        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), &pk.namespace)
+            .delete(&pk.name, &dp)
+            .await;
         self.ctx.metrics.api("delete", "pods", res.is_ok());
         match res {
             Ok(_) => Outcome::Done,
@@ -465,11 +538,19 @@ impl PodController {
     }
 
     /// Resolves env and volumes into what the provider receives.
-    async fn resolve(&self, pod: &Pod, pk: &PodKey) -> Result<(ResolvedPod, Option<SystemTime>), Outcome> {
+    async fn resolve(
+        &self,
+        pod: &Pod,
+        pk: &PodKey,
+    ) -> Result<(ResolvedPod, Option<SystemTime>), Outcome> {
         let (cm_names, secret_names) = env::referenced_objects(pod);
         let mut src = EnvSources {
             host_ip: self.ctx.config.node_ip.clone(),
-            node_allocatable: self.node_allocatable.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            node_allocatable: self
+                .node_allocatable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             ..Default::default()
         };
         for name in cm_names {
@@ -478,7 +559,8 @@ impl PodController {
                     src.config_maps.insert(name, v);
                 }
                 Err(e) => {
-                    self.event(pod, true, "FailedToReadMandatoryConfigMap", e).await;
+                    self.event(pod, true, "FailedToReadMandatoryConfigMap", e)
+                        .await;
                     return Err(Outcome::Retry);
                 }
             }
@@ -489,12 +571,17 @@ impl PodController {
                     src.secrets.insert(name, v);
                 }
                 Err(e) => {
-                    self.event(pod, true, "FailedToReadMandatorySecret", e).await;
+                    self.event(pod, true, "FailedToReadMandatorySecret", e)
+                        .await;
                     return Err(Outcome::Retry);
                 }
             }
         }
-        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
         src.services = self.objects.services_for(&pk.namespace, links);
         if env::needs_pod_ip(pod) {
             match self.provider.allocate_pod_ip(pk).await {
@@ -523,7 +610,13 @@ impl PodController {
                 return Err(Outcome::Retry);
             }
         };
-        Ok((ResolvedPod { pod: resolved, volumes: materialised.volumes }, materialised.refresh_at))
+        Ok((
+            ResolvedPod {
+                pod: resolved,
+                volumes: materialised.volumes,
+            },
+            materialised.refresh_at,
+        ))
     }
 
     async fn create(&self, pod: &Pod, pk: &PodKey) -> Result<BackendEntry, Outcome> {
@@ -547,18 +640,36 @@ impl PodController {
                 };
                 {
                     let mut backend = self.backend_lock();
-                    backend.entry((pk.namespace.clone(), pk.name.clone())).or_default().push(entry.clone());
-                    self.ctx.metrics.backend_pods.set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                    backend
+                        .entry((pk.namespace.clone(), pk.name.clone()))
+                        .or_default()
+                        .push(entry.clone());
+                    self.ctx
+                        .metrics
+                        .backend_pods
+                        .set(backend.values().map(Vec::len).sum::<usize>() as i64);
                 }
                 if self.ctx.config.success_events {
-                    self.event(pod, false, "ProviderCreateSuccess", "Create pod in provider successfully".into()).await;
+                    self.event(
+                        pod,
+                        false,
+                        "ProviderCreateSuccess",
+                        "Create pod in provider successfully".into(),
+                    )
+                    .await;
                 }
                 Ok(entry)
             }
             Err(ProviderError::InvalidInput(msg)) => {
                 // The pod can never run here: fail it for good, no retry.
                 self.ctx.metrics.backend("create", "invalid");
-                self.event(pod, true, "ProviderCreateFailed", format!("Create pod in provider failed: {msg}")).await;
+                self.event(
+                    pod,
+                    true,
+                    "ProviderCreateFailed",
+                    format!("Create pod in provider failed: {msg}"),
+                )
+                .await;
                 let failed = PodStatus {
                     phase: Some("Failed".into()),
                     reason: Some("ProviderFailed".into()),
@@ -569,7 +680,13 @@ impl PodController {
             }
             Err(e) => {
                 self.ctx.metrics.backend("create", "error");
-                self.event(pod, true, "ProviderCreateFailed", format!("Create pod in provider failed: {e}")).await;
+                self.event(
+                    pod,
+                    true,
+                    "ProviderCreateFailed",
+                    format!("Create pod in provider failed: {e}"),
+                )
+                .await;
                 Err(Outcome::Retry)
             }
         }
@@ -589,19 +706,34 @@ impl PodController {
                 Ok(()) => {
                     self.ctx.metrics.backend("update", "ok");
                     if self.ctx.config.success_events && new_spec != entry.spec_hash {
-                        self.event(pod, false, "ProviderUpdateSuccess", "Update pod in provider successfully".into()).await;
+                        self.event(
+                            pod,
+                            false,
+                            "ProviderUpdateSuccess",
+                            "Update pod in provider successfully".into(),
+                        )
+                        .await;
                     }
                 }
                 Err(e) => {
                     self.ctx.metrics.backend("update", "error");
-                    self.event(pod, true, "ProviderUpdateFailed", format!("Update pod in provider failed: {e}")).await;
+                    self.event(
+                        pod,
+                        true,
+                        "ProviderUpdateFailed",
+                        format!("Update pod in provider failed: {e}"),
+                    )
+                    .await;
                     return Some(Outcome::Retry);
                 }
             }
         }
         let key = (pk.namespace.clone(), pk.name.clone());
         let mut backend = self.backend_lock();
-        if let Some(e) = backend.get_mut(&key).and_then(|es| es.iter_mut().find(|e| e.uid == pk.uid)) {
+        if let Some(e) = backend
+            .get_mut(&key)
+            .and_then(|es| es.iter_mut().find(|e| e.uid == pk.uid))
+        {
             e.spec_hash = new_spec;
             e.volumes_hash = new_volumes;
             e.refresh_at = refresh_at;
@@ -612,18 +744,30 @@ impl PodController {
     /// Writes the merged status when it differs from the API's, with a UID precondition.
     async fn write_status(&self, pod: &Pod, backend_status: &PodStatus) -> Outcome {
         let now = Time(Timestamp::now());
-        let new = merge_status(pod.status.as_ref(), backend_status, &self.ctx.config.node_ip, &now);
+        let new = merge_status(
+            pod.status.as_ref(),
+            backend_status,
+            &self.ctx.config.node_ip,
+            &now,
+        );
         if !status_changed(pod.status.as_ref(), &new) {
             return Outcome::Done;
         }
-        let (Some(ns), Some(uid)) = (pod.metadata.namespace.as_deref(), pod.metadata.uid.as_deref()) else {
+        let (Some(ns), Some(uid)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.uid.as_deref(),
+        ) else {
             return Outcome::Done;
         };
         // The uid in the patch is a precondition: a recreated pod is never written to.
         let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": new });
         self.ctx.limiter.acquire().await;
         let res = Api::<Pod>::namespaced(self.ctx.client.clone(), ns)
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
             .await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
         match res {
@@ -641,7 +785,8 @@ impl PodController {
         let mut status = pod.status.clone().unwrap_or_default();
         status.phase = Some("Failed".into());
         status.reason = Some("NotFound".into());
-        status.message = Some("The pod status was not found and may have been deleted from the provider".into());
+        status.message =
+            Some("The pod status was not found and may have been deleted from the provider".into());
         for cs in status.container_statuses.iter_mut().flatten() {
             cs.ready = false;
         }
@@ -649,7 +794,9 @@ impl PodController {
     }
 
     async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
-        self.ctx.event(&pod.object_ref(&()), warning, reason, note).await;
+        self.ctx
+            .event(&pod.object_ref(&()), warning, reason, note)
+            .await;
     }
 }
 
@@ -657,7 +804,12 @@ impl PodController {
 fn spec_hash(pod: &Pod) -> u64 {
     let mut h = DefaultHasher::new();
     if let Some(spec) = &pod.spec {
-        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
             c.name.hash(&mut h);
             c.image.hash(&mut h);
         }

@@ -150,7 +150,8 @@ fn resolve_container(
         if let Some(r) = &from.config_map_ref {
             match src.config_maps.get(&r.name).cloned().flatten() {
                 Some(cm) => {
-                    let mut data: Vec<(String, String)> = cm.data.unwrap_or_default().into_iter().collect();
+                    let mut data: Vec<(String, String)> =
+                        cm.data.unwrap_or_default().into_iter().collect();
                     for (k, v) in cm.binary_data.unwrap_or_default() {
                         data.push((k, String::from_utf8_lossy(&v.0).into_owned()));
                     }
@@ -166,7 +167,10 @@ fn resolve_container(
                 None if r.optional == Some(true) => events.push(EnvEvent {
                     warning: true,
                     reason: "OptionalConfigMapNotFound",
-                    message: format!("configmap {pod_ns}/{} not found; continuing without it", r.name),
+                    message: format!(
+                        "configmap {pod_ns}/{} not found; continuing without it",
+                        r.name
+                    ),
                 }),
                 None => {
                     return Err(EnvError {
@@ -198,7 +202,10 @@ fn resolve_container(
                 None if r.optional == Some(true) => events.push(EnvEvent {
                     warning: true,
                     reason: "OptionalSecretNotFound",
-                    message: format!("secret {pod_ns}/{} not found; continuing without it", r.name),
+                    message: format!(
+                        "secret {pod_ns}/{} not found; continuing without it",
+                        r.name
+                    ),
                 }),
                 None => {
                     return Err(EnvError {
@@ -225,10 +232,12 @@ fn resolve_container(
     for var in c.env.iter().flatten() {
         let value = if let Some(from) = &var.value_from {
             let resolved = if let Some(f) = &from.field_ref {
-                Some(field_value(pod, &f.field_path, src).map_err(|message| EnvError {
-                    reason: "InvalidFieldPath",
-                    message,
-                })?)
+                Some(
+                    field_value(pod, &f.field_path, src).map_err(|message| EnvError {
+                        reason: "InvalidFieldPath",
+                        message,
+                    })?,
+                )
             } else if let Some(r) = &from.resource_field_ref {
                 let container = r.container_name.as_deref().filter(|n| !n.is_empty());
                 let target = match container {
@@ -239,8 +248,16 @@ fn resolve_container(
                     None => c,
                 };
                 Some(
-                    resource_value(target, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), src)
-                        .map_err(|message| EnvError { reason: "InvalidResourceFieldRef", message })?,
+                    resource_value(
+                        target,
+                        &r.resource,
+                        r.divisor.as_ref().map(|d| d.0.as_str()),
+                        src,
+                    )
+                    .map_err(|message| EnvError {
+                        reason: "InvalidResourceFieldRef",
+                        message,
+                    })?,
                 )
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional == Some(true);
@@ -249,37 +266,54 @@ fn resolve_container(
                         events.push(EnvEvent {
                             warning: true,
                             reason: "OptionalConfigMapNotFound",
-                            message: format!("configmap {pod_ns}/{} not found; env {} skipped", r.name, var.name),
+                            message: format!(
+                                "configmap {pod_ns}/{} not found; env {} skipped",
+                                r.name, var.name
+                            ),
                         });
                         None
                     }
                     None => {
                         return Err(EnvError {
                             reason: "MandatoryConfigMapNotFound",
-                            message: format!("configmap {pod_ns}/{} not found (env {})", r.name, var.name),
+                            message: format!(
+                                "configmap {pod_ns}/{} not found (env {})",
+                                r.name, var.name
+                            ),
                         });
                     }
                     Some(cm) => {
-                        let v = cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned().or_else(|| {
-                            cm.binary_data
-                                .as_ref()
-                                .and_then(|d| d.get(&r.key))
-                                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                        });
+                        let v = cm
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .cloned()
+                            .or_else(|| {
+                                cm.binary_data
+                                    .as_ref()
+                                    .and_then(|d| d.get(&r.key))
+                                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                            });
                         match v {
                             Some(v) => Some(v),
                             None if optional => {
                                 events.push(EnvEvent {
                                     warning: true,
                                     reason: "OptionalConfigMapKeyNotFound",
-                                    message: format!("key {} not in configmap {pod_ns}/{}; env {} skipped", r.key, r.name, var.name),
+                                    message: format!(
+                                        "key {} not in configmap {pod_ns}/{}; env {} skipped",
+                                        r.key, r.name, var.name
+                                    ),
                                 });
                                 None
                             }
                             None => {
                                 return Err(EnvError {
                                     reason: "MandatoryConfigMapKeyNotFound",
-                                    message: format!("key {} not in configmap {pod_ns}/{} (env {})", r.key, r.name, var.name),
+                                    message: format!(
+                                        "key {} not in configmap {pod_ns}/{} (env {})",
+                                        r.key, r.name, var.name
+                                    ),
                                 });
                             }
                         }
@@ -292,14 +326,20 @@ fn resolve_container(
                         events.push(EnvEvent {
                             warning: true,
                             reason: "OptionalSecretNotFound",
-                            message: format!("secret {pod_ns}/{} not found; env {} skipped", r.name, var.name),
+                            message: format!(
+                                "secret {pod_ns}/{} not found; env {} skipped",
+                                r.name, var.name
+                            ),
                         });
                         None
                     }
                     None => {
                         return Err(EnvError {
                             reason: "MandatorySecretNotFound",
-                            message: format!("secret {pod_ns}/{} not found (env {})", r.name, var.name),
+                            message: format!(
+                                "secret {pod_ns}/{} not found (env {})",
+                                r.name, var.name
+                            ),
                         });
                     }
                     Some(secret) => {
@@ -308,21 +348,33 @@ fn resolve_container(
                             .as_ref()
                             .and_then(|d| d.get(&r.key))
                             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).cloned());
+                            .or_else(|| {
+                                secret
+                                    .string_data
+                                    .as_ref()
+                                    .and_then(|d| d.get(&r.key))
+                                    .cloned()
+                            });
                         match v {
                             Some(v) => Some(v),
                             None if optional => {
                                 events.push(EnvEvent {
                                     warning: true,
                                     reason: "OptionalSecretKeyNotFound",
-                                    message: format!("key {} not in secret {pod_ns}/{}; env {} skipped", r.key, r.name, var.name),
+                                    message: format!(
+                                        "key {} not in secret {pod_ns}/{}; env {} skipped",
+                                        r.key, r.name, var.name
+                                    ),
                                 });
                                 None
                             }
                             None => {
                                 return Err(EnvError {
                                     reason: "MandatorySecretKeyNotFound",
-                                    message: format!("key {} not in secret {pod_ns}/{} (env {})", r.key, r.name, var.name),
+                                    message: format!(
+                                        "key {} not in secret {pod_ns}/{} (env {})",
+                                        r.key, r.name, var.name
+                                    ),
                                 });
                             }
                         }
@@ -341,7 +393,12 @@ fn resolve_container(
                 out.iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
-                    .or_else(|| service_env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+                    .or_else(|| {
+                        service_env
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, v)| v.clone())
+                    })
             })
         };
         set(&mut out, var.name.clone(), value);
@@ -354,7 +411,11 @@ fn resolve_container(
     }
     Ok(out
         .into_iter()
-        .map(|(name, value)| EnvVar { name, value: Some(value), value_from: None })
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        })
         .collect())
 }
 
@@ -377,7 +438,11 @@ pub fn field_value(pod: &Pod, path: &str, src: &EnvSources) -> Result<String, St
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
         "metadata.labels" => format_map(meta.labels.as_ref()),
         "metadata.annotations" => format_map(meta.annotations.as_ref()),
-        "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.nodeName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
         "spec.serviceAccountName" => pod
             .spec
             .as_ref()
@@ -387,9 +452,17 @@ pub fn field_value(pod: &Pod, path: &str, src: &EnvSources) -> Result<String, St
         "status.podIP" | "status.podIPs" => src.pod_ip.clone().unwrap_or_default(),
         _ => {
             if let Some(k) = map_key("metadata.labels") {
-                meta.labels.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&k))
+                    .cloned()
+                    .unwrap_or_default()
             } else if let Some(k) = map_key("metadata.annotations") {
-                meta.annotations.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
+                meta.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(&k))
+                    .cloned()
+                    .unwrap_or_default()
             } else {
                 return Err(format!("unsupported fieldRef path {path:?}"));
             }
@@ -408,7 +481,12 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
 
 /// The value of a `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...), divided
 /// by the divisor and rounded up. Unset limits fall back to node allocatable.
-pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>, src: &EnvSources) -> Result<String, String> {
+pub fn resource_value(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+    src: &EnvSources,
+) -> Result<String, String> {
     let (kind, name) = resource
         .split_once('.')
         .ok_or_else(|| format!("unsupported resource {resource:?}"))?;
@@ -417,8 +495,12 @@ pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>, src:
     }
     let res = c.resources.as_ref();
     let declared = match kind {
-        "limits" => res.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)),
-        "requests" => res.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name)),
+        "limits" => res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|m| m.get(name)),
+        "requests" => res
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|m| m.get(name)),
         _ => return Err(format!("unsupported resource {resource:?}")),
     };
     let value = match (declared, kind) {
@@ -431,10 +513,12 @@ pub fn resource_value(c: &Container, resource: &str, divisor: Option<&str>, src:
         },
         (None, _) => 0,
     };
+    // The apiserver defaults an unset divisor to "0"; like the kubelet, zero means 1.
     let divisor = match divisor {
         Some(d) if !d.is_empty() => quantity::parse_nanos(d).map_err(|e| e.to_string())?,
-        _ => 1_000_000_000,
+        _ => 0,
     };
+    let divisor = if divisor == 0 { 1_000_000_000 } else { divisor };
     quantity::divide_ceil(value, divisor)
         .map(|v| v.to_string())
         .ok_or_else(|| format!("divisor of {resource} must be positive"))
@@ -490,10 +574,16 @@ pub fn service_link_env(src: &EnvSources) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for svc in &src.services {
         let Some(spec) = &svc.spec else { continue };
-        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else {
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
             continue;
         };
-        let Some(name) = svc.metadata.name.as_deref() else { continue };
+        let Some(name) = svc.metadata.name.as_deref() else {
+            continue;
+        };
         let prefix = name.to_uppercase().replace('-', "_");
         let ports = spec.ports.as_deref().unwrap_or_default();
         let Some(first) = ports.first() else { continue };
@@ -502,12 +592,17 @@ pub fn service_link_env(src: &EnvSources) -> Vec<(String, String)> {
         for p in ports {
             if let Some(pname) = p.name.as_deref().filter(|n| !n.is_empty()) {
                 out.push((
-                    format!("{prefix}_SERVICE_PORT_{}", pname.to_uppercase().replace('-', "_")),
+                    format!(
+                        "{prefix}_SERVICE_PORT_{}",
+                        pname.to_uppercase().replace('-', "_")
+                    ),
                     p.port.to_string(),
                 ));
             }
         }
-        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
         out.push((
             format!("{prefix}_PORT"),
             format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
@@ -515,7 +610,10 @@ pub fn service_link_env(src: &EnvSources) -> Vec<(String, String)> {
         for p in ports {
             let pr = proto(p);
             let base = format!("{prefix}_PORT_{}_{}", p.port, pr.to_uppercase());
-            out.push((base.clone(), format!("{}://{ip}:{}", pr.to_lowercase(), p.port)));
+            out.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            ));
             out.push((format!("{base}_PROTO"), pr.to_lowercase()));
             out.push((format!("{base}_PORT"), p.port.to_string()));
             out.push((format!("{base}_ADDR"), ip.to_string()));

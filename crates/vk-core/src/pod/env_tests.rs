@@ -1,7 +1,8 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVarSource, ObjectFieldSelector, PodSpec,
-    ResourceFieldSelector, ResourceRequirements, SecretKeySelector, ServicePort, ServiceSpec,
+    ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVarSource, ObjectFieldSelector,
+    PodSpec, ResourceFieldSelector, ResourceRequirements, SecretKeySelector, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,16 +36,27 @@ fn pod_with(env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Pod {
 }
 
 fn lit(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn from(name: &str, src: EnvVarSource) -> EnvVar {
-    EnvVar { name: name.into(), value: None, value_from: Some(src) }
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(src),
+    }
 }
 
 fn field(path: &str) -> EnvVarSource {
     EnvVarSource {
-        field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.into(),
+            api_version: None,
+        }),
         ..Default::default()
     }
 }
@@ -59,13 +71,25 @@ fn resolved(pod: &Pod) -> Vec<(String, String)> {
 }
 
 fn value(pod: &Pod, name: &str) -> Option<String> {
-    resolved(pod).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    resolved(pod)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
 }
 
 fn sources() -> EnvSources {
     let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some("cfg".into()), ..Default::default() },
-        data: Some([("LEVEL".to_string(), "debug".to_string()), ("MODE".to_string(), "fast".to_string())].into()),
+        metadata: ObjectMeta {
+            name: Some("cfg".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("LEVEL".to_string(), "debug".to_string()),
+                ("MODE".to_string(), "fast".to_string()),
+            ]
+            .into(),
+        ),
         ..Default::default()
     };
     EnvSources {
@@ -122,6 +146,7 @@ fn resource_field_refs_with_divisor_and_fallback() {
             from("MEM_MI", rf("limits.memory", Some("1Mi"))),
             from("CPU_REQ_M", rf("requests.cpu", Some("1m"))),
             from("CPU_REQ", rf("requests.cpu", None)),
+            from("CPU_REQ_ZERO_DIV", rf("requests.cpu", Some("0"))),
             from("CPU_LIMIT", rf("limits.cpu", None)),
         ],
         vec![],
@@ -130,22 +155,41 @@ fn resource_field_refs_with_divisor_and_fallback() {
     assert_eq!(value(&pod, "MEM_MI").as_deref(), Some("128"));
     assert_eq!(value(&pod, "CPU_REQ_M").as_deref(), Some("250"));
     assert_eq!(value(&pod, "CPU_REQ").as_deref(), Some("1"), "rounded up");
-    assert_eq!(value(&pod, "CPU_LIMIT").as_deref(), Some("20"), "node allocatable");
+    assert_eq!(
+        value(&pod, "CPU_REQ_ZERO_DIV").as_deref(),
+        Some("1"),
+        "divisor 0 (the API default) means 1"
+    );
+    assert_eq!(
+        value(&pod, "CPU_LIMIT").as_deref(),
+        Some("20"),
+        "node allocatable"
+    );
 }
 
 #[test]
 fn env_from_with_prefix_and_expansion() {
     let mut pod = pod_with(
-        vec![lit("GREETING", "level=$(CFG_LEVEL) $$(CFG_LEVEL) $(UNKNOWN)"), lit("CFG_MODE", "slow")],
+        vec![
+            lit("GREETING", "level=$(CFG_LEVEL) $$(CFG_LEVEL) $(UNKNOWN)"),
+            lit("CFG_MODE", "slow"),
+        ],
         vec![EnvFromSource {
             prefix: Some("CFG_".into()),
-            config_map_ref: Some(ConfigMapEnvSource { name: "cfg".into(), optional: None }),
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: "cfg".into(),
+                optional: None,
+            }),
             secret_ref: None,
         }],
     );
     resolve_pod_env(&mut pod, &sources()).unwrap();
     assert_eq!(value(&pod, "CFG_LEVEL").as_deref(), Some("debug"));
-    assert_eq!(value(&pod, "CFG_MODE").as_deref(), Some("slow"), "env overrides envFrom");
+    assert_eq!(
+        value(&pod, "CFG_MODE").as_deref(),
+        Some("slow"),
+        "env overrides envFrom"
+    );
     assert_eq!(
         value(&pod, "GREETING").as_deref(),
         Some("level=debug $(CFG_LEVEL) $(UNKNOWN)")
@@ -155,52 +199,95 @@ fn env_from_with_prefix_and_expansion() {
 #[test]
 fn mandatory_missing_is_an_error_optional_an_event() {
     let key = |name: &str, optional: Option<bool>| EnvVarSource {
-        config_map_key_ref: Some(ConfigMapKeySelector { name: name.into(), key: "LEVEL".into(), optional }),
+        config_map_key_ref: Some(ConfigMapKeySelector {
+            name: name.into(),
+            key: "LEVEL".into(),
+            optional,
+        }),
         ..Default::default()
     };
     let mut pod = pod_with(vec![from("X", key("gone", None))], vec![]);
     let err = resolve_pod_env(&mut pod, &sources()).unwrap_err();
     assert_eq!(err.reason, "MandatoryConfigMapNotFound");
 
-    let mut pod = pod_with(vec![from("X", key("gone", Some(true))), lit("Y", "1")], vec![]);
+    let mut pod = pod_with(
+        vec![from("X", key("gone", Some(true))), lit("Y", "1")],
+        vec![],
+    );
     let events = resolve_pod_env(&mut pod, &sources()).unwrap();
     assert_eq!(events[0].reason, "OptionalConfigMapNotFound");
     assert_eq!(value(&pod, "X"), None);
     assert_eq!(value(&pod, "Y").as_deref(), Some("1"));
 
     let secret = EnvVarSource {
-        secret_key_ref: Some(SecretKeySelector { name: "missing".into(), key: "k".into(), optional: None }),
+        secret_key_ref: Some(SecretKeySelector {
+            name: "missing".into(),
+            key: "k".into(),
+            optional: None,
+        }),
         ..Default::default()
     };
     let mut pod = pod_with(vec![from("S", secret)], vec![]);
-    assert_eq!(resolve_pod_env(&mut pod, &sources()).unwrap_err().reason, "MandatorySecretNotFound");
+    assert_eq!(
+        resolve_pod_env(&mut pod, &sources()).unwrap_err().reason,
+        "MandatorySecretNotFound"
+    );
 
     let missing_key = EnvVarSource {
-        config_map_key_ref: Some(ConfigMapKeySelector { name: "cfg".into(), key: "NOPE".into(), optional: None }),
+        config_map_key_ref: Some(ConfigMapKeySelector {
+            name: "cfg".into(),
+            key: "NOPE".into(),
+            optional: None,
+        }),
         ..Default::default()
     };
     let mut pod = pod_with(vec![from("K", missing_key)], vec![]);
-    assert_eq!(resolve_pod_env(&mut pod, &sources()).unwrap_err().reason, "MandatoryConfigMapKeyNotFound");
+    assert_eq!(
+        resolve_pod_env(&mut pod, &sources()).unwrap_err().reason,
+        "MandatoryConfigMapKeyNotFound"
+    );
 }
 
 #[test]
 fn service_links() {
     let mut src = sources();
     src.services = vec![Service {
-        metadata: ObjectMeta { name: Some("redis-primary".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("redis-primary".into()),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             cluster_ip: Some("10.96.0.11".into()),
-            ports: Some(vec![ServicePort { name: Some("db".into()), port: 6379, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("db".into()),
+                port: 6379,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
     }];
-    let mut pod = pod_with(vec![lit("URL", "$(REDIS_PRIMARY_SERVICE_HOST):6379")], vec![]);
+    let mut pod = pod_with(
+        vec![lit("URL", "$(REDIS_PRIMARY_SERVICE_HOST):6379")],
+        vec![],
+    );
     resolve_pod_env(&mut pod, &src).unwrap();
-    assert_eq!(value(&pod, "REDIS_PRIMARY_SERVICE_HOST").as_deref(), Some("10.96.0.11"));
-    assert_eq!(value(&pod, "REDIS_PRIMARY_SERVICE_PORT_DB").as_deref(), Some("6379"));
-    assert_eq!(value(&pod, "REDIS_PRIMARY_PORT").as_deref(), Some("tcp://10.96.0.11:6379"));
-    assert_eq!(value(&pod, "REDIS_PRIMARY_PORT_6379_TCP_ADDR").as_deref(), Some("10.96.0.11"));
+    assert_eq!(
+        value(&pod, "REDIS_PRIMARY_SERVICE_HOST").as_deref(),
+        Some("10.96.0.11")
+    );
+    assert_eq!(
+        value(&pod, "REDIS_PRIMARY_SERVICE_PORT_DB").as_deref(),
+        Some("6379")
+    );
+    assert_eq!(
+        value(&pod, "REDIS_PRIMARY_PORT").as_deref(),
+        Some("tcp://10.96.0.11:6379")
+    );
+    assert_eq!(
+        value(&pod, "REDIS_PRIMARY_PORT_6379_TCP_ADDR").as_deref(),
+        Some("10.96.0.11")
+    );
     assert_eq!(value(&pod, "URL").as_deref(), Some("10.96.0.11:6379"));
 }
 

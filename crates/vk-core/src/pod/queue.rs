@@ -22,7 +22,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(200), max: Duration::from_secs(30) }
+        Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -44,7 +47,11 @@ pub struct WorkQueue<K> {
 
 impl<K> Clone for WorkQueue<K> {
     fn clone(&self) -> Self {
-        WorkQueue { state: self.state.clone(), notify: self.notify.clone(), backoff: self.backoff }
+        WorkQueue {
+            state: self.state.clone(),
+            notify: self.notify.clone(),
+            backoff: self.backoff,
+        }
     }
 }
 
@@ -110,7 +117,11 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             *n
         };
         let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
-        let delay = self.backoff.base.saturating_mul(factor).min(self.backoff.max);
+        let delay = self
+            .backoff
+            .base
+            .saturating_mul(factor)
+            .min(self.backoff.max);
         self.add_after(key, delay);
         delay
     }
@@ -200,7 +211,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_and_resets() {
-        let q: WorkQueue<&str> = WorkQueue::new(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(5) });
+        let q: WorkQueue<&str> = WorkQueue::new(Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        });
         assert_eq!(q.add_rate_limited("k"), Duration::from_secs(1));
         assert_eq!(q.add_rate_limited("k"), Duration::from_secs(2));
         assert_eq!(q.add_rate_limited("k"), Duration::from_secs(4));

@@ -8,7 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// Merges the backend status into the current API status.
 ///
 /// `host_ip` is the node's IP; `now` is used for new transition times.
-pub fn merge_status(current: Option<&PodStatus>, backend: &PodStatus, host_ip: &str, now: &Time) -> PodStatus {
+pub fn merge_status(
+    current: Option<&PodStatus>,
+    backend: &PodStatus,
+    host_ip: &str,
+    now: &Time,
+) -> PodStatus {
     let empty = PodStatus::default();
     let cur = current.unwrap_or(&empty);
     let mut phase = backend.phase.clone().unwrap_or_else(|| "Pending".into());
@@ -20,13 +25,18 @@ pub fn merge_status(current: Option<&PodStatus>, backend: &PodStatus, host_ip: &
         phase = "Running".into();
     }
 
-    let containers = merge_containers(cur.container_statuses.as_deref(), backend.container_statuses.as_deref());
+    let containers = merge_containers(
+        cur.container_statuses.as_deref(),
+        backend.container_statuses.as_deref(),
+    );
     let init_containers = merge_containers(
         cur.init_container_statuses.as_deref(),
         backend.init_container_statuses.as_deref(),
     );
 
-    let all_ready = containers.as_ref().is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+    let all_ready = containers
+        .as_ref()
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
         && phase == "Running";
     let initialized = init_containers.as_ref().is_none_or(|cs| {
         cs.iter().all(|c| {
@@ -54,8 +64,16 @@ pub fn merge_status(current: Option<&PodStatus>, backend: &PodStatus, host_ip: &
             ..Default::default()
         });
     };
-    let not_ready_reason = if is_terminal(&phase) { "PodCompleted" } else { "ContainersNotReady" };
-    cond("PodReadyToStartContainers", phase != "Pending" || backend.pod_ip.is_some(), None);
+    let not_ready_reason = if is_terminal(&phase) {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
+    cond(
+        "PodReadyToStartContainers",
+        phase != "Pending" || backend.pod_ip.is_some(),
+        None,
+    );
     cond("Initialized", initialized, Some("ContainersNotInitialized"));
     cond("ContainersReady", all_ready, Some(not_ready_reason));
     cond("Ready", all_ready, Some(not_ready_reason));
@@ -73,7 +91,9 @@ pub fn merge_status(current: Option<&PodStatus>, backend: &PodStatus, host_ip: &
         reason: backend.reason.clone(),
         message: backend.message.clone(),
         host_ip: Some(host_ip.to_string()),
-        host_ips: Some(vec![HostIP { ip: host_ip.to_string() }]),
+        host_ips: Some(vec![HostIP {
+            ip: host_ip.to_string(),
+        }]),
         pod_ips: pod_ip.clone().map(|ip| vec![PodIP { ip }]),
         pod_ip,
         start_time: cur
@@ -93,7 +113,10 @@ fn is_terminal(phase: &str) -> bool {
     phase == "Succeeded" || phase == "Failed"
 }
 
-fn merge_containers(cur: Option<&[ContainerStatus]>, backend: Option<&[ContainerStatus]>) -> Option<Vec<ContainerStatus>> {
+fn merge_containers(
+    cur: Option<&[ContainerStatus]>,
+    backend: Option<&[ContainerStatus]>,
+) -> Option<Vec<ContainerStatus>> {
     let backend = backend?;
     Some(
         backend
@@ -106,7 +129,10 @@ fn merge_containers(cur: Option<&[ContainerStatus]>, backend: Option<&[Container
                 let now_waiting = b.state.as_ref().is_none_or(|s| s.waiting.is_some());
                 // Running → Waiting without a restart would go backwards: keep Running.
                 if was_running && now_waiting && b.restart_count <= c.restart_count {
-                    return ContainerStatus { ready: b.ready, ..c.clone() };
+                    return ContainerStatus {
+                        ready: b.ready,
+                        ..c.clone()
+                    };
                 }
                 let mut merged = b.clone();
                 merged.restart_count = merged.restart_count.max(c.restart_count);
@@ -117,15 +143,27 @@ fn merge_containers(cur: Option<&[ContainerStatus]>, backend: Option<&[Container
 }
 
 /// Whether writing `new` over `current` would change anything a reader sees.
-/// Transition times are kept by [`merge_status`], so plain equality is the test.
+/// Transition times are kept by [`merge_status`]; condition order is not
+/// significant (a strategic merge keeps the server's order), so it is normalised.
 pub fn status_changed(current: Option<&PodStatus>, new: &PodStatus) -> bool {
-    current != Some(new)
+    let Some(current) = current else { return true };
+    normalised(current) != normalised(new)
+}
+
+fn normalised(s: &PodStatus) -> PodStatus {
+    let mut s = s.clone();
+    if let Some(cs) = s.conditions.as_mut() {
+        cs.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStateWaiting};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateWaiting,
+    };
     use k8s_openapi::jiff::Timestamp;
 
     fn t(secs: i64) -> Time {
@@ -138,10 +176,18 @@ mod tests {
             ready,
             restart_count: restarts,
             state: Some(if running {
-                ContainerState { running: Some(ContainerStateRunning { started_at: Some(t(1)) }), ..Default::default() }
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(t(1)),
+                    }),
+                    ..Default::default()
+                }
             } else {
                 ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
                     ..Default::default()
                 }
             }),
@@ -161,7 +207,16 @@ mod tests {
     #[test]
     fn ready_conditions_and_host_ip() {
         let s = merge_status(None, &running(), "192.168.1.1", &t(100));
-        let cond = |ty: &str| s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == ty).unwrap().status.clone();
+        let cond = |ty: &str| {
+            s.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .status
+                .clone()
+        };
         assert_eq!(cond("Ready"), "True");
         assert_eq!(cond("ContainersReady"), "True");
         assert_eq!(cond("PodScheduled"), "True");
@@ -176,10 +231,22 @@ mod tests {
         let second = merge_status(Some(&first), &running(), "h", &t(200));
         assert_eq!(first, second);
         assert!(!status_changed(Some(&first), &second));
+        let mut reordered = second.clone();
+        reordered.conditions.as_mut().unwrap().reverse();
+        assert!(
+            !status_changed(Some(&reordered), &second),
+            "order is not a change"
+        );
         let mut unready = running();
         unready.container_statuses = Some(vec![container("c", true, false, 0)]);
         let third = merge_status(Some(&second), &unready, "h", &t(300));
-        let ready = third.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = third
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "False");
         assert_eq!(ready.last_transition_time, Some(t(300)));
         assert_eq!(third.start_time, Some(t(100)));
@@ -195,9 +262,19 @@ mod tests {
         };
         let s = merge_status(Some(&first), &pending, "h", &t(200));
         assert_eq!(s.phase.as_deref(), Some("Running"));
-        assert!(s.container_statuses.unwrap()[0].state.as_ref().unwrap().running.is_some());
+        assert!(
+            s.container_statuses.unwrap()[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .running
+                .is_some()
+        );
 
-        let failed = PodStatus { phase: Some("Failed".into()), ..Default::default() };
+        let failed = PodStatus {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        };
         let done = merge_status(Some(&first), &failed, "h", &t(300));
         let again = merge_status(Some(&done), &running(), "h", &t(400));
         assert_eq!(again.phase.as_deref(), Some("Failed"));

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccountTokenProjection, Volume,
 };
 
-use super::env::{field_value, resource_value, EnvSources};
+use super::env::{EnvSources, field_value, resource_value};
 use crate::provider::VolumeFiles;
 
 /// Where volume contents come from: the API in production, maps in tests.
@@ -54,7 +54,11 @@ pub struct Materialised {
 }
 
 /// Computes the files of every volume the core materialises.
-pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) -> Result<Materialised, VolumeError> {
+pub async fn materialise(
+    pod: &Pod,
+    env: &EnvSources,
+    src: &dyn ObjectSource,
+) -> Result<Materialised, VolumeError> {
     let mut out = Materialised::default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let sa = pod
@@ -62,13 +66,28 @@ pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) ->
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
-    for vol in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-        let err = |message: String| VolumeError { volume: vol.name.clone(), message };
+    for vol in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let err = |message: String| VolumeError {
+            volume: vol.name.clone(),
+            message,
+        };
         let mut files = VolumeFiles::default();
         if let Some(cm) = &vol.config_map {
             files.default_mode = cm.default_mode;
             match src.config_map(&ns, &cm.name).await.map_err(err)? {
-                Some(obj) => add_config_map(&mut files.files, &obj, cm.items.as_deref(), cm.optional == Some(true)).map_err(err)?,
+                Some(obj) => add_config_map(
+                    &mut files.files,
+                    &obj,
+                    cm.items.as_deref(),
+                    cm.optional == Some(true),
+                )
+                .map_err(err)?,
                 None if cm.optional == Some(true) => {}
                 None => return Err(err(format!("configmap {ns}/{} not found", cm.name))),
             }
@@ -76,13 +95,25 @@ pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) ->
             files.default_mode = s.default_mode;
             let name = s.secret_name.clone().unwrap_or_default();
             match src.secret(&ns, &name).await.map_err(err)? {
-                Some(obj) => add_secret(&mut files.files, &obj, s.items.as_deref(), s.optional == Some(true)).map_err(err)?,
+                Some(obj) => add_secret(
+                    &mut files.files,
+                    &obj,
+                    s.items.as_deref(),
+                    s.optional == Some(true),
+                )
+                .map_err(err)?,
                 None if s.optional == Some(true) => {}
                 None => return Err(err(format!("secret {ns}/{name} not found"))),
             }
         } else if let Some(d) = &vol.downward_api {
             files.default_mode = d.default_mode;
-            add_downward(&mut files.files, pod, d.items.as_deref().unwrap_or_default(), env).map_err(err)?;
+            add_downward(
+                &mut files.files,
+                pod,
+                d.items.as_deref().unwrap_or_default(),
+                env,
+            )
+            .map_err(err)?;
         } else if let Some(p) = &vol.projected {
             files.default_mode = p.default_mode;
             for source in p.sources.iter().flatten() {
@@ -94,7 +125,10 @@ pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) ->
                 if let Some(cm) = &source.config_map {
                     let optional = cm.optional == Some(true);
                     match src.config_map(&ns, &cm.name).await.map_err(err)? {
-                        Some(obj) => add_config_map(&mut files.files, &obj, cm.items.as_deref(), optional).map_err(err)?,
+                        Some(obj) => {
+                            add_config_map(&mut files.files, &obj, cm.items.as_deref(), optional)
+                                .map_err(err)?
+                        }
                         None if optional => {}
                         None => return Err(err(format!("configmap {ns}/{} not found", cm.name))),
                     }
@@ -102,13 +136,22 @@ pub async fn materialise(pod: &Pod, env: &EnvSources, src: &dyn ObjectSource) ->
                 if let Some(s) = &source.secret {
                     let optional = s.optional == Some(true);
                     match src.secret(&ns, &s.name).await.map_err(err)? {
-                        Some(obj) => add_secret(&mut files.files, &obj, s.items.as_deref(), optional).map_err(err)?,
+                        Some(obj) => {
+                            add_secret(&mut files.files, &obj, s.items.as_deref(), optional)
+                                .map_err(err)?
+                        }
                         None if optional => {}
                         None => return Err(err(format!("secret {ns}/{} not found", s.name))),
                     }
                 }
                 if let Some(d) = &source.downward_api {
-                    add_downward(&mut files.files, pod, d.items.as_deref().unwrap_or_default(), env).map_err(err)?;
+                    add_downward(
+                        &mut files.files,
+                        pod,
+                        d.items.as_deref().unwrap_or_default(),
+                        env,
+                    )
+                    .map_err(err)?;
                 }
             }
         } else {
@@ -126,7 +169,12 @@ pub fn has_materialised_volumes(pod: &Pod) -> bool {
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
-        .any(|v: &Volume| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
+        .any(|v: &Volume| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
 }
 
 async fn project_token(
@@ -137,9 +185,13 @@ async fn project_token(
 ) -> Result<(String, SystemTime), String> {
     let expiration = t.expiration_seconds.unwrap_or(3600).max(600);
     let issued = SystemTime::now();
-    let (token, expiry) = src.token(pod, sa, t.audience.as_deref(), expiration).await?;
+    let (token, expiry) = src
+        .token(pod, sa, t.audience.as_deref(), expiration)
+        .await?;
     // The kubelet renews at 80% of the lifetime (or after 24 h, whichever comes first).
-    let lifetime = expiry.duration_since(issued).unwrap_or(Duration::from_secs(expiration as u64));
+    let lifetime = expiry
+        .duration_since(issued)
+        .unwrap_or(Duration::from_secs(expiration as u64));
     let refresh = issued + (lifetime.mul_f64(0.8)).min(Duration::from_secs(24 * 3600));
     Ok((token, refresh))
 }
@@ -181,7 +233,12 @@ fn select(
     Ok(())
 }
 
-fn add_config_map(out: &mut BTreeMap<String, Vec<u8>>, cm: &ConfigMap, items: Option<&[KeyToPath]>, optional: bool) -> Result<(), String> {
+fn add_config_map(
+    out: &mut BTreeMap<String, Vec<u8>>,
+    cm: &ConfigMap,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<(), String> {
     let mut data: BTreeMap<String, Vec<u8>> = cm
         .data
         .iter()
@@ -195,8 +252,18 @@ fn add_config_map(out: &mut BTreeMap<String, Vec<u8>>, cm: &ConfigMap, items: Op
     select(out, data, items, optional, &what)
 }
 
-fn add_secret(out: &mut BTreeMap<String, Vec<u8>>, s: &Secret, items: Option<&[KeyToPath]>, optional: bool) -> Result<(), String> {
-    let mut data: BTreeMap<String, Vec<u8>> = s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+fn add_secret(
+    out: &mut BTreeMap<String, Vec<u8>>,
+    s: &Secret,
+    items: Option<&[KeyToPath]>,
+    optional: bool,
+) -> Result<(), String> {
+    let mut data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
     for (k, v) in s.string_data.iter().flatten() {
         data.insert(k.clone(), v.clone().into_bytes());
     }
@@ -204,7 +271,12 @@ fn add_secret(out: &mut BTreeMap<String, Vec<u8>>, s: &Secret, items: Option<&[K
     select(out, data, items, optional, &what)
 }
 
-fn add_downward(out: &mut BTreeMap<String, Vec<u8>>, pod: &Pod, items: &[DownwardAPIVolumeFile], env: &EnvSources) -> Result<(), String> {
+fn add_downward(
+    out: &mut BTreeMap<String, Vec<u8>>,
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    env: &EnvSources,
+) -> Result<(), String> {
     for item in items {
         check_path(&item.path)?;
         let value = if let Some(f) = &item.field_ref {
@@ -213,9 +285,23 @@ fn add_downward(out: &mut BTreeMap<String, Vec<u8>>, pod: &Pod, items: &[Downwar
             let container = pod
                 .spec
                 .as_ref()
-                .and_then(|s| s.containers.iter().find(|c| Some(c.name.as_str()) == r.container_name.as_deref()))
-                .ok_or_else(|| format!("container {:?} not found for {}", r.container_name, item.path))?;
-            resource_value(container, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), env)?
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .find(|c| Some(c.name.as_str()) == r.container_name.as_deref())
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "container {:?} not found for {}",
+                        r.container_name, item.path
+                    )
+                })?;
+            resource_value(
+                container,
+                &r.resource,
+                r.divisor.as_ref().map(|d| d.0.as_str()),
+                env,
+            )?
         } else {
             continue;
         };
@@ -227,23 +313,51 @@ fn add_downward(out: &mut BTreeMap<String, Vec<u8>>, pod: &Pod, items: &[Downwar
 /// A cache of projected tokens, so a resync does not request a new token each time.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<(String, String, Option<String>, i64), (String, SystemTime, SystemTime)>>,
+    entries:
+        Mutex<HashMap<(String, String, Option<String>, i64), (String, SystemTime, SystemTime)>>,
 }
 
 impl TokenCache {
     /// A cached token for (pod UID, service account, audience, expiration) still before its refresh time.
-    pub fn get(&self, uid: &str, sa: &str, audience: Option<&str>, exp: i64) -> Option<(String, SystemTime)> {
+    pub fn get(
+        &self,
+        uid: &str,
+        sa: &str,
+        audience: Option<&str>,
+        exp: i64,
+    ) -> Option<(String, SystemTime)> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (token, expiry, refresh) = entries.get(&(uid.to_string(), sa.to_string(), audience.map(str::to_string), exp))?;
+        let (token, expiry, refresh) = entries.get(&(
+            uid.to_string(),
+            sa.to_string(),
+            audience.map(str::to_string),
+            exp,
+        ))?;
         (SystemTime::now() < *refresh).then(|| (token.clone(), *expiry))
     }
 
     /// Stores a token with its expiry; it is reused until 80% of its lifetime.
-    pub fn put(&self, uid: &str, sa: &str, audience: Option<&str>, exp: i64, token: String, expiry: SystemTime) {
+    pub fn put(
+        &self,
+        uid: &str,
+        sa: &str,
+        audience: Option<&str>,
+        exp: i64,
+        token: String,
+        expiry: SystemTime,
+    ) {
         let now = SystemTime::now();
         let refresh = now + expiry.duration_since(now).unwrap_or_default().mul_f64(0.8);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert((uid.to_string(), sa.to_string(), audience.map(str::to_string), exp), (token, expiry, refresh));
+        entries.insert(
+            (
+                uid.to_string(),
+                sa.to_string(),
+                audience.map(str::to_string),
+                exp,
+            ),
+            (token, expiry, refresh),
+        );
     }
 
     /// Drops every token of a pod.
@@ -257,8 +371,8 @@ impl TokenCache {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, ObjectFieldSelector, PodSpec,
-        ProjectedVolumeSource, VolumeProjection,
+        ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, ObjectFieldSelector,
+        PodSpec, ProjectedVolumeSource, VolumeProjection,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -267,18 +381,39 @@ mod tests {
     #[async_trait]
     impl ObjectSource for Fake {
         async fn config_map(&self, _ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
-            Ok((name == "kube-root-ca.crt" || name == "cfg").then(|| ConfigMap {
-                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-                data: Some([("ca.crt".to_string(), "CA".to_string()), ("app.conf".to_string(), "x=1".to_string())].into()),
-                ..Default::default()
-            }))
+            Ok(
+                (name == "kube-root-ca.crt" || name == "cfg").then(|| ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                    data: Some(
+                        [
+                            ("ca.crt".to_string(), "CA".to_string()),
+                            ("app.conf".to_string(), "x=1".to_string()),
+                        ]
+                        .into(),
+                    ),
+                    ..Default::default()
+                }),
+            )
         }
         async fn secret(&self, _ns: &str, _name: &str) -> Result<Option<Secret>, String> {
             Ok(None)
         }
-        async fn token(&self, pod: &Pod, sa: &str, aud: Option<&str>, exp: i64) -> Result<(String, SystemTime), String> {
+        async fn token(
+            &self,
+            pod: &Pod,
+            sa: &str,
+            aud: Option<&str>,
+            exp: i64,
+        ) -> Result<(String, SystemTime), String> {
             Ok((
-                format!("token-for-{}-{sa}-{}", pod.metadata.name.as_deref().unwrap_or(""), aud.unwrap_or("api")),
+                format!(
+                    "token-for-{}-{sa}-{}",
+                    pod.metadata.name.as_deref().unwrap_or(""),
+                    aud.unwrap_or("api")
+                ),
                 SystemTime::now() + Duration::from_secs(exp as u64),
             ))
         }
@@ -286,8 +421,15 @@ mod tests {
 
     fn pod(volumes: Vec<Volume>) -> Pod {
         Pod {
-            metadata: ObjectMeta { name: Some("p".into()), namespace: Some("ns".into()), ..Default::default() },
-            spec: Some(PodSpec { volumes: Some(volumes), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -310,7 +452,11 @@ mod tests {
                     VolumeProjection {
                         config_map: Some(ConfigMapProjection {
                             name: "kube-root-ca.crt".into(),
-                            items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), mode: None }]),
+                            items: Some(vec![KeyToPath {
+                                key: "ca.crt".into(),
+                                path: "ca.crt".into(),
+                                mode: None,
+                            }]),
                             optional: None,
                         }),
                         ..Default::default()
@@ -319,7 +465,10 @@ mod tests {
                         downward_api: Some(DownwardAPIProjection {
                             items: Some(vec![DownwardAPIVolumeFile {
                                 path: "namespace".into(),
-                                field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.namespace".into(),
+                                    api_version: None,
+                                }),
                                 ..Default::default()
                             }]),
                         }),
@@ -329,26 +478,51 @@ mod tests {
             }),
             ..Default::default()
         };
-        let m = materialise(&pod(vec![vol]), &EnvSources::default(), &Fake).await.unwrap();
+        let m = materialise(&pod(vec![vol]), &EnvSources::default(), &Fake)
+            .await
+            .unwrap();
         let files = &m.volumes["kube-api-access-x"].files;
         assert_eq!(files["token"], b"token-for-p-default-api");
         assert_eq!(files["ca.crt"], b"CA");
         assert_eq!(files["namespace"], b"ns");
-        let refresh = m.refresh_at.unwrap().duration_since(SystemTime::now()).unwrap();
-        assert!(refresh > Duration::from_secs(2800) && refresh < Duration::from_secs(2900), "{refresh:?}");
+        let refresh = m
+            .refresh_at
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(
+            refresh > Duration::from_secs(2800) && refresh < Duration::from_secs(2900),
+            "{refresh:?}"
+        );
     }
 
     #[tokio::test]
     async fn missing_mandatory_config_map_fails_optional_passes() {
         let cm = |name: &str, optional| Volume {
             name: "v".into(),
-            config_map: Some(ConfigMapVolumeSource { name: name.into(), optional, ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.into(),
+                optional,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        assert!(materialise(&pod(vec![cm("nope", None)]), &EnvSources::default(), &Fake).await.is_err());
-        let ok = materialise(&pod(vec![cm("nope", Some(true))]), &EnvSources::default(), &Fake).await.unwrap();
+        assert!(
+            materialise(&pod(vec![cm("nope", None)]), &EnvSources::default(), &Fake)
+                .await
+                .is_err()
+        );
+        let ok = materialise(
+            &pod(vec![cm("nope", Some(true))]),
+            &EnvSources::default(),
+            &Fake,
+        )
+        .await
+        .unwrap();
         assert!(ok.volumes["v"].files.is_empty());
-        let full = materialise(&pod(vec![cm("cfg", None)]), &EnvSources::default(), &Fake).await.unwrap();
+        let full = materialise(&pod(vec![cm("cfg", None)]), &EnvSources::default(), &Fake)
+            .await
+            .unwrap();
         assert_eq!(full.volumes["v"].files["app.conf"], b"x=1");
     }
 
