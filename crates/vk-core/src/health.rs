@@ -19,12 +19,14 @@ use tracing::{error, info};
 use crate::pod::PodController;
 use crate::provider::Provider;
 
+type NodeHandles = Vec<(Arc<dyn Provider>, Arc<PodController>)>;
+
 /// What the health endpoints look at.
 pub struct HealthState {
     expected: usize,
     registered: AtomicUsize,
     all_registered: Notify,
-    nodes: Mutex<Vec<(Arc<dyn Provider>, Arc<PodController>)>>,
+    nodes: Mutex<NodeHandles>,
 }
 
 impl HealthState {

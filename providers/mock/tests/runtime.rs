@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! The core runtime's behaviour with the mock backend, against the real local
 //! control plane (issue: core node and pod runtime). Every test runs its own
 //! `vk-mock` process with its own node name.
@@ -789,7 +791,7 @@ async fn twenty_nodes_in_one_process() {
         let names = names.clone();
         async move {
             for n in &names {
-                if !node_ready(&c, n).await.is_some_and(|(s, _)| s == "True") {
+                if node_ready(&c, n).await.is_none_or(|(s, _)| s != "True") {
                     return false;
                 }
             }

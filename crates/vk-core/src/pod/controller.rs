@@ -427,10 +427,10 @@ impl PodController {
 
         // 3. Spec or volume changes, token refresh.
         let due = entry.refresh_at.is_some_and(|t| t <= SystemTime::now());
-        if spec_hash(&pod) != entry.spec_hash || due {
-            if let Some(outcome) = self.update(&pod, &pk, &entry).await {
-                return outcome;
-            }
+        if (spec_hash(&pod) != entry.spec_hash || due)
+            && let Some(outcome) = self.update(&pod, &pk, &entry).await
+        {
+            return outcome;
         }
         if let Some(at) = self.entry(key, &pk.uid).and_then(|e| e.refresh_at) {
             let wait = at.duration_since(SystemTime::now()).unwrap_or_default();

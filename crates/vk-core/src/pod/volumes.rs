@@ -310,11 +310,15 @@ fn add_downward(
     Ok(())
 }
 
+/// (pod UID, service account, audience, expiration seconds).
+type TokenKey = (String, String, Option<String>, i64);
+/// (token, expiry, refresh time).
+type TokenEntry = (String, SystemTime, SystemTime);
+
 /// A cache of projected tokens, so a resync does not request a new token each time.
 #[derive(Default)]
 pub struct TokenCache {
-    entries:
-        Mutex<HashMap<(String, String, Option<String>, i64), (String, SystemTime, SystemTime)>>,
+    entries: Mutex<HashMap<TokenKey, TokenEntry>>,
 }
 
 impl TokenCache {
