@@ -332,13 +332,17 @@ fn wait_gone(pids: &[u32], timeout: Duration, label: &str) -> Vec<u32> {
 
 /// Prints whether a cluster runs in `dir`, its PIDs, kubeconfig and logs.
 pub fn status(dir: &Path) -> Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
     let cluster = ClusterDir::new(dir);
-    println!("cluster directory: {}", dir.display());
-    match cluster.running_vkcp() {
-        Some(pid) if cluster.is_ready() => println!("state: running and ready (vkcp pid {pid})"),
-        Some(pid) => println!("state: starting, not ready yet (vkcp pid {pid})"),
-        None => println!("state: not running"),
-    }
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster directory: {}", dir.display());
+    let state = match cluster.running_vkcp() {
+        Some(pid) if cluster.is_ready() => format!("running and ready (vkcp pid {pid})"),
+        Some(pid) => format!("starting, not ready yet (vkcp pid {pid})"),
+        None => "not running".to_string(),
+    };
+    let _ = writeln!(out, "state: {state}");
     let needle = dir.to_string_lossy().into_owned();
     for (name, pid) in cluster.component_pids() {
         let state = if process::runs_with_arg_containing(pid, &needle) {
@@ -346,16 +350,16 @@ pub fn status(dir: &Path) -> Result<()> {
         } else {
             "not running"
         };
-        println!("  {name}: pid {pid} ({state})");
+        let _ = writeln!(out, "  {name}: pid {pid} ({state})");
     }
     if let Ok(ports) = fs::read_to_string(dir.join("ports.json")) {
         let compact: String = ports.split_whitespace().collect::<Vec<_>>().join(" ");
-        println!("ports: {compact}");
+        let _ = writeln!(out, "ports: {compact}");
     }
     if cluster.kubeconfig().is_file() {
-        println!("kubeconfig: {}", cluster.kubeconfig().display());
+        let _ = writeln!(out, "kubeconfig: {}", cluster.kubeconfig().display());
     }
-    println!("logs: {}", cluster.logs_dir().display());
+    let _ = writeln!(out, "logs: {}", cluster.logs_dir().display());
     if let Ok(entries) = fs::read_dir(cluster.logs_dir()) {
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
@@ -363,9 +367,11 @@ pub fn status(dir: &Path) -> Result<()> {
             .collect();
         names.sort();
         for name in names {
-            println!("  {name}");
+            let _ = writeln!(out, "  {name}");
         }
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(())
 }
 

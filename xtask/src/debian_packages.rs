@@ -95,3 +95,22 @@ fn apt_get(args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_package_is_not_installed() {
+        assert!(!installed("vk-rs-no-such-package"));
+    }
+
+    #[test]
+    fn every_package_says_why_it_is_needed() {
+        assert!(
+            PACKAGES
+                .iter()
+                .all(|(name, why)| !name.is_empty() && !why.is_empty())
+        );
+    }
+}

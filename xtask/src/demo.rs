@@ -109,12 +109,15 @@ impl Demo {
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the log handle")?;
-        let kubelet_port = free_loopback_port()?;
+        let [kubelet_port, metrics_port] = free_loopback_ports()?;
         let child = Command::new(vk_mock)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--nodename", NODE_NAME, "--provider-config"])
             .arg(root.join("examples").join("mock-config.json"))
+            // Loopback only, and no clash with another kubelet's default port.
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .env("KUBELET_PORT", kubelet_port.to_string())
             .stdin(Stdio::null())
             .stdout(log)
@@ -284,13 +287,21 @@ fn json_executable(line: &str) -> Option<String> {
     Some(rest[..end].to_string())
 }
 
-fn free_loopback_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("binding a loopback port to find a free one")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the bound port")?
-        .port())
+/// `N` distinct free loopback ports (all listeners are held until every port
+/// is known, so no two are the same).
+fn free_loopback_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding a loopback port to find a free one")?;
+        *port = listener
+            .local_addr()
+            .context("reading the bound port")?
+            .port();
+        listeners.push(listener);
+    }
+    Ok(ports)
 }
 
 #[cfg(test)]

@@ -2,15 +2,20 @@
 //! Kubernetes control plane (`vkcp`, the Go program in `xtask/controlplane`),
 //! runs the whole test pipeline and the demo.
 //!
-//! It depends on `std`, `anyhow` and `signal-hook` only, so it compiles in a few
-//! seconds on a fresh machine. Everything slow it does (the Go build, cluster
+//! It depends on `std`, `anyhow` and `signal-hook`, plus `serde_json`, `sha2`,
+//! `tar` and `flate2` for writing images, so it compiles in seconds on a fresh
+//! machine. Everything slow it does (the Go build, cluster
 //! start-up, the tests) prints what it is doing and how long it has taken.
 
+mod charts;
 mod cluster;
 mod controlplane_build;
 mod debian_packages;
 mod demo;
+mod helm_build;
+mod images;
 mod kubectl;
+mod oci;
 mod process;
 mod progress;
 mod test;
@@ -37,6 +42,13 @@ commands:
                               clippy -D warnings, then all tests against a fresh test cluster
   demo                        cluster + the mock virtual kubelet + a 3-replica Deployment;
                               Ctrl-C stops everything
+  build-images [--provider NAME]...
+                              static release build of each provider (all by default) and its
+                              FROM-scratch image in target/images/NAME/ (OCI layout and
+                              docker-archive tarball); prints the tarball paths
+  charts [--kubeconfig PATH]  helm lint, helm template and a server-side dry run of every chart
+                              in charts/ (default cluster: target/cluster, started if needed)
+  helm-path                   print the path of the pinned helm binary (building it if needed)
   help                        this text
 
 environment:
@@ -82,6 +94,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
             println!("{}", vkcp.display());
         }
         "kubectl" => return kubectl::passthrough(rest),
+        "build-images" => images::run(rest)?,
+        "charts" => charts::run(rest)?,
+        "helm-path" => println!("{}", helm_build::ensure_built()?.display()),
         "test" => return test::run(),
         "demo" => demo::run()?,
         "help" | "-h" | "--help" => print!("{USAGE}"),

@@ -81,6 +81,31 @@ pub struct KubeletArgs {
     #[arg(long = "kubelet-port", env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
 
+    /// Address the kubelet HTTPS API listens on (port from --kubelet-port).
+    #[arg(long = "kubelet-listen-address", default_value = "0.0.0.0")]
+    pub kubelet_listen_address: std::net::IpAddr,
+
+    /// Serving certificate of the kubelet API (PEM); requested with a CSR when unset.
+    #[arg(long = "serving-cert-file", env = "APISERVER_CERT_LOCATION", requires = "serving_key_file")]
+    pub serving_cert_file: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM).
+    #[arg(long = "serving-key-file", env = "APISERVER_KEY_LOCATION", requires = "serving_cert_file")]
+    pub serving_key_file: Option<PathBuf>,
+
+    /// CA that signs kubelet API clients' certificates; the cluster's published
+    /// client CA (kube-system/extension-apiserver-authentication) when unset.
+    #[arg(long = "client-ca-file", env = "APISERVER_CA_CERT_LOCATION")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Accept unauthenticated kubelet API requests as system:anonymous (off by default).
+    #[arg(long = "anonymous-auth")]
+    pub anonymous_auth: bool,
+
+    /// How kubelet API callers are authorized.
+    #[arg(long = "authorization-mode", value_enum, default_value_t = crate::api::AuthorizationMode::Webhook)]
+    pub authorization_mode: crate::api::AuthorizationMode,
+
     /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
     #[arg(long = "metrics-addr", default_value = "0.0.0.0:10255")]
     pub metrics_addr: std::net::SocketAddr,

@@ -10,6 +10,7 @@
 //! - [`objects`]: cached reads of ConfigMaps, Secrets, Services and token requests;
 //! - [`health`]: metrics and health endpoints; [`metrics`]: the metrics themselves.
 
+pub mod api;
 pub mod cli;
 pub mod context;
 pub mod health;

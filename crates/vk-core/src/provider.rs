@@ -40,9 +40,7 @@ pub enum ProviderError {
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
 /// The identity of one pod in the backend.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PodKey {
     /// Namespace of the pod.
     pub namespace: String,
@@ -162,6 +160,83 @@ impl StatusNotifier {
     }
 }
 
+/// Options of a `/containerLogs` request, validated by the core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming new lines until the client goes away or the container ends.
+    pub follow: bool,
+    /// Logs of the previous instance of a restarted container.
+    pub previous: bool,
+    /// Prefix each line with an RFC3339Nano timestamp.
+    pub timestamps: bool,
+    /// Only lines at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Only the last N lines.
+    pub tail_lines: Option<u64>,
+    /// Stop after this many bytes (the core enforces it too).
+    pub limit_bytes: Option<u64>,
+}
+
+/// A stream of bytes from a backend (logs).
+pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+/// A terminal size sent by a client (`resize` channel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct TermSize {
+    /// Columns.
+    #[serde(rename = "Width")]
+    pub width: u16,
+    /// Rows.
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// The client side of an exec or attach session, as the provider sees it.
+pub struct ExecIo {
+    /// Client input (`None` when the client sends none); ends when the client closes stdin.
+    pub stdin: Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+    /// Output to the client's stdout (`None` when not requested).
+    pub stdout: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// Output to the client's stderr (`None` when not requested or with a TTY).
+    pub stderr: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// A terminal was requested.
+    pub tty: bool,
+    /// Terminal size changes.
+    pub resize: Option<tokio::sync::mpsc::Receiver<TermSize>>,
+}
+
+/// A bidirectional byte stream handed to [`Provider::port_forward`].
+pub trait Tunnel: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Tunnel for T {}
+
+/// CPU and memory usage of one container, for `/stats/summary` and `/metrics/resource`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerUsage {
+    /// Container name.
+    pub name: String,
+    /// When the container started.
+    pub start_time: Option<jiff::Timestamp>,
+    /// Cumulative CPU time in nanoseconds.
+    pub cpu_usage_core_nanoseconds: u64,
+    /// Current CPU usage in nanocores.
+    pub cpu_usage_nano_cores: u64,
+    /// Working set in bytes.
+    pub memory_working_set_bytes: u64,
+    /// Usage in bytes.
+    pub memory_usage_bytes: u64,
+}
+
+/// Usage of one pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodUsage {
+    /// Which pod.
+    pub key: PodKey,
+    /// When it started.
+    pub start_time: Option<jiff::Timestamp>,
+    /// Its containers.
+    pub containers: Vec<ContainerUsage>,
+}
+
 /// The backend contract. All methods must be idempotent: the core retries after
 /// errors and after restarts.
 #[async_trait]
@@ -211,5 +286,32 @@ pub trait Provider: Send + Sync + 'static {
     /// How often the core lists the backend to reconcile statuses when the provider does not push.
     fn status_poll_interval(&self) -> Duration {
         Duration::from_secs(10)
+    }
+
+    // ---- Optional capabilities: the kubelet API answers 501 for the ones a provider lacks.
+
+    /// A container's logs, honouring `opts` (the core also enforces `limit_bytes`).
+    async fn container_logs(&self, _key: &PodKey, _container: &str, _opts: &LogOptions) -> ProviderResult<ByteStream> {
+        Err(ProviderError::NotImplemented("container logs"))
+    }
+
+    /// Runs `command` in a container; returns its exit code.
+    async fn exec(&self, _key: &PodKey, _container: &str, _command: Vec<String>, _io: ExecIo) -> ProviderResult<i32> {
+        Err(ProviderError::NotImplemented("exec"))
+    }
+
+    /// Attaches to a container's main process; returns its exit code when it ends.
+    async fn attach(&self, _key: &PodKey, _container: &str, _io: ExecIo) -> ProviderResult<i32> {
+        Err(ProviderError::NotImplemented("attach"))
+    }
+
+    /// Carries one port-forward connection to `port` of the pod until either side closes.
+    async fn port_forward(&self, _key: &PodKey, _port: u16, _tunnel: Box<dyn Tunnel>) -> ProviderResult<()> {
+        Err(ProviderError::NotImplemented("port-forward"))
+    }
+
+    /// CPU and memory usage of every pod.
+    async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
+        Err(ProviderError::NotImplemented("stats"))
     }
 }

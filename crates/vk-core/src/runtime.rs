@@ -107,6 +107,7 @@ where
     let names = args.node_names();
     let health_state = Arc::new(HealthState::new(names.len()));
     let mut tasks = Vec::new();
+    let mut api_nodes = Vec::new();
     for name in &names {
         let provider = provider_for(name)
             .with_context(|| format!("setting up the provider for node {name}"))?;
@@ -130,6 +131,7 @@ where
         ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
         health_state.add_node(provider.clone(), pods.clone());
+        api_nodes.push(crate::api::NodeHandle { name: name.clone(), provider: provider.clone(), pods: pods.clone() });
         let registered = Arc::new(Notify::new());
         let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
         tasks.push(tokio::spawn(node.run(stop.clone(), registered.clone())));
@@ -150,6 +152,21 @@ where
         "virtual kubelet started"
     );
 
+    let api_config = crate::api::ApiConfig {
+        listen: std::net::SocketAddr::new(args.kubelet_listen_address, args.kubelet_port),
+        node_ips: vec![args.node_ip],
+        cert_files: args.serving_cert_file.clone().zip(args.serving_key_file.clone()),
+        client_ca_file: args.client_ca_file.clone(),
+        anonymous: args.anonymous_auth,
+        authorization: args.authorization_mode,
+    };
+    let api_stop = stop.clone();
+    let api_client = client.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(api_client, api_config, api_nodes, api_stop).await {
+            error!(error = %e, "kubelet API stopped");
+        }
+    }));
     let server = tokio::spawn(health::serve(
         args.metrics_addr,
         Arc::new(registry),

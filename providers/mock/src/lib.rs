@@ -14,5 +14,6 @@ pub mod ipam;
 pub mod provider;
 pub mod script;
 pub mod state;
+pub mod streams;
 
 pub use provider::{MockOptions, MockProvider};

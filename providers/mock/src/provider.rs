@@ -141,6 +141,29 @@ impl MockProvider {
     }
 }
 
+impl MockProvider {
+    /// The current (or previous) run of a container, and its image.
+    fn run_of(&self, key: &PodKey, container: &str, previous: bool) -> ProviderResult<(streams::Run, String)> {
+        let pods = self.inner.lock();
+        let p = pods.get(key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        let cs = p
+            .status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == container)
+            .ok_or_else(|| ProviderError::NotFound(format!("container {container} in {key}")))?;
+        let run = streams::run_of(cs, previous).ok_or_else(|| {
+            if previous {
+                ProviderError::InvalidInput(format!("previous terminated container {container} not found"))
+            } else {
+                ProviderError::InvalidInput(format!("container {container} is waiting to start"))
+            }
+        })?;
+        Ok((run, cs.image.clone()))
+    }
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, MockPod>> {
         self.pods.lock().unwrap_or_else(|p| p.into_inner())
@@ -591,6 +614,91 @@ impl Provider for MockProvider {
                 key: k.clone(),
                 pod: p.pod.clone(),
                 status: p.status.clone(),
+            })
+            .collect())
+    }
+
+    async fn container_logs(&self, key: &PodKey, container: &str, opts: &LogOptions) -> ProviderResult<ByteStream> {
+        let (run, image) = self.run_of(key, container, opts.previous)?;
+        let weak = Arc::downgrade(&self.inner);
+        let (k, c) = (key.clone(), container.to_string());
+        let alive = move || {
+            let inner = weak.upgrade()?;
+            let pods = inner.lock();
+            let cs = pods.get(&k)?.status.container_statuses.as_ref()?.iter().find(|s| s.name == c)?.clone();
+            streams::run_of(&cs, false)
+        };
+        Ok(streams::log_stream(container.to_string(), image, run, opts.clone(), alive))
+    }
+
+    async fn exec(&self, key: &PodKey, container: &str, command: Vec<String>, io: ExecIo) -> ProviderResult<i32> {
+        let (run, _) = self.run_of(key, container, false)?;
+        if run.end.is_some() {
+            return Err(ProviderError::InvalidInput(format!("container {container} is not running")));
+        }
+        let pod = self.inner.lock().get(key).map(|p| p.pod.clone()).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        Ok(streams::exec(&pod, container, &command, io).await)
+    }
+
+    async fn attach(&self, key: &PodKey, container: &str, mut io: ExecIo) -> ProviderResult<i32> {
+        let opts = LogOptions { follow: true, since: Some(k8s_openapi::jiff::Timestamp::now()), ..Default::default() };
+        let mut logs = self.container_logs(key, container, &opts).await?;
+        // What the client types is echoed, as by a program reading its terminal.
+        let mut stdin = io.stdin.take();
+        loop {
+            tokio::select! {
+                chunk = futures::StreamExt::next(&mut logs) => match chunk {
+                    Some(Ok(b)) => {
+                        if let Some(tx) = &io.stdout && tx.send(b).await.is_err() {
+                            return Ok(0);
+                        }
+                    }
+                    Some(Err(e)) => return Err(ProviderError::Unavailable(e.to_string())),
+                    None => break,
+                },
+                input = async { match stdin.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match input {
+                    Some(b) => {
+                        if let Some(tx) = &io.stdout {
+                            let _ = tx.send(b).await;
+                        }
+                    }
+                    None => stdin = None,
+                },
+            }
+        }
+        let code = self.run_of(key, container, false).ok().and_then(|(r, _)| r.end.map(|(_, c)| c)).unwrap_or(0);
+        Ok(code)
+    }
+
+    async fn port_forward(&self, key: &PodKey, _port: u16, tunnel: Box<dyn Tunnel>) -> ProviderResult<()> {
+        if !self.inner.lock().contains_key(key) {
+            return Err(ProviderError::NotFound(key.to_string()));
+        }
+        // Every port of a mock pod is an echo server.
+        let (mut r, mut w) = tokio::io::split(tunnel);
+        let res = tokio::io::copy(&mut r, &mut w).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+        res.map(|_| ()).map_err(|e| ProviderError::Unavailable(format!("port-forward: {e}")))
+    }
+
+    async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let pods = self.inner.lock();
+        Ok(pods
+            .iter()
+            .map(|(k, p)| PodUsage {
+                key: k.clone(),
+                start_time: p.status.start_time.as_ref().map(|t| t.0),
+                containers: p
+                    .status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .filter_map(|cs| {
+                        let run = streams::run_of(cs, false)?;
+                        run.end.is_none().then(|| streams::usage(&cs.name, run.start, now))
+                    })
+                    .collect(),
             })
             .collect())
     }

@@ -90,6 +90,11 @@ impl PodController {
             .unwrap_or_else(|p| p.into_inner()) = alloc;
     }
 
+    /// A pod of this node by namespace and name, as the API shows it.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
     /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
     pub fn api_pods(&self) -> Vec<Arc<Pod>> {
         self.store.state()

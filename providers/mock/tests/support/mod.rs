@@ -344,3 +344,37 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests")
         .join(name)
 }
+
+/// Approves this node's kubelet-serving CSRs until one is issued (what an operator
+/// or an approver controller does), and waits until the kubelet API answers TLS.
+pub async fn approve_serving_csr(cluster: &TestCluster, node: &str) {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let api: Api<CertificateSigningRequest> = Api::all(cluster.client());
+    let prefix = format!("csr-{node}-");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no serving certificate issued for {node}");
+        let list = api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+        let mine: Vec<_> = list.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix))).collect();
+        if mine.iter().any(|c| c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some()) {
+            break;
+        }
+        for c in mine {
+            let approved = c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
+            if !approved && let Some(name) = &c.metadata.name {
+                let _ = cluster.kubectl(["certificate", "approve", name.as_str()]).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The kubelet polls its CSR every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+impl MockNode {
+    /// Runs `kubectl` with the cluster's admin kubeconfig; returns (exit code, stdout, stderr).
+    pub async fn kubectl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
+        let out = cluster.kubectl(args.iter().copied()).await.expect("kubectl runs");
+        (out.status.code().unwrap_or(-1), out.stdout.clone(), out.stderr.clone())
+    }
+}

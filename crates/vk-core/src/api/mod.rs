@@ -1,0 +1,344 @@
+//! The kubelet HTTPS API on `KUBELET_PORT`: what the apiserver calls for
+//! `kubectl logs/exec/attach/port-forward/top` and `nodes/<n>/proxy/...`.
+//!
+//! One server serves every node of the process: paths name the pod, and pod
+//! namespace/name are unique in the cluster. Providers offer the optional
+//! capabilities ([`crate::Provider::container_logs`] and friends); a missing one
+//! is a 501 for that endpoint only.
+//!
+//! - [`tls`]: serving certificate (files or CSR) and the client CA;
+//! - [`auth`]: x509/TokenReview authentication, SubjectAccessReview authorization;
+//! - [`logs`], [`stats`]: the plain endpoints; `exec`/`attach`/`portForward` in [`streaming`].
+
+pub mod auth;
+pub mod logs;
+pub mod stats;
+pub mod status;
+mod streaming;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use rustls::server::WebPkiClientVerifier;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
+
+use crate::pod::PodController;
+use crate::provider::{PodKey, Provider};
+use auth::{Authenticator, Decision, Identity};
+use tls::CertStore;
+
+/// One node served by this process, as the API sees it.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Node name.
+    pub name: String,
+    /// Its provider.
+    pub provider: Arc<dyn Provider>,
+    /// Its pod controller (the API view of its pods).
+    pub pods: Arc<PodController>,
+}
+
+/// How callers are authorized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthorizationMode {
+    /// SubjectAccessReview per request (what a real kubelet does).
+    Webhook,
+    /// Every authenticated caller may do everything (tests and demos only).
+    AlwaysAllow,
+}
+
+/// Settings of the kubelet API server.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Addresses the serving certificate must cover (the node's InternalIP).
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// Serving certificate and key files; a CSR is used when absent.
+    pub cert_files: Option<(PathBuf, PathBuf)>,
+    /// Client CA file; the cluster's published client CA when absent.
+    pub client_ca_file: Option<PathBuf>,
+    /// Allow unauthenticated requests (as `system:anonymous`).
+    pub anonymous: bool,
+    /// Authorization mode.
+    pub authorization: AuthorizationMode,
+}
+
+#[derive(Clone)]
+struct AppState {
+    nodes: Arc<[NodeHandle]>,
+    auth: Arc<Authenticator>,
+    config: Arc<ApiConfig>,
+    started: jiff::Timestamp,
+}
+
+/// The verified client certificate identity of a connection, if any.
+#[derive(Clone, Debug)]
+struct PeerIdentity(Option<Identity>);
+
+impl AppState {
+    /// The node and key of a pod served by this process.
+    fn find_pod(&self, ns: &str, name: &str) -> Option<(NodeHandle, Arc<Pod>, PodKey)> {
+        self.nodes.iter().find_map(|n| {
+            let pod = n.pods.find(ns, name)?;
+            let key = PodKey::of(&pod)?;
+            Some((n.clone(), pod, key))
+        })
+    }
+}
+
+/// Serves the kubelet API until `stop`. Errors only when it cannot start.
+pub async fn serve(client: Client, config: ApiConfig, nodes: Vec<NodeHandle>, stop: CancellationToken) -> anyhow::Result<()> {
+    let store = Arc::new(CertStore::default());
+    let first_node = nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+    match &config.cert_files {
+        Some((cert, key)) => tls::serve_from_files(store.clone(), cert.clone(), key.clone(), stop.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("serving certificate: {e}"))?,
+        None => {
+            tokio::spawn(tls::serve_from_csr(client.clone(), store.clone(), first_node, config.node_ips.clone(), stop.clone()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = match tls::client_ca(&client, config.client_ca_file.as_deref()).await {
+        Ok(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots.add(ca).map_err(|e| anyhow::anyhow!("client CA: {e}"))?;
+            }
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| anyhow::anyhow!("client CA: {e}"))?
+        }
+        Err(e) => {
+            warn!(error = %e, "no client CA: client certificates are not accepted, only bearer tokens");
+            WebPkiClientVerifier::no_client_auth()
+        }
+    };
+    let mut tls_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(store);
+    tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+
+    let state = AppState {
+        nodes: nodes.into(),
+        auth: Arc::new(Authenticator::new(client)),
+        config: Arc::new(config.clone()),
+        started: jiff::Timestamp::now(),
+    };
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("kubelet API cannot listen on {}: {e}", config.listen))?;
+    info!(addr = %config.listen, "kubelet API listening");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| auth::identity_from_cert(c.as_ref()));
+            let svc = app.layer(Extension(PeerIdentity(identity))).map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(Body::new));
+            let res = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .http1_only()
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc))
+                .await;
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .route("/runningpods/", get(running_pods))
+        .route("/runningpods", get(running_pods))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/stats/summary", get(stats_summary))
+        .route("/stats/summary/", get(stats_summary))
+        .route("/metrics/resource", get(metrics_resource))
+        .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
+        .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec_with_uid))
+        .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
+        .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach_with_uid))
+        .route("/portForward/{ns}/{pod}", any(streaming::port_forward))
+        .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward_with_uid))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<AppState>, Extension(peer): Extension<PeerIdentity>, req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_string);
+    let identity = match (peer.0, bearer) {
+        (Some(id), _) => id,
+        (None, Some(token)) => match state.auth.token(&token).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+            Err(e) => {
+                warn!(error = %e, "token review failed");
+                return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
+        },
+        (None, None) if state.config.anonymous => Identity::anonymous(),
+        (None, None) => return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+    };
+    if state.config.authorization == AuthorizationMode::Webhook {
+        let path = req.uri().path().to_string();
+        let node = node_for_path(&state, &path);
+        let attrs = auth::attributes(req.method().as_str(), &path, &node);
+        match state.auth.authorize(&identity, &attrs).await {
+            Ok(Decision::Allow) => {}
+            Ok(Decision::Deny(reason)) => {
+                let msg = format!(
+                    "Forbidden (user={}, verb={}, resource=nodes, subresource={}){}",
+                    identity.user,
+                    attrs.verb,
+                    attrs.subresource,
+                    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                );
+                return status::failure(StatusCode::FORBIDDEN, "Forbidden", msg);
+            }
+            Err(e) => {
+                warn!(error = %e, "authorization failed");
+                return status::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "authorization check failed");
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The node a request is about: the pod's node when the path names a pod.
+fn node_for_path(state: &AppState, path: &str) -> String {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if parts.len() >= 3
+        && matches!(parts[0], "containerLogs" | "exec" | "attach" | "portForward")
+        && let Some((node, _, _)) = state.find_pod(parts[1], parts[2])
+    {
+        return node.name;
+    }
+    state.nodes.first().map(|n| n.name.clone()).unwrap_or_default()
+}
+
+async fn pods(State(state): State<AppState>) -> Response {
+    let items: Vec<Pod> = state.nodes.iter().flat_map(|n| n.pods.api_pods()).map(|p| (*p).clone()).collect();
+    axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
+}
+
+async fn running_pods(State(state): State<AppState>) -> Response {
+    let mut items: Vec<Pod> = Vec::new();
+    for n in state.nodes.iter() {
+        match n.provider.list_pods().await {
+            Ok(pods) => items.extend(pods.into_iter().map(|bp| {
+                let mut pod = bp.pod;
+                pod.status = Some(bp.status);
+                pod
+            })),
+            Err(e) => return status::provider_error(&e),
+        }
+    }
+    axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
+}
+
+async fn container_logs(
+    State(state): State<AppState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let opts = match logs::parse_log_query(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return status::bad_request(e),
+    };
+    let Some((node, api_pod, key)) = state.find_pod(&ns, &pod) else {
+        return status::not_found(format!("pod {ns}/{pod} not found on this node"));
+    };
+    if !has_container(&api_pod, &container) {
+        return status::bad_request(format!("container {container} is not valid for pod {pod}"));
+    }
+    match node.provider.container_logs(&key, &container, &opts).await {
+        Ok(stream) => logs::stream_response(stream, opts.limit_bytes),
+        Err(e) => status::provider_error(&e),
+    }
+}
+
+/// Whether the pod has a container (or init container) with this name.
+fn has_container(pod: &Pod, name: &str) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == name)
+    })
+}
+
+async fn usage(state: &AppState) -> Result<Vec<crate::provider::PodUsage>, Response> {
+    let mut all = Vec::new();
+    for n in state.nodes.iter() {
+        match n.provider.usage().await {
+            Ok(u) => all.extend(u),
+            Err(e) => return Err(status::provider_error(&e)),
+        }
+    }
+    Ok(all)
+}
+
+async fn stats_summary(State(state): State<AppState>) -> Response {
+    match usage(&state).await {
+        Ok(pods) => {
+            let node = state.nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+            axum::Json(stats::summary(&node, state.started, &pods)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn metrics_resource(State(state): State<AppState>) -> Response {
+    match usage(&state).await {
+        Ok(pods) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], stats::resource_metrics(&pods)).into_response(),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,43 @@
+//! Kubernetes `Status` bodies for the kubelet API's errors (what kubectl prints).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// A `metav1.Status` failure response.
+pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.into(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// 400 Bad Request.
+pub fn bad_request(message: impl Into<String>) -> Response {
+    failure(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// 404 Not Found.
+pub fn not_found(message: impl Into<String>) -> Response {
+    failure(StatusCode::NOT_FOUND, "NotFound", message)
+}
+
+/// Maps a provider error to a response: 501 for a missing capability.
+pub fn provider_error(e: &crate::ProviderError) -> Response {
+    use crate::ProviderError::*;
+    match e {
+        NotFound(m) => not_found(m.clone()),
+        InvalidInput(m) => bad_request(m.clone()),
+        Unavailable(m) => failure(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m.clone()),
+        NotImplemented(what) => failure(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            format!("{what} is not supported by this provider"),
+        ),
+    }
+}

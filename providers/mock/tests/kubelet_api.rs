@@ -1,0 +1,166 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The kubelet HTTPS API through the real apiserver, which verifies the node's
+//! serving certificate (issued by CSR) and presents its own client certificate.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::*;
+use tokio::io::AsyncBufReadExt;
+
+async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
+    let (cluster, ns) = cluster_and_namespace(prefix).await;
+    let node = MockNode::start(&cluster, &unique(prefix), &[]);
+    let client = cluster.client();
+    let name = node.name.clone();
+    wait_for(Duration::from_secs(20), "node Ready", || {
+        let client = client.clone();
+        let name = name.clone();
+        async move { node_ready(&client, &name).await.is_some_and(|(s, _)| s == "True") }
+    })
+    .await;
+    approve_serving_csr(&cluster, &node.name).await;
+    create_pod(&client, ns.name(), pod("app", &node.name)).await;
+    wait_pod(&client, ns.name(), "app", Duration::from_secs(20), "Running", |p| phase(p) == "Running").await;
+    (cluster, ns, node)
+}
+
+#[tokio::test]
+async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
+    let (cluster, ns, node) = running_pod("logs").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ns = ns.name();
+
+    let (code, out, err) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("main: started (image busybox)\nmain: tick 1\n"), "{out}");
+
+    let (_, tail, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--tail=2"]).await;
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail}");
+    assert!(lines.iter().all(|l| l.starts_with("main: tick ")), "{tail}");
+
+    let (_, since, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--since=2s"]).await;
+    let n = since.lines().count();
+    assert!((1..=3).contains(&n), "--since=2s gives the last ~2 lines: {since}");
+    assert!(!since.contains("started"), "{since}");
+
+    let (_, ts, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--timestamps", "--tail=1"]).await;
+    let (stamp, rest) = ts.trim().split_once(' ').unwrap();
+    assert!(stamp.parse::<jiff::Timestamp>().is_ok(), "{ts}");
+    assert!(rest.starts_with("main: tick"), "{ts}");
+
+    let (_, limited, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--limit-bytes=10"]).await;
+    assert_eq!(limited, "main: star");
+
+    let (code, _, err) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "-c", "nope"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("nope"), "{err}");
+
+    // -f: lines written after kubectl started arrive.
+    let mut child = tokio::process::Command::new(cluster.vkcp())
+        .args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["logs", "-f", "--tail=1", "-n", ns, "app"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), reader.next_line()).await.unwrap().unwrap().unwrap();
+    let first_n: u64 = first.trim_start_matches("main: tick ").parse().unwrap();
+    let started = Instant::now();
+    let mut last = first_n;
+    while last < first_n + 3 {
+        let line = tokio::time::timeout(Duration::from_secs(5), reader.next_line()).await.unwrap().unwrap().unwrap();
+        last = line.trim_start_matches("main: tick ").parse().unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2), "new lines arrive as they are written");
+    drop(child);
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+#[tokio::test]
+async fn stats_summary_and_resource_metrics_through_the_apiserver() {
+    let (cluster, ns, node) = running_pod("stats").await;
+    let path = format!("/api/v1/nodes/{}/proxy/stats/summary", node.name);
+    let (code, out, err) = MockNode::kubectl(&cluster, &["get", "--raw", &path]).await;
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["node"]["nodeName"], json!(node.name));
+    let pods = summary["pods"].as_array().unwrap();
+    let app = pods.iter().find(|p| p["podRef"]["name"] == "app" && p["podRef"]["namespace"] == json!(ns.name())).expect("pod in summary");
+    assert!(app["containers"][0]["memory"]["workingSetBytes"].as_u64().unwrap() > 0);
+    assert!(app["cpu"]["usageNanoCores"].as_u64().unwrap() > 0);
+
+    let path = format!("/api/v1/nodes/{}/proxy/metrics/resource", node.name);
+    let (code, out, err) = MockNode::kubectl(&cluster, &["get", "--raw", &path]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{}\",pod=\"app\"}}", ns.name())), "{out}");
+    assert!(out.contains("node_memory_working_set_bytes"));
+
+    for path in ["pods", "runningpods/", "healthz"] {
+        let (code, out, err) = MockNode::kubectl(&cluster, &["get", "--raw", &format!("/api/v1/nodes/{}/proxy/{path}", node.name)]).await;
+        assert_eq!(code, 0, "{path}: {err}");
+        if path != "healthz" {
+            let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["name"] == "app"), "{path}: {out}");
+        }
+    }
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+#[tokio::test]
+async fn unauthenticated_and_unauthorized_callers_are_refused() {
+    let (cluster, ns, node) = running_pod("authz").await;
+    let port = {
+        let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(&node.name).await.unwrap();
+        n.status.unwrap().daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port
+    };
+    // Straight to the kubelet, no credentials: 401 with a Status body.
+    let url = format!("https://127.0.0.1:{port}/pods");
+    let out = tokio::process::Command::new("curl").args(["-sk", "-w", "\n%{http_code}", &url]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("401"), "{text}");
+    assert!(text.contains("\"kind\":\"Status\"") && text.contains("Unauthorized"), "{text}");
+
+    // A service account without rights on nodes/proxy: 403.
+    let sa = "nobody";
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client(), ns.name());
+    sas.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": sa } })).unwrap()).await.unwrap();
+    let tr: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 600 } })).unwrap();
+    let token: k8s_openapi::api::authentication::v1::TokenRequest =
+        sas.create_subresource("token", sa, &PostParams::default(), &tr).await.unwrap();
+    let token = token.status.unwrap().token;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {token}"), &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("403"), "{text}");
+    assert!(text.contains("Forbidden") && text.contains("subresource=proxy"), "{text}");
+
+    // An invalid token: 401.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "-H", "Authorization: Bearer not-a-token", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("401"));
+
+    // The serving certificate is issued by the cluster CA for the node's IP.
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(cluster.ca_cert_path())
+        .args(["-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "TLS verified against the cluster CA");
+    delete_node(&cluster.client(), &node.name).await;
+}

@@ -1,0 +1,587 @@
+//! `cargo xtask build-images [--provider NAME]...`: one slim image per
+//! provider, written without a container engine.
+//!
+//! For each provider (a workspace package under `providers/` with a binary
+//! `vk-<name>`): a release build linked statically for
+//! `x86_64-unknown-linux-musl`, then a `FROM scratch` image holding only that
+//! binary at `/vk-<name>`, the build machine's CA bundle and a non-root user
+//! (`nonroot`, uid/gid 65532), written by [`crate::oci`] to
+//! `target/images/<name>/`: an OCI image layout plus the `docker-archive`
+//! tarball `vk-<name>-<version>.tar` that `podman load`/`docker load` accept.
+//!
+//! When the musl target cannot be installed, the binary is a static glibc
+//! build instead (`-C target-feature=+crt-static`), with a warning: glibc's
+//! name resolution then cannot load its NSS modules, so DNS lookups of cloud
+//! endpoints fail inside the image.
+//!
+//! Each image's path goes to stdout (the last line is the last image's
+//! tarball); progress and sizes go to stderr.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::oci::{self, ImageSpec, LayerEntry};
+use crate::progress::{self, format_duration};
+use crate::workspace;
+
+/// Where the build machine keeps its CA bundle (Debian's `ca-certificates`),
+/// and where the image has it.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The non-root user the image runs as (the distroless convention).
+const NONROOT_ID: u64 = 65532;
+const MUSL: &str = "x86_64-unknown-linux-musl";
+const GNU: &str = "x86_64-unknown-linux-gnu";
+/// The registry-less repository the tarballs are tagged in.
+const REPOSITORY_PREFIX: &str = "vk-rs";
+/// How often a running release build reports that it is still running.
+const BUILD_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A provider that gets an image.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// `mock` for the binary `vk-mock`.
+    pub name: String,
+    pub package: String,
+    pub binary: String,
+    pub version: String,
+    pub description: String,
+    pub license: String,
+    pub repository: String,
+}
+
+/// How the static binary is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linkage {
+    Musl,
+    /// The fallback: glibc with `+crt-static`.
+    GlibcStatic,
+}
+
+impl Linkage {
+    fn triple(self) -> &'static str {
+        match self {
+            Linkage::Musl => MUSL,
+            Linkage::GlibcStatic => GNU,
+        }
+    }
+}
+
+/// `cargo xtask build-images` with its arguments.
+pub fn run(args: &[String]) -> Result<()> {
+    let wanted = parse_providers(args)?;
+    let metadata = cargo_metadata()?;
+    let providers = select(providers(&metadata)?, &wanted)?;
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")?;
+    let linkage = choose_linkage()?;
+    let source = SourceInfo::read();
+    let images_root = workspace::root().join("target").join("images");
+
+    let mut built = Vec::new();
+    for provider in &providers {
+        let binary = build_binary(provider, linkage, &target_dir)?;
+        let out_dir = images_root.join(&provider.name);
+        let image = write_image(provider, &binary, &source, &out_dir, linkage)?;
+        built.push((provider.clone(), binary, image));
+    }
+
+    eprintln!("\nimages:");
+    for (provider, binary, image) in &built {
+        let binary_size = fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "  {}:{}  binary {}, layer {} compressed ({} uncompressed), tarball {}\n    \
+             id {}\n    layout  {}\n    tarball {}",
+            repository(provider),
+            provider.version,
+            megabytes(binary_size),
+            megabytes(image.layer_compressed_size),
+            megabytes(image.layer_size),
+            megabytes(image.tarball_size),
+            image.config_digest,
+            image.layout_dir.display(),
+            image.tarball.display(),
+        );
+    }
+    for (_, _, image) in &built {
+        println!("{}", image.tarball.display());
+    }
+    Ok(())
+}
+
+/// `--provider NAME` (repeatable, or `--provider=NAME`); none means all.
+fn parse_providers(args: &[String]) -> Result<Vec<String>> {
+    let mut wanted = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--provider" {
+            wanted.push(iter.next().context("--provider needs a value")?.clone());
+        } else if let Some(name) = arg.strip_prefix("--provider=") {
+            wanted.push(name.to_string());
+        } else {
+            bail!("unexpected argument {arg:?}; usage: cargo xtask build-images [--provider NAME]...");
+        }
+    }
+    Ok(wanted)
+}
+
+fn select(all: Vec<Provider>, wanted: &[String]) -> Result<Vec<Provider>> {
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    let mut out = Vec::new();
+    for name in wanted {
+        let name = name.strip_prefix("vk-").unwrap_or(name);
+        match all.iter().find(|p| p.name == name) {
+            Some(p) => out.push(p.clone()),
+            None => bail!(
+                "no provider {name:?}; the workspace has: {}",
+                all.iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// `cargo metadata --no-deps` of the workspace.
+fn cargo_metadata() -> Result<Value> {
+    let out = Command::new(workspace::cargo())
+        .current_dir(workspace::root())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("parsing cargo metadata")
+}
+
+/// Packages under `providers/` that build a binary `vk-<name>`.
+fn providers(metadata: &Value) -> Result<Vec<Provider>> {
+    let providers_dir = workspace::root().join("providers");
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata has no packages")?;
+    let mut out = Vec::new();
+    for package in packages {
+        let manifest = package["manifest_path"].as_str().unwrap_or("");
+        if !Path::new(manifest).starts_with(&providers_dir) {
+            continue;
+        }
+        let text = |key: &str| package[key].as_str().unwrap_or("").to_string();
+        let binaries = package["targets"].as_array().into_iter().flatten().filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        });
+        for target in binaries {
+            let binary = target["name"].as_str().unwrap_or("");
+            if let Some(name) = binary.strip_prefix("vk-") {
+                out.push(Provider {
+                    name: name.to_string(),
+                    package: text("name"),
+                    binary: binary.to_string(),
+                    version: text("version"),
+                    description: text("description"),
+                    license: text("license"),
+                    repository: text("repository"),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    if out.is_empty() {
+        bail!("no provider binaries (vk-<name>) under {}", providers_dir.display());
+    }
+    Ok(out)
+}
+
+/// `vk-rs/vk-mock`.
+pub fn repository(provider: &Provider) -> String {
+    format!("{REPOSITORY_PREFIX}/{}", provider.binary)
+}
+
+/// Musl when its standard library is installed or `rustup` can add it;
+/// the static glibc build otherwise.
+fn choose_linkage() -> Result<Linkage> {
+    if target_installed(MUSL) {
+        return Ok(Linkage::Musl);
+    }
+    eprintln!("the {MUSL} standard library is missing: rustup target add {MUSL}");
+    let added = Command::new("rustup")
+        .args(["target", "add", MUSL])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if added && target_installed(MUSL) {
+        return Ok(Linkage::Musl);
+    }
+    eprintln!(
+        "warning: cannot install the {MUSL} target; falling back to a static glibc build \
+         ({GNU}, -C target-feature=+crt-static). Inside a FROM-scratch image glibc cannot load \
+         its NSS modules, so host names resolve from /etc/hosts only: fine against a cluster \
+         reached by IP, not for cloud endpoints."
+    );
+    Ok(Linkage::GlibcStatic)
+}
+
+/// Whether `rustc`'s sysroot has the standard library for `triple`.
+fn target_installed(triple: &str) -> bool {
+    let Ok(out) = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(workspace::root())
+        .output()
+    else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib")
+        .is_dir()
+}
+
+/// The C compiler for musl: `$CC_x86_64_unknown_linux_musl`, else `musl-gcc`
+/// (Debian's `musl-tools`, installed here when we are root and it is missing).
+fn musl_cc() -> Result<String> {
+    if let Some(cc) = std::env::var_os("CC_x86_64_unknown_linux_musl").filter(|v| !v.is_empty()) {
+        return Ok(cc.to_string_lossy().into_owned());
+    }
+    if on_path("musl-gcc") {
+        return Ok("musl-gcc".to_string());
+    }
+    if is_root() && on_path("apt-get") {
+        eprintln!("musl-gcc is missing: installing the Debian package musl-tools");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "musl-tools"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed && on_path("musl-gcc") {
+            return Ok("musl-gcc".to_string());
+        }
+    }
+    bail!(
+        "musl-gcc not found: the C and assembly parts of the TLS stack need it for {MUSL}; \
+         install it with `apt-get install musl-tools` (or set CC_x86_64_unknown_linux_musl)"
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|uids| uids.split_whitespace().next().map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `cargo build --release --target <triple> -p <package> --bin <binary>`;
+/// returns the binary's path after checking that it is static.
+fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Result<PathBuf> {
+    let triple = linkage.triple();
+    let mut cmd = Command::new(workspace::cargo());
+    cmd.current_dir(workspace::root())
+        .args(["build", "--release", "--target", triple, "-p"])
+        .arg(&provider.package)
+        .args(["--bin", &provider.binary])
+        .stdin(Stdio::null());
+    match linkage {
+        Linkage::Musl => {
+            cmd.env("CC_x86_64_unknown_linux_musl", musl_cc()?);
+        }
+        Linkage::GlibcStatic => {
+            // Target-specific, so build scripts and proc macros stay dynamic.
+            cmd.env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            );
+        }
+    }
+    eprintln!(
+        "building {} (release, static, {triple}); a cold build takes about 6 minutes on 2 cores",
+        provider.binary
+    );
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("starting cargo build")?;
+    let status = progress::wait_child(
+        &mut child,
+        &format!("building {} for {triple}", provider.binary),
+        BUILD_PROGRESS_EVERY,
+    )?;
+    if !status.success() {
+        bail!("cargo build of {} for {triple} failed ({status})", provider.binary);
+    }
+    let binary = target_dir.join(triple).join("release").join(&provider.binary);
+    let bytes = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    if let Some(interpreter) = elf_interpreter(&bytes)? {
+        bail!(
+            "{} is dynamically linked (interpreter {interpreter}): it cannot run in a \
+             FROM-scratch image",
+            binary.display()
+        );
+    }
+    eprintln!(
+        "built {} in {} ({}, static)",
+        binary.display(),
+        format_duration(started.elapsed()),
+        megabytes(bytes.len() as u64)
+    );
+    Ok(binary)
+}
+
+/// The `PT_INTERP` of a 64-bit little-endian ELF file: `None` for a static
+/// binary (static-pie included), `Some(path)` for a dynamic one.
+fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>> {
+    const PT_INTERP: u32 = 3;
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let u16_at = |at: usize| -> Option<u64> {
+        Some(u64::from(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?)))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let truncated = || anyhow::anyhow!("truncated ELF header");
+    let phoff = u64_at(0x20).ok_or_else(truncated)?;
+    let phentsize = u16_at(0x36).ok_or_else(truncated)?;
+    let phnum = u16_at(0x38).ok_or_else(truncated)?;
+    for i in 0..phnum {
+        let at = usize::try_from(phoff + i * phentsize).context("ELF offset")?;
+        if u32_at(at).ok_or_else(truncated)? != PT_INTERP {
+            continue;
+        }
+        let offset = usize::try_from(u64_at(at + 8).ok_or_else(truncated)?).context("ELF offset")?;
+        let size = usize::try_from(u64_at(at + 32).ok_or_else(truncated)?).context("ELF size")?;
+        let path = bytes
+            .get(offset..offset + size)
+            .ok_or_else(truncated)?
+            .split(|&b| b == 0)
+            .next()
+            .unwrap_or_default();
+        return Ok(Some(String::from_utf8_lossy(path).into_owned()));
+    }
+    Ok(None)
+}
+
+/// What the labels say about the source.
+struct SourceInfo {
+    /// `git rev-parse HEAD`, when this is a git checkout.
+    revision: Option<String>,
+    /// `$SOURCE_DATE_EPOCH`, else the commit time of HEAD, else now: the same
+    /// commit gives the same image.
+    created_epoch: u64,
+}
+
+impl SourceInfo {
+    fn read() -> Self {
+        let revision = git(&["rev-parse", "HEAD"]);
+        let created_epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .or_else(|| git(&["log", "-1", "--format=%ct", "HEAD"]).and_then(|t| t.parse().ok()))
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            });
+        SourceInfo {
+            revision,
+            created_epoch,
+        }
+    }
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .current_dir(workspace::root())
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The image's contents, labels and runtime settings.
+fn image_spec(
+    provider: &Provider,
+    binary: Vec<u8>,
+    ca_bundle: Vec<u8>,
+    source: &SourceInfo,
+    linkage: Linkage,
+) -> ImageSpec {
+    let created = oci::rfc3339(source.created_epoch);
+    let mut labels = BTreeMap::from([
+        ("org.opencontainers.image.title".to_string(), provider.binary.clone()),
+        (
+            "org.opencontainers.image.description".to_string(),
+            provider.description.clone(),
+        ),
+        ("org.opencontainers.image.version".to_string(), provider.version.clone()),
+        ("org.opencontainers.image.source".to_string(), provider.repository.clone()),
+        ("org.opencontainers.image.licenses".to_string(), provider.license.clone()),
+        ("org.opencontainers.image.created".to_string(), created),
+    ]);
+    if let Some(revision) = &source.revision {
+        labels.insert(
+            "org.opencontainers.image.revision".to_string(),
+            revision.clone(),
+        );
+    }
+    labels.retain(|_, v| !v.is_empty());
+
+    let passwd = format!(
+        "root:x:0:0:root:/root:/sbin/nologin\n\
+         nonroot:x:{NONROOT_ID}:{NONROOT_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
+    );
+    let group = format!("root:x:0:\nnonroot:x:{NONROOT_ID}:\n");
+    let entrypoint = format!("/{}", provider.binary);
+    ImageSpec {
+        repo_tag: format!("{}:{}", repository(provider), provider.version),
+        tag: provider.version.clone(),
+        entrypoint: vec![entrypoint.clone()],
+        user: format!("{NONROOT_ID}:{NONROOT_ID}"),
+        env: vec![format!("SSL_CERT_FILE={CA_BUNDLE}")],
+        // The kubelet API and the metrics/health port.
+        exposed_ports: vec!["10250/tcp".to_string(), "10255/tcp".to_string()],
+        labels,
+        created_epoch: source.created_epoch,
+        created_by: format!(
+            "cargo xtask build-images --provider {} ({})",
+            provider.name,
+            linkage.triple()
+        ),
+        entries: vec![
+            LayerEntry::dir("/etc", 0o755, 0, 0),
+            LayerEntry::file("/etc/passwd", 0o644, passwd.into_bytes()),
+            LayerEntry::file("/etc/group", 0o644, group.into_bytes()),
+            LayerEntry::dir("/etc/ssl", 0o755, 0, 0),
+            LayerEntry::dir("/etc/ssl/certs", 0o755, 0, 0),
+            LayerEntry::file(CA_BUNDLE, 0o644, ca_bundle),
+            LayerEntry::dir("/home", 0o755, 0, 0),
+            LayerEntry::dir("/home/nonroot", 0o700, NONROOT_ID, NONROOT_ID),
+            LayerEntry::dir("/tmp", 0o1777, 0, 0),
+            LayerEntry::file(&entrypoint, 0o755, binary),
+        ],
+    }
+}
+
+fn write_image(
+    provider: &Provider,
+    binary: &Path,
+    source: &SourceInfo,
+    out_dir: &Path,
+    linkage: Linkage,
+) -> Result<oci::WrittenImage> {
+    let binary_bytes = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let ca_bundle = fs::read(CA_BUNDLE).with_context(|| {
+        format!("reading the CA bundle {CA_BUNDLE} (Debian package ca-certificates)")
+    })?;
+    let spec = image_spec(provider, binary_bytes, ca_bundle, source, linkage);
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let tarball = out_dir.join(format!("{}-{}.tar", provider.binary, provider.version));
+    eprintln!("writing image {} to {}", spec.repo_tag, out_dir.display());
+    let started = Instant::now();
+    let image = oci::write(&spec, out_dir, &tarball)?;
+    eprintln!("wrote image in {}", format_duration(started.elapsed()));
+    Ok(image)
+}
+
+/// `12.3 MB` (10^6 bytes: what registries and `podman images` show).
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> Provider {
+        Provider {
+            name: "mock".into(),
+            package: "vk-mock".into(),
+            binary: "vk-mock".into(),
+            version: "0.1.0".into(),
+            description: "the mock".into(),
+            license: "Apache-2.0".into(),
+            repository: "https://example.invalid/vk-rs".into(),
+        }
+    }
+
+    #[test]
+    fn provider_arguments() -> Result<()> {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_providers(&args(&[]))?, Vec::<String>::new());
+        assert_eq!(
+            parse_providers(&args(&["--provider", "mock", "--provider=aci"]))?,
+            vec!["mock", "aci"]
+        );
+        assert!(parse_providers(&args(&["--provider"])).is_err());
+        assert!(parse_providers(&args(&["mock"])).is_err());
+        let all = vec![provider()];
+        assert_eq!(select(all.clone(), &["vk-mock".into()])?.len(), 1);
+        assert!(select(all, &["nope".into()]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_image_runs_the_binary_as_nonroot_with_labels() {
+        let source = SourceInfo {
+            revision: Some("abc123".into()),
+            created_epoch: 0,
+        };
+        let spec = image_spec(&provider(), b"bin".to_vec(), b"ca".to_vec(), &source, Linkage::Musl);
+        assert_eq!(spec.repo_tag, "vk-rs/vk-mock:0.1.0");
+        assert_eq!(spec.entrypoint, vec!["/vk-mock"]);
+        assert_eq!(spec.user, "65532:65532");
+        assert_eq!(spec.labels["org.opencontainers.image.revision"], "abc123");
+        assert_eq!(spec.labels["org.opencontainers.image.created"], "1970-01-01T00:00:00Z");
+        for key in ["title", "description", "version", "source", "licenses"] {
+            assert!(spec.labels.contains_key(&format!("org.opencontainers.image.{key}")));
+        }
+        let binary = spec.entries.iter().find(|e| e.path == "/vk-mock");
+        assert_eq!(binary.map(|e| e.mode), Some(0o755));
+        let passwd = spec.entries.iter().find(|e| e.path == "/etc/passwd");
+        let passwd = passwd.and_then(|e| e.contents.clone()).unwrap_or_default();
+        assert!(String::from_utf8_lossy(&passwd).contains("nonroot:x:65532:65532:"));
+        assert!(spec.entries.iter().any(|e| e.path == CA_BUNDLE));
+    }
+
+    #[test]
+    fn this_test_binary_is_dynamic_and_garbage_is_rejected() -> Result<()> {
+        let me = fs::read(std::env::current_exe()?)?;
+        // Test binaries of the host target are dynamically linked.
+        assert!(elf_interpreter(&me)?.is_some_and(|i| i.contains("ld-linux")));
+        assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
+        Ok(())
+    }
+}
