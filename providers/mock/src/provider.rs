@@ -18,10 +18,13 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::warn;
+use vk_core::provider::{ByteStream, ExecIo, LogOptions, PodUsage, Tunnel};
 use vk_core::{
     BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
     StatusNotifier, VolumeFiles,
 };
+
+use crate::streams;
 
 use crate::config::NodeResources;
 use crate::ipam::IpAllocator;
