@@ -50,7 +50,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let charts_dir = workspace::root().join("charts");
     let variants = variants(&charts_dir)?;
     if variants.is_empty() {
-        bail!("no charts (directories with a Chart.yaml) in {}", charts_dir.display());
+        bail!(
+            "no charts (directories with a Chart.yaml) in {}",
+            charts_dir.display()
+        );
     }
     let out_dir = workspace::root().join("target").join("charts");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -64,7 +67,11 @@ pub fn run(args: &[String]) -> Result<()> {
         let manifest = template(&helm, variant)?;
         fs::write(&rendered, &manifest)
             .with_context(|| format!("writing {}", rendered.display()))?;
-        eprintln!("rendered {} objects into {}", count_objects(&manifest), rendered.display());
+        eprintln!(
+            "rendered {} objects into {}",
+            count_objects(&manifest),
+            rendered.display()
+        );
         let applied = kubectl::run(
             &vkcp,
             &kubeconfig,
@@ -77,7 +84,11 @@ pub fn run(args: &[String]) -> Result<()> {
         )
         .with_context(|| format!("server-side dry run of {}", rendered.display()))?;
         eprint!("{applied}");
-        eprintln!("{} passed in {}", variant.label, format_duration(step.elapsed()));
+        eprintln!(
+            "{} passed in {}",
+            variant.label,
+            format_duration(step.elapsed())
+        );
     }
     eprintln!(
         "\n{} chart rendering(s) linted, templated and accepted by the apiserver in {}",
@@ -93,7 +104,9 @@ fn parse_kubeconfig(args: &[String]) -> Result<Option<PathBuf>> {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         if arg == "--kubeconfig" {
-            kubeconfig = Some(PathBuf::from(iter.next().context("--kubeconfig needs a value")?));
+            kubeconfig = Some(PathBuf::from(
+                iter.next().context("--kubeconfig needs a value")?,
+            ));
         } else if let Some(path) = arg.strip_prefix("--kubeconfig=") {
             kubeconfig = Some(PathBuf::from(path));
         } else {
@@ -130,7 +143,9 @@ fn variants(dir: &Path) -> Result<Vec<Variant>> {
             .collect();
         values.sort();
         for file in values {
-            let variant = file_name(&file).trim_end_matches("-values.yaml").to_string();
+            let variant = file_name(&file)
+                .trim_end_matches("-values.yaml")
+                .to_string();
             out.push(Variant {
                 chart: chart.clone(),
                 values: Some(file),
@@ -149,7 +164,12 @@ fn file_name(path: &Path) -> String {
 
 /// `helm lint --strict`: errors and warnings fail.
 fn lint(helm: &Path, variant: &Variant) -> Result<()> {
-    let mut args = vec!["lint".into(), "--strict".into(), "--namespace".into(), NAMESPACE.into()];
+    let mut args = vec![
+        "lint".into(),
+        "--strict".into(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+    ];
     args.push(variant.chart.as_os_str().to_owned());
     if let Some(values) = &variant.values {
         args.push("--values".into());
@@ -163,7 +183,11 @@ fn lint(helm: &Path, variant: &Variant) -> Result<()> {
     );
     eprint!("{text}");
     if !out.status.success() || text.contains("[WARNING]") || text.contains("[ERROR]") {
-        bail!("helm lint of {} is not clean ({})", variant.label, out.status);
+        bail!(
+            "helm lint of {} is not clean ({})",
+            variant.label,
+            out.status
+        );
     }
     Ok(())
 }
@@ -194,7 +218,10 @@ fn template(helm: &Path, variant: &Variant) -> Result<String> {
 }
 
 fn helm_output(helm: &Path, args: &[std::ffi::OsString]) -> Result<std::process::Output> {
-    let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     eprintln!("helm {}", shown.join(" "));
     Command::new(helm)
         .args(args)
@@ -240,7 +267,11 @@ mod tests {
     #[test]
     fn every_chart_has_a_default_variant_and_its_ci_values() -> Result<()> {
         let variants = variants(&workspace::root().join("charts"))?;
-        assert!(variants.iter().any(|v| v.label == "vk-mock" && v.values.is_none()));
+        assert!(
+            variants
+                .iter()
+                .any(|v| v.label == "vk-mock" && v.values.is_none())
+        );
         for v in variants.iter().filter(|v| v.values.is_some()) {
             assert!(v.label.starts_with(&file_name(&v.chart)));
         }

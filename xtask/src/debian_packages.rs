@@ -12,7 +12,20 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("procps", "kill(1), which stops the cluster's processes"),
     (
         "ca-certificates",
-        "HTTPS to the Go module proxy when the control plane is built cold",
+        "HTTPS to the Go module proxy when the control plane is built cold; \
+         the CA bundle copied into the images",
+    ),
+    (
+        "musl-tools",
+        "musl-gcc, for the C parts of the static x86_64-unknown-linux-musl image builds",
+    ),
+    (
+        "podman",
+        "loading and running the built images in the image tests",
+    ),
+    (
+        "runc",
+        "the OCI runtime podman runs containers with on these machines",
     ),
 ];
 

@@ -66,8 +66,11 @@ fn build(src: &Path, version: &str, ldflags: &str, out_dir: &Path, binary: &Path
     let go = find_go()?;
     let tmp = out_dir.join("helm.partial");
     let log_path = out_dir.join("build.log");
-    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log.try_clone().context("duplicating the build log handle")?;
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .context("duplicating the build log handle")?;
     eprintln!(
         "building helm {version} into {}\n  \
          a cold build takes a few minutes on 2 cores; log: {}",
@@ -86,8 +89,11 @@ fn build(src: &Path, version: &str, ldflags: &str, out_dir: &Path, binary: &Path
         .stderr(log_err)
         .spawn()
         .with_context(|| format!("starting {}", go.display()))?;
-    let status =
-        progress::wait_child(&mut child, &format!("building helm {version}"), BUILD_PROGRESS_EVERY)?;
+    let status = progress::wait_child(
+        &mut child,
+        &format!("building helm {version}"),
+        BUILD_PROGRESS_EVERY,
+    )?;
     if !status.success() {
         bail!(
             "go build of helm failed ({status}) after {}; last lines of {}:\n{}",
@@ -111,7 +117,11 @@ fn module_version(go_mod: &str, module: &str) -> Option<String> {
     go_mod.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         let first = words.next()?;
-        let name = if first == "require" { words.next()? } else { first };
+        let name = if first == "require" {
+            words.next()?
+        } else {
+            first
+        };
         let version = words.next()?;
         (name == module && version.starts_with('v') && !line.contains("=>"))
             .then(|| version.to_string())
@@ -166,8 +176,14 @@ mod tests {
     fn finds_module_versions() {
         let go_mod = "module vk/helm\n\ntool helm.sh/helm/v3/cmd/helm\n\n\
                       require helm.sh/helm/v3 v3.20.2\n\nrequire (\n\tk8s.io/client-go v0.35.1 // indirect\n)\n";
-        assert_eq!(module_version(go_mod, "helm.sh/helm/v3").as_deref(), Some("v3.20.2"));
-        assert_eq!(module_version(go_mod, "k8s.io/client-go").as_deref(), Some("v0.35.1"));
+        assert_eq!(
+            module_version(go_mod, "helm.sh/helm/v3").as_deref(),
+            Some("v3.20.2")
+        );
+        assert_eq!(
+            module_version(go_mod, "k8s.io/client-go").as_deref(),
+            Some("v0.35.1")
+        );
         assert_eq!(module_version(go_mod, "k8s.io/api"), None);
     }
 

@@ -84,6 +84,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let linkage = choose_linkage()?;
     let source = SourceInfo::read();
     let images_root = workspace::root().join("target").join("images");
+    // Concurrent runs (test processes started in parallel) would rewrite the
+    // same layout directories under each other: one at a time.
+    fs::create_dir_all(&images_root)
+        .with_context(|| format!("creating {}", images_root.display()))?;
+    let lock_path = images_root.join(".lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!("another build-images is running; waiting for it");
+        lock.lock().context("waiting for the build-images lock")?;
+    }
 
     let mut built = Vec::new();
     for provider in &providers {
@@ -98,7 +109,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let binary_size = fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
         eprintln!(
             "  {}:{}  binary {}, layer {} compressed ({} uncompressed), tarball {}\n    \
-             id {}\n    layout  {}\n    tarball {}",
+             image id {} (config), manifest {}, layer diff_id {}\n    \
+             layout  {}\n    tarball {}",
             repository(provider),
             provider.version,
             megabytes(binary_size),
@@ -106,6 +118,8 @@ pub fn run(args: &[String]) -> Result<()> {
             megabytes(image.layer_size),
             megabytes(image.tarball_size),
             image.config_digest,
+            image.manifest_digest,
+            image.diff_id,
             image.layout_dir.display(),
             image.tarball.display(),
         );
@@ -126,7 +140,9 @@ fn parse_providers(args: &[String]) -> Result<Vec<String>> {
         } else if let Some(name) = arg.strip_prefix("--provider=") {
             wanted.push(name.to_string());
         } else {
-            bail!("unexpected argument {arg:?}; usage: cargo xtask build-images [--provider NAME]...");
+            bail!(
+                "unexpected argument {arg:?}; usage: cargo xtask build-images [--provider NAME]..."
+            );
         }
     }
     Ok(wanted)
@@ -180,12 +196,24 @@ fn providers(metadata: &Value) -> Result<Vec<Provider>> {
         if !Path::new(manifest).starts_with(&providers_dir) {
             continue;
         }
-        let text = |key: &str| package[key].as_str().unwrap_or("").to_string();
-        let binaries = package["targets"].as_array().into_iter().flatten().filter(|t| {
-            t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "bin"))
-        });
+        // Fields a package inherits with `key.workspace = true` show up
+        // resolved; ones it does not inherit fall back to `[workspace.package]`.
+        let text = |key: &str| {
+            package[key]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| workspace_package_field(key))
+                .unwrap_or_default()
+        };
+        let binaries = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            });
         for target in binaries {
             let binary = target["name"].as_str().unwrap_or("");
             if let Some(name) = binary.strip_prefix("vk-") {
@@ -203,9 +231,39 @@ fn providers(metadata: &Value) -> Result<Vec<Provider>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     if out.is_empty() {
-        bail!("no provider binaries (vk-<name>) under {}", providers_dir.display());
+        bail!(
+            "no provider binaries (vk-<name>) under {}",
+            providers_dir.display()
+        );
     }
     Ok(out)
+}
+
+/// A string field of `[workspace.package]` in the root `Cargo.toml`
+/// (`repository = "https://..."`), read as text: cargo metadata does not show it.
+fn workspace_package_field(key: &str) -> Option<String> {
+    let manifest = fs::read_to_string(workspace::root().join("Cargo.toml")).ok()?;
+    let mut in_section = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=')
+            && k.trim() == key
+        {
+            let v = v.trim();
+            return v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .map(str::to_string);
+        }
+    }
+    None
 }
 
 /// `vk-rs/vk-mock`.
@@ -282,9 +340,8 @@ fn musl_cc() -> Result<String> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn is_root() -> bool {
@@ -333,9 +390,15 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
         BUILD_PROGRESS_EVERY,
     )?;
     if !status.success() {
-        bail!("cargo build of {} for {triple} failed ({status})", provider.binary);
+        bail!(
+            "cargo build of {} for {triple} failed ({status})",
+            provider.binary
+        );
     }
-    let binary = target_dir.join(triple).join("release").join(&provider.binary);
+    let binary = target_dir
+        .join(triple)
+        .join("release")
+        .join(&provider.binary);
     let bytes = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if let Some(interpreter) = elf_interpreter(&bytes)? {
         bail!(
@@ -361,7 +424,9 @@ fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>> {
         bail!("not a 64-bit little-endian ELF file");
     }
     let u16_at = |at: usize| -> Option<u64> {
-        Some(u64::from(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?)))
+        Some(u64::from(u16::from_le_bytes(
+            bytes.get(at..at + 2)?.try_into().ok()?,
+        )))
     };
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
@@ -378,7 +443,8 @@ fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>> {
         if u32_at(at).ok_or_else(truncated)? != PT_INTERP {
             continue;
         }
-        let offset = usize::try_from(u64_at(at + 8).ok_or_else(truncated)?).context("ELF offset")?;
+        let offset =
+            usize::try_from(u64_at(at + 8).ok_or_else(truncated)?).context("ELF offset")?;
         let size = usize::try_from(u64_at(at + 32).ok_or_else(truncated)?).context("ELF size")?;
         let path = bytes
             .get(offset..offset + size)
@@ -441,14 +507,26 @@ fn image_spec(
 ) -> ImageSpec {
     let created = oci::rfc3339(source.created_epoch);
     let mut labels = BTreeMap::from([
-        ("org.opencontainers.image.title".to_string(), provider.binary.clone()),
+        (
+            "org.opencontainers.image.title".to_string(),
+            provider.binary.clone(),
+        ),
         (
             "org.opencontainers.image.description".to_string(),
             provider.description.clone(),
         ),
-        ("org.opencontainers.image.version".to_string(), provider.version.clone()),
-        ("org.opencontainers.image.source".to_string(), provider.repository.clone()),
-        ("org.opencontainers.image.licenses".to_string(), provider.license.clone()),
+        (
+            "org.opencontainers.image.version".to_string(),
+            provider.version.clone(),
+        ),
+        (
+            "org.opencontainers.image.source".to_string(),
+            provider.repository.clone(),
+        ),
+        (
+            "org.opencontainers.image.licenses".to_string(),
+            provider.license.clone(),
+        ),
         ("org.opencontainers.image.created".to_string(), created),
     ]);
     if let Some(revision) = &source.revision {
@@ -559,14 +637,26 @@ mod tests {
             revision: Some("abc123".into()),
             created_epoch: 0,
         };
-        let spec = image_spec(&provider(), b"bin".to_vec(), b"ca".to_vec(), &source, Linkage::Musl);
+        let spec = image_spec(
+            &provider(),
+            b"bin".to_vec(),
+            b"ca".to_vec(),
+            &source,
+            Linkage::Musl,
+        );
         assert_eq!(spec.repo_tag, "vk-rs/vk-mock:0.1.0");
         assert_eq!(spec.entrypoint, vec!["/vk-mock"]);
         assert_eq!(spec.user, "65532:65532");
         assert_eq!(spec.labels["org.opencontainers.image.revision"], "abc123");
-        assert_eq!(spec.labels["org.opencontainers.image.created"], "1970-01-01T00:00:00Z");
+        assert_eq!(
+            spec.labels["org.opencontainers.image.created"],
+            "1970-01-01T00:00:00Z"
+        );
         for key in ["title", "description", "version", "source", "licenses"] {
-            assert!(spec.labels.contains_key(&format!("org.opencontainers.image.{key}")));
+            assert!(
+                spec.labels
+                    .contains_key(&format!("org.opencontainers.image.{key}"))
+            );
         }
         let binary = spec.entries.iter().find(|e| e.path == "/vk-mock");
         assert_eq!(binary.map(|e| e.mode), Some(0o755));
@@ -574,6 +664,16 @@ mod tests {
         let passwd = passwd.and_then(|e| e.contents.clone()).unwrap_or_default();
         assert!(String::from_utf8_lossy(&passwd).contains("nonroot:x:65532:65532:"));
         assert!(spec.entries.iter().any(|e| e.path == CA_BUNDLE));
+    }
+
+    #[test]
+    fn workspace_package_fields_are_read() {
+        assert_eq!(
+            workspace_package_field("license").as_deref(),
+            Some("Apache-2.0")
+        );
+        assert!(workspace_package_field("repository").is_some_and(|r| r.starts_with("https://")));
+        assert_eq!(workspace_package_field("no-such-field"), None);
     }
 
     #[test]

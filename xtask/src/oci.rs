@@ -342,7 +342,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// `2024-05-01T12:34:56Z` for seconds since the Unix epoch (UTC).
@@ -444,7 +445,10 @@ mod tests {
             index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
             "1.2.3"
         );
-        let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        let blob = |d: &str| {
+            dir.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
         let manifest = read_json(&blob(manifest_digest));
         assert_eq!(manifest["config"]["digest"], written.config_digest.as_str());
         let config = read_json(&blob(&written.config_digest));

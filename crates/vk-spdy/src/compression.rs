@@ -264,7 +264,14 @@ impl HeaderDecompressor {
                 "header block after the end of the zlib stream".into(),
             ));
         }
-        let mut out: Vec<u8> = Vec::with_capacity(input.len().saturating_mul(4).clamp(64, limit.saturating_add(1)));
+        // A first guess at the size; never above one byte past the limit
+        // (which may well be below the guess's floor).
+        let guess = input
+            .len()
+            .saturating_mul(4)
+            .max(64)
+            .min(limit.saturating_add(1));
+        let mut out: Vec<u8> = Vec::with_capacity(guess);
         let mut pos = 0usize;
         loop {
             if out.len() == out.capacity() {
@@ -273,14 +280,19 @@ impl HeaderDecompressor {
                 }
                 // Grow, but never past one byte more than the limit: producing
                 // that byte is enough to know the block is too large.
-                let target = out.capacity().saturating_mul(2).min(limit.saturating_add(1));
+                let target = out
+                    .capacity()
+                    .saturating_mul(2)
+                    .min(limit.saturating_add(1));
                 out.reserve_exact(target.saturating_sub(out.len()).max(1));
             }
             let before_in = self.inner.total_in();
             let before_out = self.inner.total_out();
             let spare_before = out.capacity() - out.len();
             let rest = input.get(pos..).unwrap_or_default();
-            let result = self.inner.decompress_vec(rest, &mut out, FlushDecompress::Sync);
+            let result = self
+                .inner
+                .decompress_vec(rest, &mut out, FlushDecompress::Sync);
             let consumed = usize::try_from(self.inner.total_in() - before_in)
                 .map_err(|_| SpdyError::Compression("input counter overflow".into()))?;
             let produced = self.inner.total_out() - before_out;
@@ -352,7 +364,12 @@ mod tests {
     fn blocks_share_one_stream_and_round_trip() {
         let mut c = HeaderCompressor::new();
         let mut d = HeaderDecompressor::new();
-        for block in [&b"first block"[..], b"", b"second block, longer than the first one"] {
+        // (An empty header set is still a 4-byte block: the count.)
+        for block in [
+            &b"first block"[..],
+            b"\0\0\0\0",
+            b"second block, longer than the first one",
+        ] {
             let mut compressed = Vec::new();
             c.compress_block(block, &mut compressed).unwrap();
             // Every block ends with the sync-flush marker.
@@ -395,7 +412,9 @@ mod tests {
 
     #[test]
     fn large_blocks_cross_buffer_boundaries() {
-        let raw: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let raw: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
         let mut c = HeaderCompressor::new();
         let mut compressed = Vec::new();
         c.compress_block(&raw, &mut compressed).unwrap();
@@ -412,12 +431,35 @@ mod tests {
         assert!(compressed.len() < 1000, "a run of one byte compresses well");
         let mut d = HeaderDecompressor::new();
         let err = d.decompress_block(&compressed, 4096).unwrap_err();
-        assert!(matches!(err, SpdyError::HeaderBlockTooLarge { limit: 4096 }), "{err}");
+        assert!(
+            matches!(err, SpdyError::HeaderBlockTooLarge { limit: 4096 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tiny_limits_are_honoured() {
+        // Found by fuzzing: a limit below the initial buffer guess.
+        let mut c = HeaderCompressor::new();
+        let mut compressed = Vec::new();
+        c.compress_block(b"0123456789", &mut compressed).unwrap();
+        let mut d = HeaderDecompressor::new();
+        assert!(matches!(
+            d.decompress_block(&compressed, 1),
+            Err(SpdyError::HeaderBlockTooLarge { limit: 1 })
+        ));
+        let mut d = HeaderDecompressor::new();
+        assert!(d.decompress_block(&compressed, 0).is_err());
+        let mut d = HeaderDecompressor::new();
+        assert_eq!(d.decompress_block(&compressed, 10).unwrap(), b"0123456789");
     }
 
     #[test]
     fn garbage_is_an_error() {
         let mut d = HeaderDecompressor::new();
-        assert!(d.decompress_block(b"\x12\x34\x56\x78garbage", 1024).is_err());
+        assert!(
+            d.decompress_block(b"\x12\x34\x56\x78garbage", 1024)
+                .is_err()
+        );
     }
 }

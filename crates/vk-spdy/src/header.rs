@@ -163,7 +163,8 @@ impl Headers {
             let name = cursor.bytes()?;
             let value = cursor.bytes()?;
             let name = lowercase(String::from_utf8_lossy(name).into_owned());
-            total_values = total_values.saturating_add(1 + value.iter().filter(|&&b| b == 0).count());
+            total_values =
+                total_values.saturating_add(1 + value.iter().filter(|&&b| b == 0).count());
             if total_values > max_headers {
                 return Err(SpdyError::TooManyHeaders {
                     count: total_values as u64,
@@ -262,7 +263,10 @@ mod tests {
         let h: Headers = [("Port", "8080"), ("requestID", "0")].into_iter().collect();
         assert_eq!(h.get("port"), Some("8080"));
         assert_eq!(h.get("REQUESTID"), Some("0"));
-        assert_eq!(h.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["port", "requestid"]);
+        assert_eq!(
+            h.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["port", "requestid"]
+        );
     }
 
     #[test]

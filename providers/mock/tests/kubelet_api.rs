@@ -195,3 +195,136 @@ async fn unauthenticated_and_unauthorized_callers_are_refused() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "TLS verified against the cluster CA");
     delete_node(&cluster.client(), &node.name).await;
 }
+
+async fn kubectl_with(cluster: &TestCluster, env: &[(&str, &str)], args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(cluster.vkcp());
+    cmd.args(["kubectl", "--kubeconfig"]).arg(cluster.kubeconfig()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl finished").unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn kubectl_exec_over_websocket_and_spdy() {
+    let (cluster, ns, node) = running_pod("exec").await;
+    let ns = ns.name();
+    // kubectl's default (WebSocket to the apiserver, translated to SPDY) and plain SPDY.
+    for env in [vec![], vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]] {
+        let (code, out, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "echo", "hi"], None).await;
+        assert_eq!((code, out.as_str()), (0, "hi\n"), "{env:?}: {err}");
+        let (code, _, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "sh", "-c", "exit 3"], None).await;
+        assert_eq!(code, 3, "{env:?}: exit code passes through: {err}");
+        let (code, out, err) = kubectl_with(&cluster, &env, &["exec", "-i", "-n", ns, "app", "--", "cat"], Some(b"line one\nline two\n")).await;
+        assert_eq!((code, out.as_str()), (0, "line one\nline two\n"), "{env:?}: stdin echoed: {err}");
+        let (code, out, _) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "hostname"], None).await;
+        assert_eq!((code, out.as_str()), (0, "app\n"));
+        let (code, _, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "no-such-command"], None).await;
+        assert_eq!(code, 127, "{err}");
+    }
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+#[tokio::test]
+async fn kubectl_attach_receives_output() {
+    let (cluster, ns, node) = running_pod("attach").await;
+    let mut child = tokio::process::Command::new(cluster.vkcp())
+        .args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["attach", "-n", ns.name(), "app", "-c", "main"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ticks = 0;
+    let start = Instant::now();
+    while ticks < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(10), reader.next_line()).await.expect("attach output").unwrap();
+        match line {
+            Some(l) if l.starts_with("main: tick") => ticks += 1,
+            Some(_) => {}
+            None => panic!("attach ended early"),
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(10));
+    drop(child);
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_carries_10_mb_each_way_on_two_connections() {
+    use sha2_like::digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, ns, node) = running_pod("pf").await;
+    let local = free_port();
+    let mut child = tokio::process::Command::new(cluster.vkcp())
+        .args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["port-forward", "-n", ns.name(), "pod/app", &format!("{local}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), reader.next_line()).await.expect("port-forward ready").unwrap();
+    assert!(ready.is_some_and(|l| l.contains("Forwarding from")));
+
+    const SIZE: usize = 10 * 1024 * 1024;
+    let mut tasks = Vec::new();
+    for seed in 0..2u8 {
+        tasks.push(tokio::spawn(async move {
+            let data: Vec<u8> = (0..SIZE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let want = digest(&data);
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+            let (mut r, mut w) = stream.into_split();
+            let writer = tokio::spawn(async move {
+                w.write_all(&data).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut back = Vec::with_capacity(SIZE);
+            tokio::time::timeout(Duration::from_secs(120), async {
+                while back.len() < SIZE {
+                    let mut buf = vec![0u8; 65536];
+                    let n = r.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    back.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await
+            .expect("echo within 120 s");
+            writer.await.unwrap();
+            assert_eq!(back.len(), SIZE);
+            assert_eq!(digest(&back), want, "bytes unchanged");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(child);
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+/// A small content digest (FNV-1a, 64 bit) for comparing large buffers.
+mod sha2_like {
+    pub fn digest(data: &[u8]) -> u64 {
+        data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    }
+}

@@ -1,0 +1,755 @@
+//! The `vk-mock` Helm chart (`charts/vk-mock`), rendered with the pinned helm
+//! (`cargo xtask helm-path`):
+//!
+//! - its RBAC grants exactly what the core runtime calls: no wildcard, no
+//!   cluster-admin, no write verb on what it only reads, node and lease rights
+//!   limited to its own node (static check of the rendered rules);
+//! - that RBAC is sufficient: `vk-mock`, started with the chart's own
+//!   arguments, environment and provider config and authenticated as the
+//!   chart's ServiceAccount (a TokenRequest token), runs the main scenario
+//!   (node Ready, a 3-replica Deployment Running, deletion) without a single
+//!   "forbidden";
+//! - its values schema and templates reject bad values;
+//! - `cargo xtask charts`: `helm lint --strict` is clean and the apiserver
+//!   accepts every rendering in a server-side dry run.
+
+#[path = "support/kubelet_cert.rs"]
+mod kubelet_cert;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
+use support::*;
+
+/// What the core runtime calls, by (API group, resource) → verbs. The chart's
+/// ClusterRole must grant exactly this, no more (minimal) and no less (the
+/// scenario test shows it is sufficient).
+const CLUSTER_ALLOWED: &[(&str, &str, &[&str])] = &[
+    // pod/controller.rs: reflector over `watcher(Api::<Pod>::all, spec.nodeName=<node>)`,
+    // `delete` with a UID precondition.
+    ("", "pods", &["list", "watch", "delete"]),
+    // pod/controller.rs: `patch_status` (strategic merge).
+    ("", "pods/status", &["patch"]),
+    // node/mod.rs: `get_opt`, `create`, merge `patch` on adoption; `watch_deletion`
+    // lists and watches with metadata.name=<node>.
+    ("", "nodes", &["create", "get", "list", "watch", "patch"]),
+    // node/mod.rs: `patch_status`.
+    ("", "nodes/status", &["patch"]),
+    // objects.rs: `get_opt` of what env and volumes reference (cached, never listed);
+    // api/tls.rs reads kube-system/extension-apiserver-authentication.
+    ("", "configmaps", &["get"]),
+    ("", "secrets", &["get"]),
+    // runtime.rs: one reflector over `Api::<Service>::all` (service link variables).
+    ("", "services", &["list", "watch"]),
+    // objects.rs: TokenRequest (`create_subresource("token")`) for projected tokens.
+    ("", "serviceaccounts/token", &["create"]),
+    // context.rs: kube's event Recorder creates events and patches repeated ones.
+    ("events.k8s.io", "events", &["create", "patch"]),
+    // api/auth.rs: kubelet API callers' bearer tokens and their authorization.
+    ("authentication.k8s.io", "tokenreviews", &["create"]),
+    ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
+    // api/tls.rs: the serving certificate by CSR (tls.mode=csr only): `create`,
+    // then `get_opt` by name every second until it is issued.
+    (
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        &["create", "get"],
+    ),
+];
+
+/// node/lease.rs: `get_opt`, `replace` (update) and `create` of the node's
+/// Lease, in kube-node-lease only.
+const LEASE_ALLOWED: (&str, &str, &[&str]) = (
+    "coordination.k8s.io",
+    "leases",
+    &["create", "get", "update"],
+);
+
+/// Verbs that change an object.
+const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+fn chart_dir() -> PathBuf {
+    vk_test_support::workspace_root().join("charts/vk-mock")
+}
+
+/// The pinned helm, built by the xtask on first use.
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = vk_test_support::xtask(["helm-path"]).expect("cargo xtask helm-path");
+        PathBuf::from(out.last_line().expect("helm-path printed nothing"))
+    })
+}
+
+/// `helm template RELEASE charts/vk-mock --namespace NS [ARGS]`: Ok(stdout) or Err(stderr).
+fn template(release: &str, namespace: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(helm())
+        .arg("template")
+        .arg(release)
+        .arg(chart_dir())
+        .args(["--namespace", namespace])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running helm");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The objects of a rendered chart.
+fn objects(manifest: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(manifest)
+        .expect("rendered chart is YAML")
+        .into_iter()
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (group, resource, verb) triples a set of rules grants, with the resource
+/// names each triple is limited to (empty: all).
+fn grants(rules: &Value) -> Vec<(String, String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.push((group.clone(), resource.clone(), verb, names.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn allowed_set(entries: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)> {
+    entries
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Checks one rendering's RBAC; `csr` says whether tls.mode is csr.
+fn check_rbac(objects: &[Value], node: &str, namespace: &str, service_account: &str, csr: bool) {
+    // No wildcard and no non-resource URLs anywhere.
+    for role in of_kind(objects, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(objects, "Role"))
+    {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+                assert!(
+                    !strings(&rule[field]).iter().any(|s| s.contains('*')),
+                    "wildcard in {field}: {rule}"
+                );
+            }
+            assert!(
+                rule.get("nonResourceURLs").is_none(),
+                "non-resource URL rule: {rule}"
+            );
+        }
+    }
+
+    // The ClusterRole: exactly the allow-list (CSRs only in csr mode).
+    let cluster_roles = of_kind(objects, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "one ClusterRole");
+    let role = cluster_roles[0];
+    let granted = grants(&role["rules"]);
+    let granted_set: BTreeSet<(String, String, String)> = granted
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    let mut expected = allowed_set(CLUSTER_ALLOWED);
+    if !csr {
+        expected.retain(|(_, r, _)| r != "certificatesigningrequests");
+    }
+    let extra: Vec<_> = granted_set.difference(&expected).collect();
+    assert!(
+        extra.is_empty(),
+        "granted beyond what the code uses: {extra:?}"
+    );
+    let missing: Vec<_> = expected.difference(&granted_set).collect();
+    assert!(
+        missing.is_empty(),
+        "the code uses what is not granted: {missing:?}"
+    );
+
+    for (group, resource, verb, names) in &granted {
+        // Read-only objects stay read-only.
+        if group.is_empty() && ["configmaps", "secrets", "services"].contains(&resource.as_str()) {
+            assert!(
+                !WRITE_VERBS.contains(&verb.as_str()),
+                "{verb} on {resource}"
+            );
+        }
+        // Everything on nodes but create is limited to this node.
+        if group.is_empty() && resource.starts_with("nodes") && verb != "create" {
+            assert_eq!(
+                names,
+                &vec![node.to_string()],
+                "{verb} {resource} not limited to the node"
+            );
+        }
+    }
+
+    // The lease Role: kube-node-lease only, get/update on this node's lease only.
+    let roles = of_kind(objects, "Role");
+    assert_eq!(roles.len(), 1, "one Role");
+    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
+    let lease_grants = grants(&roles[0]["rules"]);
+    let lease_set: BTreeSet<(String, String, String)> = lease_grants
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    assert_eq!(lease_set, allowed_set(&[LEASE_ALLOWED]));
+    for (_, _, verb, names) in &lease_grants {
+        if verb != "create" {
+            assert_eq!(
+                names,
+                &vec![node.to_string()],
+                "{verb} on leases not limited to the node"
+            );
+        }
+    }
+
+    // Bindings: the chart's own roles, to the chart's ServiceAccount; never cluster-admin.
+    let own_roles: Vec<String> = cluster_roles
+        .iter()
+        .chain(roles.iter())
+        .map(|r| r["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for binding in of_kind(objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(of_kind(objects, "RoleBinding"))
+    {
+        let role_name = binding["roleRef"]["name"].as_str().unwrap_or("");
+        assert!(
+            !["cluster-admin", "admin", "edit"].contains(&role_name),
+            "binds {role_name}"
+        );
+        assert!(
+            own_roles.iter().any(|r| r == role_name),
+            "binds a foreign role {role_name}"
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{ "kind": "ServiceAccount", "name": service_account, "namespace": namespace }])
+        );
+    }
+    assert_eq!(of_kind(objects, "ClusterRoleBinding").len(), 1);
+    assert_eq!(of_kind(objects, "RoleBinding").len(), 1);
+}
+
+#[test]
+fn rendered_rbac_grants_exactly_what_the_code_uses() {
+    let ci = chart_dir().join("ci");
+    let secret_values = ci.join("secret-tls-values.yaml");
+    let sa_values = ci.join("existing-serviceaccount-values.yaml");
+    let cases: [(&[&str], &str, &str, bool); 3] = [
+        (&[], "vk-mock-0", "rel-vk-mock", true),
+        (
+            &["--values", secret_values.to_str().unwrap_or("")],
+            "vk-mock-0",
+            "rel-vk-mock",
+            false,
+        ),
+        (
+            &["--values", sa_values.to_str().unwrap_or("")],
+            "vk-mock-edge-1",
+            "default",
+            true,
+        ),
+    ];
+    for (args, node, sa, csr) in cases {
+        let manifest = template("rel", "vk-system", args)
+            .unwrap_or_else(|e| panic!("helm template {args:?}: {e}"));
+        check_rbac(&objects(&manifest), node, "vk-system", sa, csr);
+    }
+}
+
+#[test]
+fn the_deployment_runs_the_node_as_the_values_say() {
+    let manifest =
+        template("rel", "vk-system", &["--set", "nodeName=vk-mock-7"]).expect("helm template");
+    let rendered = objects(&manifest);
+    let deployment = of_kind(&rendered, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-vk-mock");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    let args = strings(&container["args"]);
+    for arg in [
+        "--nodename=vk-mock-7",
+        "--provider-config=/etc/vk/config.json",
+        "--metrics-addr=0.0.0.0:10255",
+    ] {
+        assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
+    }
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    let pod_ip = env
+        .iter()
+        .find(|e| e["name"] == "VKUBELET_POD_IP")
+        .expect("VKUBELET_POD_IP");
+    assert_eq!(pod_ip["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+    assert!(
+        !env.iter().any(|e| e["name"] == "APISERVER_CERT_LOCATION"),
+        "csr mode mounts no cert"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "metrics");
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert!(container["resources"]["requests"].is_object());
+
+    // The provider config is keyed by the node name.
+    let config = of_kind(&rendered, "ConfigMap")[0]["data"]["config.json"]
+        .as_str()
+        .map(|s| serde_json::from_str::<Value>(s).expect("config.json is JSON"))
+        .expect("config.json");
+    assert_eq!(config["vk-mock-7"]["cpu"], "20");
+    assert_eq!(config["vk-mock-7"]["memory"], "100Gi");
+
+    // Secret mode: the Secret is mounted and named in the upstream variables.
+    let manifest = template(
+        "rel",
+        "vk-system",
+        &[
+            "--set",
+            "tls.mode=secret",
+            "--set",
+            "tls.existingSecret=my-cert",
+        ],
+    )
+    .expect("helm template");
+    let secret_mode = objects(&manifest);
+    let pod = &of_kind(&secret_mode, "Deployment")[0]["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let value_of = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        value_of("APISERVER_CERT_LOCATION").as_deref(),
+        Some("/etc/vk-tls/tls.crt")
+    );
+    assert_eq!(
+        value_of("APISERVER_KEY_LOCATION").as_deref(),
+        Some("/etc/vk-tls/tls.key")
+    );
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "my-cert"),
+        "{volumes:?}"
+    );
+}
+
+#[test]
+fn bad_values_are_rejected() {
+    let rejected = |args: &[&str], why: &str| {
+        let err = template("rel", "vk-system", args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} was accepted"));
+        assert!(err.contains(why), "{args:?}: expected {why:?} in: {err}");
+    };
+    // helm names the offending value by its JSON pointer.
+    rejected(&["--set", "tls.mode=secret"], "/tls/existingSecret");
+    rejected(&["--set", "tls.mode=selfsigned"], "/tls/mode");
+    rejected(&["--set", "nodeName=Not_A_Name"], "/nodeName");
+    rejected(&["--set", "providerConfig.cpu=lots"], "/providerConfig/cpu");
+    rejected(&["--set", "kubeletPort=70000"], "/kubeletPort");
+    rejected(&["--set", "unknownKey=1"], "unknownKey");
+    // The templates check what the schema cannot see.
+    rejected(
+        &["--set", "serviceAccount.create=false"],
+        "serviceAccount.name is required",
+    );
+}
+
+#[test]
+fn lint_is_clean_and_the_apiserver_accepts_every_rendering() {
+    // The shared test cluster's kubeconfig (started if needed).
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let kubeconfig = runtime.block_on(async {
+        let cluster = TestCluster::get().await.expect("test cluster");
+        cluster.kubeconfig().to_path_buf()
+    });
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    // Fails on any lint warning or error and on any object the apiserver refuses.
+    vk_test_support::xtask(["charts", "--kubeconfig", kubeconfig.as_str()])
+        .expect("cargo xtask charts");
+    let rendered = vk_test_support::workspace_root().join("target/charts");
+    for name in [
+        "vk-mock.yaml",
+        "vk-mock-secret-tls.yaml",
+        "vk-mock-existing-serviceaccount.yaml",
+    ] {
+        assert!(rendered.join(name).is_file(), "{name} not rendered");
+    }
+}
+
+/// A `vk-mock` process started the way the chart's Deployment starts it.
+struct ChartKubelet {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChartKubelet {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChartKubelet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- vk-mock log ----\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_charts_service_account_can_run_the_main_scenario() {
+    let (cluster, ns) = cluster_and_namespace("vk-rbac").await;
+    let client = cluster.client();
+    let node = unique("vk-rbac");
+    let release = node.clone();
+    let fullname = format!("{release}-vk-mock");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The chart rendered for this namespace and node.
+    let manifest = template(&release, ns.name(), &["--set", &format!("nodeName={node}")])
+        .expect("helm template");
+    let rendered = objects(&manifest);
+    check_rbac(&rendered, &node, ns.name(), &fullname, true);
+
+    // Its ServiceAccount and RBAC, applied for real.
+    let rbac: Vec<Value> = rendered
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        rbac.len(),
+        5,
+        "ServiceAccount, ClusterRole(Binding), Role(Binding)"
+    );
+    let rbac_file = dir.path().join("rbac.json");
+    std::fs::write(
+        &rbac_file,
+        json!({ "apiVersion": "v1", "kind": "List", "items": rbac }).to_string(),
+    )
+    .expect("write rbac");
+    let _cleanup = [
+        cluster.delete_on_drop("clusterrole", None, &fullname),
+        cluster.delete_on_drop("clusterrolebinding", None, &fullname),
+        cluster.delete_on_drop(
+            "role",
+            Some("kube-node-lease"),
+            &format!("{fullname}-lease"),
+        ),
+        cluster.delete_on_drop(
+            "rolebinding",
+            Some("kube-node-lease"),
+            &format!("{fullname}-lease"),
+        ),
+        cluster.delete_on_drop("node", None, &node),
+        cluster.delete_on_drop("lease", Some("kube-node-lease"), &node),
+    ];
+    let applied = cluster
+        .kubectl(["apply", "-f", rbac_file.to_str().unwrap_or("")])
+        .await
+        .expect("kubectl apply");
+    assert!(
+        applied.status.success(),
+        "applying the chart's RBAC: {}",
+        applied.stderr
+    );
+
+    // A token of that ServiceAccount (TokenRequest) in a kubeconfig of its own.
+    let token = cluster
+        .kubectl([
+            "create",
+            "token",
+            &fullname,
+            "-n",
+            ns.name(),
+            "--duration=2h",
+        ])
+        .await
+        .expect("kubectl create token");
+    assert!(token.status.success(), "TokenRequest: {}", token.stderr);
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_token_kubeconfig(cluster.kubeconfig(), token.stdout.trim(), &kubeconfig);
+
+    // The chart's provider config, arguments and environment.
+    let config_json = of_kind(&rendered, "ConfigMap")[0]["data"]["config.json"]
+        .as_str()
+        .expect("config.json")
+        .to_string();
+    let config_file = dir.path().join("config.json");
+    std::fs::write(&config_file, config_json).expect("write config");
+    let container =
+        &of_kind(&rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    let metrics_port = free_port();
+    let args: Vec<String> = strings(&container["args"])
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--provider-config=") {
+                format!("--provider-config={}", config_file.display())
+            } else if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr=127.0.0.1:{metrics_port}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let log = dir.path().join("vk-mock.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vk-mock"));
+    cmd.args(&args)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::from(log_file.try_clone().expect("log")))
+        .stderr(Stdio::from(log_file));
+    for env in container["env"].as_array().into_iter().flatten() {
+        let name = env["name"].as_str().unwrap_or("");
+        let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("status.podIP") => "127.0.0.1".to_string(),
+            Some(other) => panic!("unexpected fieldRef {other}"),
+            None if name == "KUBELET_PORT" => free_port().to_string(),
+            None => env["value"].as_str().unwrap_or("").to_string(),
+        };
+        cmd.env(name, value);
+    }
+    let approver = CsrApprover::start(
+        &node,
+        Some(&format!("system:serviceaccount:{}:{fullname}", ns.name())),
+    )
+    .await;
+    let kubelet = ChartKubelet {
+        child: cmd.spawn().expect("spawn vk-mock"),
+        log,
+    };
+
+    // Node Ready, and its lease renewed by the ServiceAccount.
+    wait_for(Duration::from_secs(60), "the node Ready", || async {
+        node_ready(&client, &node)
+            .await
+            .is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = leases.get(&node).await.expect("the node's lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(node.as_str())
+    );
+
+    // A 3-replica Deployment whose pods read a ConfigMap and a Secret.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "settings" }, "data": { "mode": "rbac" }
+            }))
+            .expect("configmap"),
+        )
+        .await
+        .expect("create configmap");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "credentials" }, "stringData": { "password": "s3cret" }
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("create secret");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    deployments
+        .create(&PostParams::default(), &scenario_deployment(&node))
+        .await
+        .expect("create deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let params = ListParams::default().labels("app=rbac");
+    wait_for(
+        Duration::from_secs(90),
+        "3 pods Running and Ready",
+        || async {
+            let list = pods
+                .list(&params)
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            list.len() == 3 && list.iter().all(|p| phase(p) == "Running" && is_ready(p))
+        },
+    )
+    .await;
+    let running = pods.list(&params).await.expect("pods").items;
+
+    // Events were recorded with the ServiceAccount's rights.
+    wait_for(
+        Duration::from_secs(30),
+        "ProviderCreateSuccess events",
+        || async {
+            events(&client, ns.name())
+                .await
+                .iter()
+                .any(|(reason, _)| reason == "ProviderCreateSuccess")
+        },
+    )
+    .await;
+
+    // Logs through the apiserver, once the kubelet API and its CSR-issued
+    // certificate are in place (binaries without a kubelet API skip this).
+    if has_kubelet_api() {
+        let pod_name = running[0].metadata.name.clone().unwrap_or_default();
+        let logs = logs_via_apiserver(&cluster, ns.name(), &pod_name, "app")
+            .await
+            .unwrap_or_else(|e| panic!("kubectl logs {pod_name}: {e}"));
+        assert!(logs.contains("app: started (image nginx)"), "logs: {logs}");
+        assert!(
+            !approver.approved().is_empty(),
+            "no serving CSR was approved"
+        );
+    } else {
+        eprintln!("this vk-mock has no kubelet API yet: logs not checked");
+    }
+
+    // Deletion: the pods go away.
+    deployments
+        .delete("rbac", &DeleteParams::default())
+        .await
+        .expect("delete deployment");
+    wait_for(Duration::from_secs(90), "the pods gone", || async {
+        pods.list(&params).await.is_ok_and(|l| l.items.is_empty())
+    })
+    .await;
+
+    // Not one call was refused.
+    let log = kubelet.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("forbidden") || l.contains("cannot ") && l.contains("at the cluster scope")
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "calls refused by RBAC:\n{}",
+        refused.join("\n")
+    );
+    drop(kubelet);
+}
+
+/// A kubeconfig for the admin kubeconfig's cluster, authenticated by `token`.
+fn write_token_kubeconfig(admin: &Path, token: &str, out: &Path) {
+    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
+    let admin: Value = serde_saphyr::from_str(&text).expect("kubeconfig YAML");
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    assert!(
+        cluster["server"].is_string(),
+        "no server in {}",
+        admin["clusters"]
+    );
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": cluster }],
+        "users": [{ "name": "vk-mock", "user": { "token": token } }],
+        "contexts": [{ "name": "vk-mock", "context": { "cluster": "local", "user": "vk-mock" } }],
+        "current-context": "vk-mock",
+    });
+    std::fs::write(out, kubeconfig.to_string()).expect("write kubeconfig");
+}
+
+/// Three replicas on `node`, with env from a ConfigMap and a Secret.
+fn scenario_deployment(node: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": "rbac" },
+        "spec": {
+            "replicas": 3,
+            "selector": { "matchLabels": { "app": "rbac" } },
+            "template": {
+                "metadata": { "labels": { "app": "rbac" } },
+                "spec": {
+                    "nodeSelector": { "kubernetes.io/hostname": node },
+                    "tolerations": [{ "key": "virtual-kubelet.io/provider", "operator": "Exists" }],
+                    "containers": [{
+                        "name": "app",
+                        "image": "nginx",
+                        "env": [
+                            { "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "mode" } } },
+                            { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "credentials", "key": "password" } } }
+                        ]
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment")
+}

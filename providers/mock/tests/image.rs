@@ -1,0 +1,464 @@
+//! The `vk-mock` image: built by `cargo xtask build-images --provider mock`
+//! (no container engine involved), loaded into rootful podman from its
+//! `docker-archive` tarball, run for `--version`, and run with host
+//! networking against the local control plane, where it registers a Ready node
+//! and runs the demo's workload.
+//!
+//! Podman on these machines needs `--runtime runc --cgroup-manager=cgroupfs`
+//! and `default_ulimits = []` under `[containers]` in
+//! `/etc/containers/containers.conf`. Run as root, the tests install the
+//! Debian packages `podman` and `runc` when missing and write that setting when
+//! absent. When podman cannot run at all they say so loudly and skip.
+
+#[path = "support/kubelet_cert.rs"]
+mod kubelet_cert;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
+use support::*;
+
+const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
+/// Global podman flags these machines need (crun fails on their cgroup layout).
+const PODMAN_FLAGS: &[&str] = &["--runtime", "runc", "--cgroup-manager=cgroupfs"];
+/// The mock image must stay below this (compressed).
+const MAX_COMPRESSED_BYTES: u64 = 20_000_000;
+
+/// The image, built and loaded once per test binary.
+#[derive(Debug, Clone)]
+struct LoadedImage {
+    tarball: PathBuf,
+    /// The reference podman load reported (`docker.io/vk-rs/vk-mock:0.1.0`).
+    reference: String,
+}
+
+/// `Err` carries why podman cannot be used (the tests then skip).
+static IMAGE: OnceCell<Result<LoadedImage, String>> = OnceCell::const_new();
+
+async fn loaded_image() -> Option<LoadedImage> {
+    let result = IMAGE
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(build_and_load)
+                .await
+                .unwrap_or_else(|e| Err(format!("build task failed: {e}")))
+        })
+        .await;
+    match result {
+        Ok(image) => Some(image.clone()),
+        Err(why) => {
+            eprintln!(
+                "\n**** SKIPPED: podman cannot run on this machine: {why}\n\
+                 **** the image was built, but loading and running it was not checked\n"
+            );
+            None
+        }
+    }
+}
+
+/// Builds the image with the xtask (that part must always work), then makes
+/// podman usable and loads the tarball. Only podman's absence is an `Err`;
+/// a build or load failure panics.
+fn build_and_load() -> Result<LoadedImage, String> {
+    let out = vk_test_support::xtask(["build-images", "--provider", "mock"])
+        .expect("cargo xtask build-images --provider mock");
+    let tarball = PathBuf::from(out.last_line().expect("build-images printed no path"));
+    assert!(tarball.is_file(), "{} does not exist", tarball.display());
+    assert!(
+        tarball.starts_with(vk_test_support::workspace_root().join("target/images/mock")),
+        "tarball outside target/images/mock: {}",
+        tarball.display()
+    );
+    let size = std::fs::metadata(&tarball).expect("tarball size").len();
+    assert!(
+        size < MAX_COMPRESSED_BYTES,
+        "image tarball is {size} bytes, above the {MAX_COMPRESSED_BYTES} target"
+    );
+    // The OCI layout beside it.
+    let layout = tarball.parent().expect("layout dir");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON");
+    assert_eq!(index["schemaVersion"], 2);
+    assert!(layout.join("oci-layout").is_file());
+
+    prepare_podman()?;
+    let loaded = podman(&["load", "-i", &tarball.to_string_lossy()]);
+    assert!(
+        loaded.status.success(),
+        "podman load -i {} failed: {}",
+        tarball.display(),
+        text(&loaded.stderr)
+    );
+    let stdout = text(&loaded.stdout);
+    let reference = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Loaded image: ")
+                .or_else(|| l.strip_prefix("Loaded image(s): "))
+        })
+        .map(|r| r.split(',').next().unwrap_or(r).trim().to_string())
+        .unwrap_or_else(|| panic!("podman load did not name the image: {stdout}"));
+    assert!(
+        reference.ends_with("vk-rs/vk-mock:0.1.0") || reference.contains("vk-rs/vk-mock:"),
+        "loaded {reference}"
+    );
+    Ok(LoadedImage { tarball, reference })
+}
+
+/// Installs podman and runc (as root) when missing, writes the
+/// `default_ulimits` setting when absent, and checks that podman answers.
+fn prepare_podman() -> Result<(), String> {
+    let root = is_root();
+    if !on_path("podman") || !on_path("runc") {
+        if !root {
+            return Err(
+                "podman or runc is not installed (and we are not root to install them)".into(),
+            );
+        }
+        apt_install(&["podman", "runc"])?;
+    }
+    let current = std::fs::read_to_string(CONTAINERS_CONF).unwrap_or_default();
+    if let Some(updated) = with_default_ulimits_cleared(&current) {
+        if !root {
+            return Err(format!(
+                "{CONTAINERS_CONF} lacks `default_ulimits = []` under [containers]"
+            ));
+        }
+        std::fs::create_dir_all("/etc/containers").map_err(|e| e.to_string())?;
+        std::fs::write(CONTAINERS_CONF, updated)
+            .map_err(|e| format!("writing {CONTAINERS_CONF}: {e}"))?;
+        eprintln!("wrote default_ulimits = [] under [containers] in {CONTAINERS_CONF}");
+    }
+    let info = podman(&["info", "--format", "{{.Host.OCIRuntime.Name}}"]);
+    if !info.status.success() {
+        return Err(format!("podman info failed: {}", text(&info.stderr)));
+    }
+    Ok(())
+}
+
+/// The containers.conf text with `default_ulimits = []` under `[containers]`,
+/// or `None` when it already says so.
+fn with_default_ulimits_cleared(conf: &str) -> Option<String> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    let mut done = false;
+    let mut has_section = false;
+    for line in conf.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if section == "[containers]" && !done {
+                out.push("default_ulimits = []".to_string());
+                done = true;
+            }
+            section = trimmed.to_string();
+            has_section |= section == "[containers]";
+            out.push(line.to_string());
+            continue;
+        }
+        if section == "[containers]"
+            && trimmed.split('=').next().map(str::trim) == Some("default_ulimits")
+        {
+            if trimmed.replace(' ', "") == "default_ulimits=[]" {
+                return None;
+            }
+            if !done {
+                out.push("default_ulimits = []".to_string());
+                done = true;
+            }
+            out.push(format!("# {line}"));
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !done {
+        if !has_section {
+            out.push("[containers]".to_string());
+        }
+        out.push("default_ulimits = []".to_string());
+    }
+    Some(out.join("\n") + "\n")
+}
+
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    eprintln!("installing Debian packages {}", packages.join(" "));
+    let install = |update: bool| {
+        if update {
+            let _ = Command::new("apt-get")
+                .arg("update")
+                .stdin(Stdio::null())
+                .status();
+        }
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install(false) || install(true) {
+        Ok(())
+    } else {
+        Err(format!("apt-get install {} failed", packages.join(" ")))
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().next().map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(PODMAN_FLAGS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running podman")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+/// A detached container, removed when dropped (its logs printed if the test failed).
+struct Container {
+    name: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = podman(&["logs", "--tail", "60", &self.name]);
+            eprintln!(
+                "---- container {} logs ----\n{}\n{}",
+                self.name,
+                text(&logs.stdout),
+                text(&logs.stderr)
+            );
+        }
+        let _ = podman(&["rm", "-f", "-t", "2", &self.name]);
+    }
+}
+
+#[tokio::test]
+async fn the_image_loads_and_prints_its_version() {
+    let Some(image) = loaded_image().await else {
+        return;
+    };
+    let run = podman(&["run", "--rm", "--pull=never", &image.reference, "--version"]);
+    assert!(
+        run.status.success(),
+        "podman run --version failed: {}",
+        text(&run.stderr)
+    );
+    assert_eq!(text(&run.stdout), "vk-mock 0.1.0");
+
+    // What the image declares: non-root user, entrypoint, labels.
+    let inspect = podman(&["image", "inspect", &image.reference]);
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    let info: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    let config = &info[0]["Config"];
+    assert_eq!(config["User"], "65532:65532");
+    assert_eq!(config["Entrypoint"], json!(["/vk-mock"]));
+    let labels = &config["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "vk-mock");
+    assert_eq!(labels["org.opencontainers.image.version"], "0.1.0");
+    assert_eq!(labels["org.opencontainers.image.licenses"], "Apache-2.0");
+    for key in ["description", "source", "created"] {
+        let value = labels[format!("org.opencontainers.image.{key}")]
+            .as_str()
+            .unwrap_or("");
+        assert!(!value.is_empty(), "label {key} missing: {labels}");
+    }
+    // The revision is the checkout's commit (absent outside a git checkout).
+    let head = Command::new("git")
+        .current_dir(vk_test_support::workspace_root())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout));
+    if let Some(head) = head {
+        assert_eq!(labels["org.opencontainers.image.revision"], head.as_str());
+    }
+    // One layer, under the size target (podman reports the uncompressed size).
+    assert_eq!(
+        info[0]["RootFS"]["Layers"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(image.tarball.is_file());
+}
+
+#[tokio::test]
+async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
+    let Some(image) = loaded_image().await else {
+        return;
+    };
+    let (cluster, ns) = cluster_and_namespace("vk-image").await;
+    let client = cluster.client();
+    let node = unique("vk-image");
+    let _node_cleanup = cluster.delete_on_drop("node", None, &node);
+    let _lease_cleanup = cluster.delete_on_drop("lease", Some("kube-node-lease"), &node);
+    let approver = CsrApprover::start(&node, None).await;
+
+    // The container runs as uid 65532: give it a readable copy of the kubeconfig.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(cluster.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
+    set_mode(&kubeconfig, 0o644);
+    let metrics_port = free_port();
+    let container = Container {
+        name: format!("vk-mock-test-{node}"),
+    };
+    let started = podman(&[
+        "run",
+        "-d",
+        "--pull=never",
+        "--name",
+        &container.name,
+        "--network",
+        "host",
+        "-v",
+        &format!("{}:/kubeconfig:ro", kubeconfig.display()),
+        &image.reference,
+        "--kubeconfig",
+        "/kubeconfig",
+        "--nodename",
+        &node,
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--kubelet-port",
+        &free_port().to_string(),
+    ]);
+    assert!(
+        started.status.success(),
+        "podman run failed: {}",
+        text(&started.stderr)
+    );
+
+    wait_for(Duration::from_secs(60), "the node Ready", || async {
+        node_ready(&client, &node)
+            .await
+            .is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    // The health endpoint of the process inside the container, over the host network.
+    let healthz = http_get(&format!("http://127.0.0.1:{metrics_port}/healthz")).await;
+    assert!(healthz.is_some(), "/healthz did not answer 200");
+
+    // The demo's workload, pinned to this node.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    deployments
+        .create(&PostParams::default(), &demo_deployment(&node))
+        .await
+        .expect("create the demo deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let params = ListParams::default().labels("app=demo");
+    wait_for(
+        Duration::from_secs(90),
+        "3 demo pods Running and Ready",
+        || async {
+            let list = pods
+                .list(&params)
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            list.len() == 3
+                && list.iter().all(|p| {
+                    phase(p) == "Running"
+                        && is_ready(p)
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(node.as_str())
+                })
+        },
+    )
+    .await;
+
+    // Logs through the apiserver, served by the kubelet API inside the
+    // container with its CSR-issued certificate.
+    if has_kubelet_api() {
+        let list = pods.list(&params).await.expect("pods").items;
+        let pod_name = list[0].metadata.name.clone().unwrap_or_default();
+        let logs = logs_via_apiserver(&cluster, ns.name(), &pod_name, "nginx")
+            .await
+            .unwrap_or_else(|e| panic!("kubectl logs {pod_name}: {e}"));
+        assert!(
+            logs.contains("nginx: started (image nginx)"),
+            "logs: {logs}"
+        );
+        assert!(
+            !approver.approved().is_empty(),
+            "no serving CSR was approved"
+        );
+    }
+
+    deployments
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete the deployment");
+    wait_for(Duration::from_secs(90), "the demo pods gone", || async {
+        pods.list(&params).await.is_ok_and(|l| l.items.is_empty())
+    })
+    .await;
+    drop(container);
+}
+
+/// `examples/demo-deployment.yaml`, with a node selector for this test's node.
+fn demo_deployment(node: &str) -> Deployment {
+    let path = vk_test_support::workspace_root().join("examples/demo-deployment.yaml");
+    let text = std::fs::read_to_string(&path).expect("demo deployment");
+    let mut value: Value = serde_saphyr::from_str(&text).expect("demo deployment YAML");
+    value["spec"]["template"]["spec"]["nodeSelector"] = json!({ "kubernetes.io/hostname": node });
+    serde_json::from_value(value).expect("a Deployment")
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn containers_conf_gets_default_ulimits_cleared_once() {
+    assert_eq!(
+        with_default_ulimits_cleared("").as_deref(),
+        Some("[containers]\ndefault_ulimits = []\n")
+    );
+    assert_eq!(
+        with_default_ulimits_cleared("[containers]\ndefault_ulimits = []\n"),
+        None
+    );
+    assert_eq!(
+        with_default_ulimits_cleared("[containers]\nfoo = 1\n[engine]\nbar = 2\n").as_deref(),
+        Some("[containers]\nfoo = 1\ndefault_ulimits = []\n[engine]\nbar = 2\n")
+    );
+    assert_eq!(
+        with_default_ulimits_cleared("[containers]\ndefault_ulimits = [\"nofile=1:1\"]\n")
+            .as_deref(),
+        Some("[containers]\ndefault_ulimits = []\n# default_ulimits = [\"nofile=1:1\"]\n")
+    );
+    assert_eq!(
+        with_default_ulimits_cleared("[engine]\nx = 1\n").as_deref(),
+        Some("[engine]\nx = 1\n[containers]\ndefault_ulimits = []\n")
+    );
+}
