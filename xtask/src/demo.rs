@@ -146,6 +146,30 @@ impl Demo {
             Ok(ready.trim() == "True")
         })?;
 
+        // The node asks for its kubelet serving certificate with a CSR; as the
+        // cluster admin the demo approves it (operators run
+        // `kubectl certificate approve`), so `kubectl logs/exec` work.
+        self.wait("the node's serving certificate to be issued", |demo| {
+            let csrs = demo.kubectl(&[
+                "get",
+                "csr",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.certificate}{\"\\n\"}{end}",
+            ])?;
+            let prefix = format!("csr-{NODE_NAME}-");
+            let mut issued = false;
+            for line in csrs.lines() {
+                let mut parts = line.split_whitespace();
+                let Some(name) = parts.next().filter(|n| n.starts_with(&prefix)) else { continue };
+                if parts.next().is_some() {
+                    issued = true;
+                } else {
+                    demo.kubectl(&["certificate", "approve", name])?;
+                }
+            }
+            Ok(issued)
+        })?;
+
         let manifest = root.join("examples").join("demo-deployment.yaml");
         let manifest = manifest.to_string_lossy().into_owned();
         self.kubectl(&["apply", "-f", &manifest])?;
@@ -166,6 +190,8 @@ impl Demo {
         println!(
             "The Deployment `{DEPLOYMENT}` runs {REPLICAS} pods on the virtual node {NODE_NAME}.\n\
              Try: cargo xtask kubectl get pods -o wide\n\
+                  cargo xtask kubectl logs deploy/{DEPLOYMENT} -f\n\
+                  cargo xtask kubectl exec deploy/{DEPLOYMENT} -- echo hello\n\
              Press Ctrl-C to stop the demo (deletes the Deployment, stops vk-mock and the cluster).\n\
              kubeconfig:"
         );

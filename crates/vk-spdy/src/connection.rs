@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Result, SpdyError};
@@ -88,6 +89,10 @@ impl ConnShared {
 }
 
 /// Entry point: serves the server side of a SPDY/3.1 connection.
+///
+/// Read every accepted stream (or drop its [`crate::RecvHalf`]): data that
+/// nobody reads fills the stream's buffer, and then the whole connection
+/// stops reading, as it does with the Go kubelet.
 #[derive(Debug)]
 pub struct Connection;
 
@@ -144,7 +149,11 @@ impl Connection {
         }
 
         let (read_half, write_half) = tokio::io::split(io);
-        tokio::spawn(run_writer(write_half, control_rx, data_rx, conn.clone()));
+        // The tasks log under the caller's span (which names the pod).
+        let span = tracing::Span::current();
+        tokio::spawn(
+            run_writer(write_half, control_rx, data_rx, conn.clone()).instrument(span.clone()),
+        );
         let reader = Reader {
             io: read_half,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -158,7 +167,7 @@ impl Connection {
             closing_deadline: None,
             broken: false,
         };
-        tokio::spawn(reader.run());
+        tokio::spawn(reader.run().instrument(span));
         (ConnectionHandle { conn }, accept_rx)
     }
 }
@@ -344,6 +353,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
                 Wake::WriteClosed => {
                     self.closing_deadline = Some(Instant::now() + self.conn.config.close_linger);
+                    // Senders waiting for window credit must learn that
+                    // nothing can be sent any more.
+                    self.conn.windows.changed.notify_waiters();
                 }
             }
         }

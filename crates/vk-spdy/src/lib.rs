@@ -57,6 +57,7 @@
 //! so that hostile input costs bounded memory.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod compression;
 pub mod config;

@@ -152,6 +152,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_queries(q in ".{0,200}") {
+            let _ = parse_log_query(&q);
+        }
+
+        #[test]
+        fn never_panics_on_parameter_soup(
+            parts in proptest::collection::vec(
+                (proptest::sample::select(vec!["follow", "previous", "timestamps", "sinceSeconds", "sinceTime", "tailLines", "limitBytes", "x"]),
+                 "[-0-9a-zA-Z%:.TZ+]{0,24}"),
+                0..8,
+            )
+        ) {
+            let q: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = parse_log_query(&q.join("&"));
+        }
+
+        #[test]
+        fn valid_numbers_round_trip(tail in 0u32..1_000_000, limit in 1u32..1_000_000) {
+            let o = parse_log_query(&format!("tailLines={tail}&limitBytes={limit}")).unwrap();
+            proptest::prop_assert_eq!(o.tail_lines, Some(u64::from(tail)));
+            proptest::prop_assert_eq!(o.limit_bytes, Some(u64::from(limit)));
+        }
+    }
+
     #[tokio::test]
     async fn limit_bytes_cuts_the_stream() {
         let chunks: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::from("hello ")), Ok(Bytes::from("world\n"))];

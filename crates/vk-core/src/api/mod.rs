@@ -43,6 +43,8 @@ use crate::provider::{PodKey, Provider};
 use auth::{Authenticator, Decision, Identity};
 use tls::CertStore;
 
+pub use streaming::{parse_command_query, CommandOptions};
+
 /// One node served by this process, as the API sees it.
 #[derive(Clone)]
 pub struct NodeHandle {

@@ -475,6 +475,13 @@ mod tests {
         assert!(parse_command_query("command=x").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn command_query_never_panics(q in ".{0,200}") {
+            let _ = parse_command_query(&q);
+        }
+    }
+
     #[test]
     fn exit_status_bodies() {
         assert_eq!(exit_status(Ok(0), &[])["status"], "Success");
