@@ -5,7 +5,8 @@
 //
 // Usage:
 //
-//	vkcp run --dir DIR            run a cluster in the foreground (supervises children)
+//	vkcp run --dir DIR [--audit] [--apiserver-arg=ARG]... [--controller-manager-arg=ARG]... [--scheduler-arg=ARG]...
+//	                              run a cluster in the foreground (supervises children)
 //	vkcp kubectl ARGS...          kubectl of the pinned version
 //	vkcp kube-apiserver ARGS...   (internal) the component itself
 //	vkcp version                  print the pinned Kubernetes version

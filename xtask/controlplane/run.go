@@ -37,10 +37,31 @@ type child struct {
 	cmd  *exec.Cmd
 }
 
+// extraArgs collects a repeatable flag: each use adds one argument, passed
+// after the defaults so that it overrides them (the last value of a flag wins).
+type extraArgs []string
+
+func (e *extraArgs) String() string { return fmt.Sprint([]string(*e)) }
+
+func (e *extraArgs) Set(v string) error {
+	*e = append(*e, v)
+	return nil
+}
+
+// componentArgs are extra arguments for each component, e.g. the higher
+// request limits and client QPS the benchmark needs.
+type componentArgs struct {
+	apiserver, controllerManager, scheduler extraArgs
+}
+
 func run(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	dir := fs.String("dir", "target/cluster", "cluster directory: data, certificates, logs, kubeconfig")
 	audit := fs.Bool("audit", false, "write an apiserver audit log (metadata level) to DIR/logs/audit.log")
+	var extra componentArgs
+	fs.Var(&extra.apiserver, "apiserver-arg", "extra kube-apiserver argument, e.g. --apiserver-arg=--max-requests-inflight=800 (repeatable)")
+	fs.Var(&extra.controllerManager, "controller-manager-arg", "extra kube-controller-manager argument (repeatable)")
+	fs.Var(&extra.scheduler, "scheduler-arg", "extra kube-scheduler argument (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -49,7 +70,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "vkcp:", err)
 		return 2
 	}
-	if err := runCluster(abs, *audit); err != nil {
+	if err := runCluster(abs, *audit, extra); err != nil {
 		fmt.Fprintln(os.Stderr, "vkcp:", err)
 		return 1
 	}
@@ -60,7 +81,7 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "%s vkcp: %s\n", time.Now().Format(time.RFC3339), fmt.Sprintf(format, a...))
 }
 
-func runCluster(dir string, audit bool) error {
+func runCluster(dir string, audit bool, extra componentArgs) error {
 	for _, d := range []string{"logs", "pids", "etcd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
@@ -194,6 +215,7 @@ func runCluster(dir string, audit bool) error {
 			"--audit-log-mode=batch",
 			"--audit-log-maxsize=2000")
 	}
+	apiArgs = append(apiArgs, extra.apiserver...)
 	if err := start("kube-apiserver", apiArgs...); err != nil {
 		return err
 	}
@@ -222,34 +244,36 @@ func runCluster(dir string, audit bool) error {
 		logf("kube-apiserver ready on 127.0.0.1:%d", p.Apiserver)
 	}
 	cmKubeconfig := filepath.Join(dir, "controller-manager.kubeconfig")
-	if err := start("kube-controller-manager",
-		"--kubeconfig="+cmKubeconfig,
-		"--authentication-kubeconfig="+cmKubeconfig,
-		"--authorization-kubeconfig="+cmKubeconfig,
+	cmArgs := []string{
+		"--kubeconfig=" + cmKubeconfig,
+		"--authentication-kubeconfig=" + cmKubeconfig,
+		"--authorization-kubeconfig=" + cmKubeconfig,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(p.ControllerManager),
+		"--secure-port=" + strconv.Itoa(p.ControllerManager),
 		"--use-service-account-credentials=true",
-		"--service-account-private-key-file="+filepath.Join(pkiDir, "sa.key"),
-		"--root-ca-file="+filepath.Join(pkiDir, "ca.crt"),
-		"--cluster-signing-cert-file="+filepath.Join(pkiDir, "ca.crt"),
-		"--cluster-signing-key-file="+filepath.Join(pkiDir, "ca.key"),
+		"--service-account-private-key-file=" + filepath.Join(pkiDir, "sa.key"),
+		"--root-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
+		"--cluster-signing-cert-file=" + filepath.Join(pkiDir, "ca.crt"),
+		"--cluster-signing-key-file=" + filepath.Join(pkiDir, "ca.key"),
 		"--controllers=*",
 		"--v=1",
-	); err != nil {
+	}
+	if err := start("kube-controller-manager", append(cmArgs, extra.controllerManager...)...); err != nil {
 		stopAll()
 		return err
 	}
 	schedKubeconfig := filepath.Join(dir, "scheduler.kubeconfig")
-	if err := start("kube-scheduler",
-		"--kubeconfig="+schedKubeconfig,
-		"--authentication-kubeconfig="+schedKubeconfig,
-		"--authorization-kubeconfig="+schedKubeconfig,
+	schedArgs := []string{
+		"--kubeconfig=" + schedKubeconfig,
+		"--authentication-kubeconfig=" + schedKubeconfig,
+		"--authorization-kubeconfig=" + schedKubeconfig,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(p.Scheduler),
+		"--secure-port=" + strconv.Itoa(p.Scheduler),
 		"--v=1",
-	); err != nil {
+	}
+	if err := start("kube-scheduler", append(schedArgs, extra.scheduler...)...); err != nil {
 		stopAll()
 		return err
 	}

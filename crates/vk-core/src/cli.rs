@@ -86,11 +86,19 @@ pub struct KubeletArgs {
     pub kubelet_listen_address: std::net::IpAddr,
 
     /// Serving certificate of the kubelet API (PEM); requested with a CSR when unset.
-    #[arg(long = "serving-cert-file", env = "APISERVER_CERT_LOCATION", requires = "serving_key_file")]
+    #[arg(
+        long = "serving-cert-file",
+        env = "APISERVER_CERT_LOCATION",
+        requires = "serving_key_file"
+    )]
     pub serving_cert_file: Option<PathBuf>,
 
     /// Private key of the serving certificate (PEM).
-    #[arg(long = "serving-key-file", env = "APISERVER_KEY_LOCATION", requires = "serving_cert_file")]
+    #[arg(
+        long = "serving-key-file",
+        env = "APISERVER_KEY_LOCATION",
+        requires = "serving_cert_file"
+    )]
     pub serving_key_file: Option<PathBuf>,
 
     /// CA that signs kubelet API clients' certificates; the cluster's published

@@ -40,7 +40,18 @@ pub enum ProviderError {
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
 /// The identity of one pod in the backend.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct PodKey {
     /// Namespace of the pod.
     pub namespace: String,
@@ -178,7 +189,8 @@ pub struct LogOptions {
 }
 
 /// A stream of bytes from a backend (logs).
-pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
 
 /// A terminal size sent by a client (`resize` channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -291,12 +303,23 @@ pub trait Provider: Send + Sync + 'static {
     // ---- Optional capabilities: the kubelet API answers 501 for the ones a provider lacks.
 
     /// A container's logs, honouring `opts` (the core also enforces `limit_bytes`).
-    async fn container_logs(&self, _key: &PodKey, _container: &str, _opts: &LogOptions) -> ProviderResult<ByteStream> {
+    async fn container_logs(
+        &self,
+        _key: &PodKey,
+        _container: &str,
+        _opts: &LogOptions,
+    ) -> ProviderResult<ByteStream> {
         Err(ProviderError::NotImplemented("container logs"))
     }
 
     /// Runs `command` in a container; returns its exit code.
-    async fn exec(&self, _key: &PodKey, _container: &str, _command: Vec<String>, _io: ExecIo) -> ProviderResult<i32> {
+    async fn exec(
+        &self,
+        _key: &PodKey,
+        _container: &str,
+        _command: Vec<String>,
+        _io: ExecIo,
+    ) -> ProviderResult<i32> {
         Err(ProviderError::NotImplemented("exec"))
     }
 
@@ -306,7 +329,12 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Carries one port-forward connection to `port` of the pod until either side closes.
-    async fn port_forward(&self, _key: &PodKey, _port: u16, _tunnel: Box<dyn Tunnel>) -> ProviderResult<()> {
+    async fn port_forward(
+        &self,
+        _key: &PodKey,
+        _port: u16,
+        _tunnel: Box<dyn Tunnel>,
+    ) -> ProviderResult<()> {
         Err(ProviderError::NotImplemented("port-forward"))
     }
 

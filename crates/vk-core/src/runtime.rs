@@ -131,7 +131,11 @@ where
         ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
         health_state.add_node(provider.clone(), pods.clone());
-        api_nodes.push(crate::api::NodeHandle { name: name.clone(), provider: provider.clone(), pods: pods.clone() });
+        api_nodes.push(crate::api::NodeHandle {
+            name: name.clone(),
+            provider: provider.clone(),
+            pods: pods.clone(),
+        });
         let registered = Arc::new(Notify::new());
         let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
         tasks.push(tokio::spawn(node.run(stop.clone(), registered.clone())));
@@ -155,7 +159,10 @@ where
     let api_config = crate::api::ApiConfig {
         listen: std::net::SocketAddr::new(args.kubelet_listen_address, args.kubelet_port),
         node_ips: vec![args.node_ip],
-        cert_files: args.serving_cert_file.clone().zip(args.serving_key_file.clone()),
+        cert_files: args
+            .serving_cert_file
+            .clone()
+            .zip(args.serving_key_file.clone()),
         client_ca_file: args.client_ca_file.clone(),
         anonymous: args.anonymous_auth,
         authorization: args.authorization_mode,

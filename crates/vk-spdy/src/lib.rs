@@ -66,6 +66,7 @@ pub mod error;
 mod flow_control;
 pub mod frame;
 pub mod header;
+mod reader;
 pub mod stream;
 mod writer;
 

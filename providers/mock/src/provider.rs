@@ -146,9 +146,16 @@ impl MockProvider {
 
 impl MockProvider {
     /// The current (or previous) run of a container, and its image.
-    fn run_of(&self, key: &PodKey, container: &str, previous: bool) -> ProviderResult<(streams::Run, String)> {
+    fn run_of(
+        &self,
+        key: &PodKey,
+        container: &str,
+        previous: bool,
+    ) -> ProviderResult<(streams::Run, String)> {
         let pods = self.inner.lock();
-        let p = pods.get(key).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        let p = pods
+            .get(key)
+            .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
         let cs = p
             .status
             .container_statuses
@@ -158,7 +165,9 @@ impl MockProvider {
             .ok_or_else(|| ProviderError::NotFound(format!("container {container} in {key}")))?;
         let run = streams::run_of(cs, previous).ok_or_else(|| {
             if previous {
-                ProviderError::InvalidInput(format!("previous terminated container {container} not found"))
+                ProviderError::InvalidInput(format!(
+                    "previous terminated container {container} not found"
+                ))
             } else {
                 ProviderError::InvalidInput(format!("container {container} is waiting to start"))
             }
@@ -621,30 +630,65 @@ impl Provider for MockProvider {
             .collect())
     }
 
-    async fn container_logs(&self, key: &PodKey, container: &str, opts: &LogOptions) -> ProviderResult<ByteStream> {
+    async fn container_logs(
+        &self,
+        key: &PodKey,
+        container: &str,
+        opts: &LogOptions,
+    ) -> ProviderResult<ByteStream> {
         let (run, image) = self.run_of(key, container, opts.previous)?;
         let weak = Arc::downgrade(&self.inner);
         let (k, c) = (key.clone(), container.to_string());
         let alive = move || {
             let inner = weak.upgrade()?;
             let pods = inner.lock();
-            let cs = pods.get(&k)?.status.container_statuses.as_ref()?.iter().find(|s| s.name == c)?.clone();
+            let cs = pods
+                .get(&k)?
+                .status
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find(|s| s.name == c)?
+                .clone();
             streams::run_of(&cs, false)
         };
-        Ok(streams::log_stream(container.to_string(), image, run, opts.clone(), alive))
+        Ok(streams::log_stream(
+            container.to_string(),
+            image,
+            run,
+            opts.clone(),
+            alive,
+        ))
     }
 
-    async fn exec(&self, key: &PodKey, container: &str, command: Vec<String>, io: ExecIo) -> ProviderResult<i32> {
+    async fn exec(
+        &self,
+        key: &PodKey,
+        container: &str,
+        command: Vec<String>,
+        io: ExecIo,
+    ) -> ProviderResult<i32> {
         let (run, _) = self.run_of(key, container, false)?;
         if run.end.is_some() {
-            return Err(ProviderError::InvalidInput(format!("container {container} is not running")));
+            return Err(ProviderError::InvalidInput(format!(
+                "container {container} is not running"
+            )));
         }
-        let pod = self.inner.lock().get(key).map(|p| p.pod.clone()).ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+        let pod = self
+            .inner
+            .lock()
+            .get(key)
+            .map(|p| p.pod.clone())
+            .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
         Ok(streams::exec(&pod, container, &command, io).await)
     }
 
     async fn attach(&self, key: &PodKey, container: &str, mut io: ExecIo) -> ProviderResult<i32> {
-        let opts = LogOptions { follow: true, since: Some(k8s_openapi::jiff::Timestamp::now()), ..Default::default() };
+        let opts = LogOptions {
+            follow: true,
+            since: Some(k8s_openapi::jiff::Timestamp::now()),
+            ..Default::default()
+        };
         let mut logs = self.container_logs(key, container, &opts).await?;
         // What the client types is echoed, as by a program reading its terminal.
         let mut stdin = io.stdin.take();
@@ -669,11 +713,20 @@ impl Provider for MockProvider {
                 },
             }
         }
-        let code = self.run_of(key, container, false).ok().and_then(|(r, _)| r.end.map(|(_, c)| c)).unwrap_or(0);
+        let code = self
+            .run_of(key, container, false)
+            .ok()
+            .and_then(|(r, _)| r.end.map(|(_, c)| c))
+            .unwrap_or(0);
         Ok(code)
     }
 
-    async fn port_forward(&self, key: &PodKey, _port: u16, tunnel: Box<dyn Tunnel>) -> ProviderResult<()> {
+    async fn port_forward(
+        &self,
+        key: &PodKey,
+        _port: u16,
+        tunnel: Box<dyn Tunnel>,
+    ) -> ProviderResult<()> {
         if !self.inner.lock().contains_key(key) {
             return Err(ProviderError::NotFound(key.to_string()));
         }
@@ -681,7 +734,8 @@ impl Provider for MockProvider {
         let (mut r, mut w) = tokio::io::split(tunnel);
         let res = tokio::io::copy(&mut r, &mut w).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
-        res.map(|_| ()).map_err(|e| ProviderError::Unavailable(format!("port-forward: {e}")))
+        res.map(|_| ())
+            .map_err(|e| ProviderError::Unavailable(format!("port-forward: {e}")))
     }
 
     async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
@@ -699,7 +753,9 @@ impl Provider for MockProvider {
                     .flatten()
                     .filter_map(|cs| {
                         let run = streams::run_of(cs, false)?;
-                        run.end.is_none().then(|| streams::usage(&cs.name, run.start, now))
+                        run.end
+                            .is_none()
+                            .then(|| streams::usage(&cs.name, run.start, now))
                     })
                     .collect(),
             })

@@ -28,14 +28,24 @@ pub struct Run {
 
 /// The current run of a container (or, with `previous`, the one before), from its status.
 pub fn run_of(status: &ContainerStatus, previous: bool) -> Option<Run> {
-    let state = if previous { status.last_state.as_ref()? } else { status.state.as_ref()? };
+    let state = if previous {
+        status.last_state.as_ref()?
+    } else {
+        status.state.as_ref()?
+    };
     if let Some(r) = &state.running {
-        return Some(Run { start: r.started_at.as_ref()?.0, end: None });
+        return Some(Run {
+            start: r.started_at.as_ref()?.0,
+            end: None,
+        });
     }
     let t = state.terminated.as_ref()?;
     let start = t.started_at.as_ref()?.0;
     let end = t.finished_at.as_ref().map(|f| f.0).unwrap_or(start);
-    Some(Run { start, end: Some((end, t.exit_code)) })
+    Some(Run {
+        start,
+        end: Some((end, t.exit_code)),
+    })
 }
 
 /// Log lines of a run up to `now`, as (time, text).
@@ -61,7 +71,11 @@ pub fn lines(container: &str, image: &str, run: &Run, now: Timestamp) -> Vec<(Ti
 
 fn render(line: &(Timestamp, String), timestamps: bool) -> Bytes {
     if timestamps {
-        Bytes::from(format!("{} {}\n", line.0.strftime("%Y-%m-%dT%H:%M:%S%.9fZ"), line.1))
+        Bytes::from(format!(
+            "{} {}\n",
+            line.0.strftime("%Y-%m-%dT%H:%M:%S%.9fZ"),
+            line.1
+        ))
     } else {
         Bytes::from(format!("{}\n", line.1))
     }
@@ -69,12 +83,18 @@ fn render(line: &(Timestamp, String), timestamps: bool) -> Bytes {
 
 /// Selects lines per `opts` (since, tail) and renders them.
 pub fn select(all: &[(Timestamp, String)], opts: &LogOptions) -> Vec<Bytes> {
-    let mut picked: Vec<&(Timestamp, String)> = all.iter().filter(|(t, _)| opts.since.is_none_or(|s| *t >= s)).collect();
+    let mut picked: Vec<&(Timestamp, String)> = all
+        .iter()
+        .filter(|(t, _)| opts.since.is_none_or(|s| *t >= s))
+        .collect();
     if let Some(tail) = opts.tail_lines {
         let skip = picked.len().saturating_sub(tail as usize);
         picked.drain(..skip);
     }
-    picked.into_iter().map(|l| render(l, opts.timestamps)).collect()
+    picked
+        .into_iter()
+        .map(|l| render(l, opts.timestamps))
+        .collect()
 }
 
 /// A log stream: the selected lines, then (with `follow`) each new line as it is
@@ -107,7 +127,10 @@ pub fn log_stream(
             }
             let all = lines(&container, &image, &current, Timestamp::now());
             if all.len() > sent {
-                let chunk: Vec<u8> = all[sent..].iter().flat_map(|l| render(l, timestamps).to_vec()).collect();
+                let chunk: Vec<u8> = all[sent..]
+                    .iter()
+                    .flat_map(|l| render(l, timestamps).to_vec())
+                    .collect();
                 let done = current.end.is_some();
                 let next = if done { usize::MAX } else { all.len() };
                 return Some((Ok(Bytes::from(chunk)), (next, current)));
@@ -119,7 +142,9 @@ pub fn log_stream(
             Some((Ok(Bytes::new()), (sent, current)))
         }
     })
-    .filter(|c: &std::io::Result<Bytes>| futures::future::ready(c.as_ref().map(|b| !b.is_empty()).unwrap_or(true)));
+    .filter(|c: &std::io::Result<Bytes>| {
+        futures::future::ready(c.as_ref().map(|b| !b.is_empty()).unwrap_or(true))
+    });
     Box::pin(initial.chain(follow))
 }
 
@@ -128,9 +153,15 @@ pub fn log_stream(
 /// Commands: `echo ARGS`, `env`, `hostname`, `cat` (stdin to stdout), `sleep N`,
 /// `exit N`, `true`, `false`, `tty-size` (the last terminal size), `sh -c 'CMD'`.
 pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo) -> i32 {
-    let mut out = Output { stdout: io.stdout.clone(), stderr: io.stderr.clone(), tty: io.tty };
+    let mut out = Output {
+        stdout: io.stdout.clone(),
+        stderr: io.stderr.clone(),
+        tty: io.tty,
+    };
     let args: Vec<String> = match command {
-        [sh, flag, script] if (sh == "sh" || sh == "/bin/sh" || sh == "bash") && flag == "-c" => split_words(script),
+        [sh, flag, script] if (sh == "sh" || sh == "/bin/sh" || sh == "bash") && flag == "-c" => {
+            split_words(script)
+        }
         other => other.to_vec(),
     };
     let Some((cmd, rest)) = args.split_first() else {
@@ -143,14 +174,25 @@ pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo
             0
         }
         "hostname" => {
-            out.out(&format!("{}\n", pod.metadata.name.clone().unwrap_or_default())).await;
+            out.out(&format!(
+                "{}\n",
+                pod.metadata.name.clone().unwrap_or_default()
+            ))
+            .await;
             0
         }
         "env" => {
-            let c = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == container));
+            let c = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == container));
             let mut text = String::new();
             for e in c.and_then(|c| c.env.as_ref()).into_iter().flatten() {
-                text.push_str(&format!("{}={}\n", e.name, e.value.clone().unwrap_or_default()));
+                text.push_str(&format!(
+                    "{}={}\n",
+                    e.name,
+                    e.value.clone().unwrap_or_default()
+                ));
             }
             out.out(&text).await;
             0
@@ -167,7 +209,11 @@ pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo
             }
             0
         }
-        "sleep" => match rest.first().and_then(|s| s.parse::<f64>().ok()).filter(|s| (0.0..=3600.0).contains(s)) {
+        "sleep" => match rest
+            .first()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| (0.0..=3600.0).contains(s))
+        {
             Some(secs) => {
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                 0
@@ -177,7 +223,10 @@ pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo
                 1
             }
         },
-        "exit" => rest.first().and_then(|s| s.parse::<i32>().ok()).unwrap_or(0),
+        "exit" => rest
+            .first()
+            .and_then(|s| s.parse::<i32>().ok())
+            .unwrap_or(0),
         "true" => 0,
         "false" => 1,
         "tty-size" => {
@@ -200,7 +249,8 @@ pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo
             0
         }
         other => {
-            out.err(&format!("mock: {other}: command not found\n")).await;
+            out.err(&format!("mock: {other}: command not found\n"))
+                .await;
             127
         }
     }
@@ -214,7 +264,11 @@ struct Output {
 
 impl Output {
     async fn out(&mut self, text: &str) {
-        let text = if self.tty { text.replace('\n', "\r\n") } else { text.to_string() };
+        let text = if self.tty {
+            text.replace('\n', "\r\n")
+        } else {
+            text.to_string()
+        };
         if let Some(tx) = &self.stdout {
             let _ = tx.send(Bytes::from(text)).await;
         }
@@ -288,21 +342,64 @@ mod tests {
         let r = run(1000, None);
         let l = lines("c", "img", &r, Timestamp::from_second(1003).unwrap());
         let text: Vec<&str> = l.iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(text, ["c: started (image img)", "c: tick 1", "c: tick 2", "c: tick 3"]);
-        let ended = lines("c", "img", &run(1000, Some((1002, 3))), Timestamp::from_second(2000).unwrap());
+        assert_eq!(
+            text,
+            [
+                "c: started (image img)",
+                "c: tick 1",
+                "c: tick 2",
+                "c: tick 3"
+            ]
+        );
+        let ended = lines(
+            "c",
+            "img",
+            &run(1000, Some((1002, 3))),
+            Timestamp::from_second(2000).unwrap(),
+        );
         assert_eq!(ended.last().unwrap().1, "c: exited with code 3");
         assert_eq!(ended.len(), 4);
     }
 
     #[test]
     fn tail_since_timestamps() {
-        let l = lines("c", "i", &run(1000, None), Timestamp::from_second(1010).unwrap());
-        let tail = select(&l, &LogOptions { tail_lines: Some(2), ..Default::default() });
-        assert_eq!(tail, vec![Bytes::from("c: tick 9\n"), Bytes::from("c: tick 10\n")]);
-        let since = select(&l, &LogOptions { since: Some(Timestamp::from_second(1008).unwrap()), ..Default::default() });
+        let l = lines(
+            "c",
+            "i",
+            &run(1000, None),
+            Timestamp::from_second(1010).unwrap(),
+        );
+        let tail = select(
+            &l,
+            &LogOptions {
+                tail_lines: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            tail,
+            vec![Bytes::from("c: tick 9\n"), Bytes::from("c: tick 10\n")]
+        );
+        let since = select(
+            &l,
+            &LogOptions {
+                since: Some(Timestamp::from_second(1008).unwrap()),
+                ..Default::default()
+            },
+        );
         assert_eq!(since.len(), 3);
-        let ts = select(&l, &LogOptions { tail_lines: Some(1), timestamps: true, ..Default::default() });
-        assert_eq!(ts[0], Bytes::from("1970-01-01T00:16:50.000000000Z c: tick 10\n"));
+        let ts = select(
+            &l,
+            &LogOptions {
+                tail_lines: Some(1),
+                timestamps: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            ts[0],
+            Bytes::from("1970-01-01T00:16:50.000000000Z c: tick 10\n")
+        );
     }
 
     #[test]
@@ -327,7 +424,13 @@ mod tests {
                 itx.send(Bytes::from(i.to_string())).await.unwrap();
             }
             drop(itx);
-            let io = ExecIo { stdin: Some(irx), stdout: Some(otx), stderr: Some(etx), tty: false, resize: None };
+            let io = ExecIo {
+                stdin: Some(irx),
+                stdout: Some(otx),
+                stderr: Some(etx),
+                tty: false,
+                resize: None,
+            };
             let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
             let code = exec(pod, "c", &cmd, io).await;
             let mut out = String::new();
@@ -340,7 +443,10 @@ mod tests {
             }
             (code, out, err)
         }
-        assert_eq!(run(&pod, &["echo", "hi"], &[]).await, (0, "hi\n".into(), String::new()));
+        assert_eq!(
+            run(&pod, &["echo", "hi"], &[]).await,
+            (0, "hi\n".into(), String::new())
+        );
         assert_eq!(run(&pod, &["sh", "-c", "exit 3"], &[]).await.0, 3);
         assert_eq!(run(&pod, &["hostname"], &[]).await.1, "p1\n");
         assert_eq!(run(&pod, &["env"], &[]).await.1, "A=1\n");

@@ -291,16 +291,31 @@ async fn the_image_loads_and_prints_its_version() {
             .unwrap_or("");
         assert!(!value.is_empty(), "label {key} missing: {labels}");
     }
-    // The revision is the checkout's commit (absent outside a git checkout).
-    let head = Command::new("git")
-        .current_dir(vk_test_support::workspace_root())
-        .args(["rev-parse", "HEAD"])
+    // The revision is a commit of this checkout (HEAD when the image was
+    // built; absent outside a git checkout).
+    let root = vk_test_support::workspace_root();
+    let in_git = Command::new("git")
+        .current_dir(&root)
+        .args(["rev-parse", "--git-dir"])
         .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| text(&o.stdout));
-    if let Some(head) = head {
-        assert_eq!(labels["org.opencontainers.image.revision"], head.as_str());
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        let revision = labels["org.opencontainers.image.revision"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+            "revision label {revision:?}"
+        );
+        let known = Command::new("git")
+            .current_dir(&root)
+            .args(["cat-file", "-e", &format!("{revision}^{{commit}}")])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            known,
+            "revision {revision} is not a commit of this checkout"
+        );
     }
     // One layer, under the size target (podman reports the uncompressed size).
     assert_eq!(

@@ -19,12 +19,24 @@ async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
     wait_for(Duration::from_secs(20), "node Ready", || {
         let client = client.clone();
         let name = name.clone();
-        async move { node_ready(&client, &name).await.is_some_and(|(s, _)| s == "True") }
+        async move {
+            node_ready(&client, &name)
+                .await
+                .is_some_and(|(s, _)| s == "True")
+        }
     })
     .await;
     approve_serving_csr(&cluster, &node.name).await;
     create_pod(&client, ns.name(), pod("app", &node.name)).await;
-    wait_pod(&client, ns.name(), "app", Duration::from_secs(20), "Running", |p| phase(p) == "Running").await;
+    wait_pod(
+        &client,
+        ns.name(),
+        "app",
+        Duration::from_secs(20),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await;
     (cluster, ns, node)
 }
 
@@ -36,7 +48,10 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
 
     let (code, out, err) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("main: started (image busybox)\nmain: tick 1\n"), "{out}");
+    assert!(
+        out.starts_with("main: started (image busybox)\nmain: tick 1\n"),
+        "{out}"
+    );
 
     let (_, tail, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--tail=2"]).await;
     let lines: Vec<&str> = tail.lines().collect();
@@ -45,18 +60,27 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
 
     let (_, since, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--since=2s"]).await;
     let n = since.lines().count();
-    assert!((1..=3).contains(&n), "--since=2s gives the last ~2 lines: {since}");
+    assert!(
+        (1..=3).contains(&n),
+        "--since=2s gives the last ~2 lines: {since}"
+    );
     assert!(!since.contains("started"), "{since}");
 
-    let (_, ts, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--timestamps", "--tail=1"]).await;
+    let (_, ts, _) = MockNode::kubectl(
+        &cluster,
+        &["logs", "-n", ns, "app", "--timestamps", "--tail=1"],
+    )
+    .await;
     let (stamp, rest) = ts.trim().split_once(' ').unwrap();
     assert!(stamp.parse::<jiff::Timestamp>().is_ok(), "{ts}");
     assert!(rest.starts_with("main: tick"), "{ts}");
 
-    let (_, limited, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--limit-bytes=10"]).await;
+    let (_, limited, _) =
+        MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--limit-bytes=10"]).await;
     assert_eq!(limited, "main: star");
 
-    let (code, _, err) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "-c", "nope"]).await;
+    let (code, _, err) =
+        MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "-c", "nope"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
 
@@ -70,15 +94,26 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
         .spawn()
         .unwrap();
     let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), reader.next_line()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), reader.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let first_n: u64 = first.trim_start_matches("main: tick ").parse().unwrap();
     let started = Instant::now();
     let mut last = first_n;
     while last < first_n + 3 {
-        let line = tokio::time::timeout(Duration::from_secs(5), reader.next_line()).await.unwrap().unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), reader.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         last = line.trim_start_matches("main: tick ").parse().unwrap();
     }
-    assert!(started.elapsed() >= Duration::from_secs(2), "new lines arrive as they are written");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "new lines arrive as they are written"
+    );
     drop(child);
     delete_node(&cluster.client(), &node.name).await;
 }
@@ -105,7 +140,13 @@ async fn kubelet_get(cluster: &TestCluster, port: i32, path: &str) -> (String, S
 
 async fn kubelet_port(cluster: &TestCluster, node: &str) -> i32 {
     let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(node).await.unwrap();
-    n.status.unwrap().daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port
+    n.status
+        .unwrap()
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port
 }
 
 // The apiserver refuses `nodes/<n>/proxy` to loopback addresses ("address not
@@ -121,20 +162,41 @@ async fn stats_summary_resource_metrics_pods_and_runningpods() {
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["node"]["nodeName"], json!(node.name));
     let pods = summary["pods"].as_array().unwrap();
-    let app = pods.iter().find(|p| p["podRef"]["name"] == "app" && p["podRef"]["namespace"] == json!(ns.name())).expect("pod in summary");
-    assert!(app["containers"][0]["memory"]["workingSetBytes"].as_u64().unwrap() > 0);
+    let app = pods
+        .iter()
+        .find(|p| p["podRef"]["name"] == "app" && p["podRef"]["namespace"] == json!(ns.name()))
+        .expect("pod in summary");
+    assert!(
+        app["containers"][0]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert!(app["cpu"]["usageNanoCores"].as_u64().unwrap() > 0);
 
     let (code, out) = kubelet_get(&cluster, port, "/metrics/resource").await;
     assert_eq!(code, "200", "{out}");
-    assert!(out.contains(&format!("container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{}\",pod=\"app\"}}", ns.name())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{}\",pod=\"app\"}}",
+            ns.name()
+        )),
+        "{out}"
+    );
     assert!(out.contains("node_memory_working_set_bytes"));
 
     for path in ["/pods", "/runningpods/"] {
         let (code, out) = kubelet_get(&cluster, port, path).await;
         assert_eq!(code, "200", "{path}: {out}");
         let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert!(list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["name"] == "app"), "{path}: {out}");
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["metadata"]["name"] == "app"),
+            "{path}: {out}"
+        );
     }
     let (code, out) = kubelet_get(&cluster, port, "/healthz").await;
     assert_eq!((code.as_str(), out.as_str()), ("200", "ok"));
@@ -148,37 +210,77 @@ async fn stats_summary_resource_metrics_pods_and_runningpods() {
 async fn unauthenticated_and_unauthorized_callers_are_refused() {
     let (cluster, ns, node) = running_pod("authz").await;
     let port = {
-        let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(&node.name).await.unwrap();
-        n.status.unwrap().daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port
+        let n: k8s_openapi::api::core::v1::Node =
+            Api::all(cluster.client()).get(&node.name).await.unwrap();
+        n.status
+            .unwrap()
+            .daemon_endpoints
+            .unwrap()
+            .kubelet_endpoint
+            .unwrap()
+            .port
     };
     // Straight to the kubelet, no credentials: 401 with a Status body.
     let url = format!("https://127.0.0.1:{port}/pods");
-    let out = tokio::process::Command::new("curl").args(["-sk", "-w", "\n%{http_code}", &url]).output().await.unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", &url])
+        .output()
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("401"), "{text}");
-    assert!(text.contains("\"kind\":\"Status\"") && text.contains("Unauthorized"), "{text}");
+    assert!(
+        text.contains("\"kind\":\"Status\"") && text.contains("Unauthorized"),
+        "{text}"
+    );
 
     // A service account without rights on nodes/proxy: 403.
     let sa = "nobody";
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client(), ns.name());
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": sa } })).unwrap()).await.unwrap();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(cluster.client(), ns.name());
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": sa } })).unwrap(),
+    )
+    .await
+    .unwrap();
     let tr: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 600 } })).unwrap();
-    let token: k8s_openapi::api::authentication::v1::TokenRequest =
-        sas.create_subresource("token", sa, &PostParams::default(), &tr).await.unwrap();
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 600 } }))
+            .unwrap();
+    let token: k8s_openapi::api::authentication::v1::TokenRequest = sas
+        .create_subresource("token", sa, &PostParams::default(), &tr)
+        .await
+        .unwrap();
     let token = token.status.unwrap().token;
     let out = tokio::process::Command::new("curl")
-        .args(["-sk", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {token}"), &url])
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &url,
+        ])
         .output()
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("403"), "{text}");
-    assert!(text.contains("Forbidden") && text.contains("subresource=proxy"), "{text}");
+    assert!(
+        text.contains("Forbidden") && text.contains("subresource=proxy"),
+        "{text}"
+    );
 
     // An invalid token: 401.
     let out = tokio::process::Command::new("curl")
-        .args(["-sk", "-w", "\n%{http_code}", "-H", "Authorization: Bearer not-a-token", &url])
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Authorization: Bearer not-a-token",
+            &url,
+        ])
         .output()
         .await
         .unwrap();
@@ -192,25 +294,41 @@ async fn unauthenticated_and_unauthorized_callers_are_refused() {
         .output()
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "TLS verified against the cluster CA");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "401",
+        "TLS verified against the cluster CA"
+    );
     delete_node(&cluster.client(), &node.name).await;
 }
 
-async fn kubectl_with(cluster: &TestCluster, env: &[(&str, &str)], args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+async fn kubectl_with(
+    cluster: &TestCluster,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (i32, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(cluster.vkcp());
-    cmd.args(["kubectl", "--kubeconfig"]).arg(cluster.kubeconfig()).args(args);
+    cmd.args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(data) = stdin {
         input.write_all(data).await.unwrap();
     }
     drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl finished").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finished")
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -224,15 +342,49 @@ async fn kubectl_exec_over_websocket_and_spdy() {
     let ns = ns.name();
     // kubectl's default (WebSocket to the apiserver, translated to SPDY) and plain SPDY.
     for env in [vec![], vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]] {
-        let (code, out, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "echo", "hi"], None).await;
+        let (code, out, err) = kubectl_with(
+            &cluster,
+            &env,
+            &["exec", "-n", ns, "app", "--", "echo", "hi"],
+            None,
+        )
+        .await;
         assert_eq!((code, out.as_str()), (0, "hi\n"), "{env:?}: {err}");
-        let (code, _, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "sh", "-c", "exit 3"], None).await;
+        let (code, _, err) = kubectl_with(
+            &cluster,
+            &env,
+            &["exec", "-n", ns, "app", "--", "sh", "-c", "exit 3"],
+            None,
+        )
+        .await;
         assert_eq!(code, 3, "{env:?}: exit code passes through: {err}");
-        let (code, out, err) = kubectl_with(&cluster, &env, &["exec", "-i", "-n", ns, "app", "--", "cat"], Some(b"line one\nline two\n")).await;
-        assert_eq!((code, out.as_str()), (0, "line one\nline two\n"), "{env:?}: stdin echoed: {err}");
-        let (code, out, _) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "hostname"], None).await;
+        let (code, out, err) = kubectl_with(
+            &cluster,
+            &env,
+            &["exec", "-i", "-n", ns, "app", "--", "cat"],
+            Some(b"line one\nline two\n"),
+        )
+        .await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "line one\nline two\n"),
+            "{env:?}: stdin echoed: {err}"
+        );
+        let (code, out, _) = kubectl_with(
+            &cluster,
+            &env,
+            &["exec", "-n", ns, "app", "--", "hostname"],
+            None,
+        )
+        .await;
         assert_eq!((code, out.as_str()), (0, "app\n"));
-        let (code, _, err) = kubectl_with(&cluster, &env, &["exec", "-n", ns, "app", "--", "no-such-command"], None).await;
+        let (code, _, err) = kubectl_with(
+            &cluster,
+            &env,
+            &["exec", "-n", ns, "app", "--", "no-such-command"],
+            None,
+        )
+        .await;
         assert_eq!(code, 127, "{err}");
     }
     delete_node(&cluster.client(), &node.name).await;
@@ -254,7 +406,10 @@ async fn kubectl_attach_receives_output() {
     let mut ticks = 0;
     let start = Instant::now();
     while ticks < 2 {
-        let line = tokio::time::timeout(Duration::from_secs(10), reader.next_line()).await.expect("attach output").unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(10), reader.next_line())
+            .await
+            .expect("attach output")
+            .unwrap();
         match line {
             Some(l) if l.starts_with("main: tick") => ticks += 1,
             Some(_) => {}
@@ -275,23 +430,36 @@ async fn kubectl_port_forward_carries_10_mb_each_way_on_two_connections() {
     let mut child = tokio::process::Command::new(cluster.vkcp())
         .args(["kubectl", "--kubeconfig"])
         .arg(cluster.kubeconfig())
-        .args(["port-forward", "-n", ns.name(), "pod/app", &format!("{local}:8080")])
+        .args([
+            "port-forward",
+            "-n",
+            ns.name(),
+            "pod/app",
+            &format!("{local}:8080"),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(20), reader.next_line()).await.expect("port-forward ready").unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(20), reader.next_line())
+        .await
+        .expect("port-forward ready")
+        .unwrap();
     assert!(ready.is_some_and(|l| l.contains("Forwarding from")));
 
     const SIZE: usize = 10 * 1024 * 1024;
     let mut tasks = Vec::new();
     for seed in 0..2u8 {
         tasks.push(tokio::spawn(async move {
-            let data: Vec<u8> = (0..SIZE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let data: Vec<u8> = (0..SIZE)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect();
             let want = digest(&data);
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.unwrap();
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", local))
+                .await
+                .unwrap();
             let (mut r, mut w) = stream.into_split();
             let writer = tokio::spawn(async move {
                 w.write_all(&data).await.unwrap();
@@ -325,6 +493,8 @@ async fn kubectl_port_forward_carries_10_mb_each_way_on_two_connections() {
 /// A small content digest (FNV-1a, 64 bit) for comparing large buffers.
 mod sha2_like {
     pub fn digest(data: &[u8]) -> u64 {
-        data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+        data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        })
     }
 }

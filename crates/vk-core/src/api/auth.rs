@@ -8,9 +8,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +30,12 @@ pub struct Identity {
 impl Identity {
     /// The anonymous user.
     pub fn anonymous() -> Identity {
-        Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], extra: vec![], uid: None }
+        Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            extra: vec![],
+            uid: None,
+        }
     }
 }
 
@@ -36,9 +43,22 @@ impl Identity {
 pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
-    Some(Identity { user, groups, extra: vec![], uid: None })
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(Identity {
+        user,
+        groups,
+        extra: vec![],
+        uid: None,
+    })
 }
 
 /// The request attributes checked by authorization.
@@ -71,7 +91,11 @@ pub fn attributes(method: &str, path: &str, node: &str) -> Attributes {
     } else {
         "proxy"
     };
-    Attributes { verb, node: node.to_string(), subresource }
+    Attributes {
+        verb,
+        node: node.to_string(),
+        subresource,
+    }
 }
 
 const TOKEN_OK_TTL: Duration = Duration::from_secs(120);
@@ -99,7 +123,11 @@ pub struct Authenticator {
 impl Authenticator {
     /// Reviews through `client`.
     pub fn new(client: Client) -> Self {
-        Authenticator { client, tokens: Mutex::default(), decisions: Mutex::default() }
+        Authenticator {
+            client,
+            tokens: Mutex::default(),
+            decisions: Mutex::default(),
+        }
     }
 
     /// The identity behind a bearer token, `Ok(None)` when the token is not valid.
@@ -107,13 +135,23 @@ impl Authenticator {
         {
             let cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, id)) = cache.get(token) {
-                let ttl = if id.is_some() { TOKEN_OK_TTL } else { TOKEN_FAIL_TTL };
+                let ttl = if id.is_some() {
+                    TOKEN_OK_TTL
+                } else {
+                    TOKEN_FAIL_TTL
+                };
                 if at.elapsed() < ttl {
                     return Ok(id.clone());
                 }
             }
         }
-        let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None }, ..Default::default() };
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: None,
+            },
+            ..Default::default()
+        };
         let res = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
@@ -143,7 +181,11 @@ impl Authenticator {
         {
             let cache = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, d)) = cache.get(&key) {
-                let ttl = if *d == Decision::Allow { AUTHZ_OK_TTL } else { AUTHZ_DENY_TTL };
+                let ttl = if *d == Decision::Allow {
+                    AUTHZ_OK_TTL
+                } else {
+                    AUTHZ_DENY_TTL
+                };
                 if at.elapsed() < ttl {
                     return Ok(d.clone());
                 }
@@ -171,7 +213,11 @@ impl Authenticator {
             .await
             .map_err(|e| format!("SubjectAccessReview failed: {e}"))?;
         let status = res.status.unwrap_or_default();
-        let decision = if status.allowed { Decision::Allow } else { Decision::Deny(status.reason.unwrap_or_default()) };
+        let decision = if status.allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny(status.reason.unwrap_or_default())
+        };
         let mut cache = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();

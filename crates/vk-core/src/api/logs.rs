@@ -29,7 +29,10 @@ pub fn parse_log_query(query: &str) -> Result<LogOptions, String> {
     let number = |name: &str| -> Result<Option<i64>, String> {
         params
             .get(name)
-            .map(|v| v.parse::<i64>().map_err(|_| format!("{name}: {v:?} is not an integer")))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{name}: {v:?} is not an integer"))
+            })
             .transpose()
     };
     let since_seconds = number("sinceSeconds")?;
@@ -44,7 +47,10 @@ pub fn parse_log_query(query: &str) -> Result<LogOptions, String> {
                 .checked_sub(jiff::SignedDuration::from_secs(s))
                 .map_err(|_| "sinceSeconds is too large".to_string())?,
         ),
-        (None, Some(t)) => Some(t.parse::<jiff::Timestamp>().map_err(|_| format!("sinceTime: {t:?} is not RFC3339"))?),
+        (None, Some(t)) => Some(
+            t.parse::<jiff::Timestamp>()
+                .map_err(|_| format!("sinceTime: {t:?} is not RFC3339"))?,
+        ),
         (None, None) => None,
     };
     let tail_lines = match number("tailLines")? {
@@ -124,7 +130,9 @@ mod tests {
 
     #[test]
     fn parses_every_parameter() {
-        let o = parse_log_query("follow=true&previous=1&timestamps=true&tailLines=5&limitBytes=100").unwrap();
+        let o =
+            parse_log_query("follow=true&previous=1&timestamps=true&tailLines=5&limitBytes=100")
+                .unwrap();
         assert!(o.follow && o.previous && o.timestamps);
         assert_eq!(o.tail_lines, Some(5));
         assert_eq!(o.limit_bytes, Some(100));
@@ -180,7 +188,8 @@ mod tests {
 
     #[tokio::test]
     async fn limit_bytes_cuts_the_stream() {
-        let chunks: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::from("hello ")), Ok(Bytes::from("world\n"))];
+        let chunks: Vec<std::io::Result<Bytes>> =
+            vec![Ok(Bytes::from("hello ")), Ok(Bytes::from("world\n"))];
         let resp = stream_response(Box::pin(futures::stream::iter(chunks)), Some(8));
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"hello wo");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -43,7 +43,7 @@ use crate::provider::{PodKey, Provider};
 use auth::{Authenticator, Decision, Identity};
 use tls::CertStore;
 
-pub use streaming::{parse_command_query, CommandOptions};
+pub use streaming::{CommandOptions, parse_command_query};
 
 /// One node served by this process, as the API sees it.
 #[derive(Clone)]
@@ -106,15 +106,28 @@ impl AppState {
 }
 
 /// Serves the kubelet API until `stop`. Errors only when it cannot start.
-pub async fn serve(client: Client, config: ApiConfig, nodes: Vec<NodeHandle>, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    client: Client,
+    config: ApiConfig,
+    nodes: Vec<NodeHandle>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let store = Arc::new(CertStore::default());
     let first_node = nodes.first().map(|n| n.name.clone()).unwrap_or_default();
     match &config.cert_files {
-        Some((cert, key)) => tls::serve_from_files(store.clone(), cert.clone(), key.clone(), stop.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("serving certificate: {e}"))?,
+        Some((cert, key)) => {
+            tls::serve_from_files(store.clone(), cert.clone(), key.clone(), stop.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("serving certificate: {e}"))?
+        }
         None => {
-            tokio::spawn(tls::serve_from_csr(client.clone(), store.clone(), first_node, config.node_ips.clone(), stop.clone()));
+            tokio::spawn(tls::serve_from_csr(
+                client.clone(),
+                store.clone(),
+                first_node,
+                config.node_ips.clone(),
+                stop.clone(),
+            ));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -122,7 +135,9 @@ pub async fn serve(client: Client, config: ApiConfig, nodes: Vec<NodeHandle>, st
         Ok(cas) => {
             let mut roots = rustls::RootCertStore::empty();
             for ca in cas {
-                roots.add(ca).map_err(|e| anyhow::anyhow!("client CA: {e}"))?;
+                roots
+                    .add(ca)
+                    .map_err(|e| anyhow::anyhow!("client CA: {e}"))?;
             }
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
@@ -164,21 +179,24 @@ pub async fn serve(client: Client, config: ApiConfig, nodes: Vec<NodeHandle>, st
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let identity = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|c| auth::identity_from_cert(c.as_ref()));
-            let svc = app.layer(Extension(PeerIdentity(identity))).map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(Body::new));
+            let svc = app
+                .layer(Extension(PeerIdentity(identity)))
+                .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(Body::new));
             let res = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc))
@@ -202,16 +220,30 @@ fn router(state: AppState) -> Router {
         .route("/stats/summary/", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
         .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
-        .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec_with_uid))
+        .route(
+            "/exec/{ns}/{pod}/{uid}/{container}",
+            any(streaming::exec_with_uid),
+        )
         .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
-        .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach_with_uid))
+        .route(
+            "/attach/{ns}/{pod}/{uid}/{container}",
+            any(streaming::attach_with_uid),
+        )
         .route("/portForward/{ns}/{pod}", any(streaming::port_forward))
-        .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward_with_uid))
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            any(streaming::port_forward_with_uid),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
-async fn authenticate(State(state): State<AppState>, Extension(peer): Extension<PeerIdentity>, req: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    req: Request,
+    next: Next,
+) -> Response {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -223,14 +255,18 @@ async fn authenticate(State(state): State<AppState>, Extension(peer): Extension<
         (Some(id), _) => id,
         (None, Some(token)) => match state.auth.token(&token).await {
             Ok(Some(id)) => id,
-            Ok(None) => return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+            Ok(None) => {
+                return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+            }
             Err(e) => {
                 warn!(error = %e, "token review failed");
                 return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
             }
         },
         (None, None) if state.config.anonymous => Identity::anonymous(),
-        (None, None) => return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+        (None, None) => {
+            return status::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+        }
     };
     if state.config.authorization == AuthorizationMode::Webhook {
         let path = req.uri().path().to_string();
@@ -244,13 +280,21 @@ async fn authenticate(State(state): State<AppState>, Extension(peer): Extension<
                     identity.user,
                     attrs.verb,
                     attrs.subresource,
-                    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
                 );
                 return status::failure(StatusCode::FORBIDDEN, "Forbidden", msg);
             }
             Err(e) => {
                 warn!(error = %e, "authorization failed");
-                return status::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "authorization check failed");
+                return status::failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "authorization check failed",
+                );
             }
         }
     }
@@ -261,16 +305,28 @@ async fn authenticate(State(state): State<AppState>, Extension(peer): Extension<
 fn node_for_path(state: &AppState, path: &str) -> String {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if parts.len() >= 3
-        && matches!(parts[0], "containerLogs" | "exec" | "attach" | "portForward")
+        && matches!(
+            parts[0],
+            "containerLogs" | "exec" | "attach" | "portForward"
+        )
         && let Some((node, _, _)) = state.find_pod(parts[1], parts[2])
     {
         return node.name;
     }
-    state.nodes.first().map(|n| n.name.clone()).unwrap_or_default()
+    state
+        .nodes
+        .first()
+        .map(|n| n.name.clone())
+        .unwrap_or_default()
 }
 
 async fn pods(State(state): State<AppState>) -> Response {
-    let items: Vec<Pod> = state.nodes.iter().flat_map(|n| n.pods.api_pods()).map(|p| (*p).clone()).collect();
+    let items: Vec<Pod> = state
+        .nodes
+        .iter()
+        .flat_map(|n| n.pods.api_pods())
+        .map(|p| (*p).clone())
+        .collect();
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
 }
 
@@ -313,7 +369,10 @@ async fn container_logs(
 /// Whether the pod has a container (or init container) with this name.
 fn has_container(pod: &Pod, name: &str) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == name)
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == name)
     })
 }
 
@@ -331,7 +390,11 @@ async fn usage(state: &AppState) -> Result<Vec<crate::provider::PodUsage>, Respo
 async fn stats_summary(State(state): State<AppState>) -> Response {
     match usage(&state).await {
         Ok(pods) => {
-            let node = state.nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+            let node = state
+                .nodes
+                .first()
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
             axum::Json(stats::summary(&node, state.started, &pods)).into_response()
         }
         Err(r) => r,
@@ -340,7 +403,11 @@ async fn stats_summary(State(state): State<AppState>) -> Response {
 
 async fn metrics_resource(State(state): State<AppState>) -> Response {
     match usage(&state).await {
-        Ok(pods) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], stats::resource_metrics(&pods)).into_response(),
+        Ok(pods) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            stats::resource_metrics(&pods),
+        )
+            .into_response(),
         Err(r) => r,
     }
 }

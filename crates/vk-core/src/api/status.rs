@@ -14,7 +14,12 @@ pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Re
         "reason": reason,
         "code": code.as_u16(),
     });
-    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// 400 Bad Request.
@@ -33,7 +38,11 @@ pub fn provider_error(e: &crate::ProviderError) -> Response {
     match e {
         NotFound(m) => not_found(m.clone()),
         InvalidInput(m) => bad_request(m.clone()),
-        Unavailable(m) => failure(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m.clone()),
+        Unavailable(m) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            m.clone(),
+        ),
         NotImplemented(what) => failure(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",

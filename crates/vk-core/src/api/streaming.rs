@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use vk_spdy::{Connection, ConnectionHandle, Stream};
 
-use super::{has_container, status, AppState};
+use super::{AppState, has_container, status};
 use crate::provider::{ExecIo, PodKey, TermSize};
 
 /// How long the client has to open the streams it announced.
@@ -26,11 +26,20 @@ const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with no traffic at all for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 
-const EXEC_PROTOCOLS: [&str; 4] = ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+const EXEC_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
 const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 
 /// `/exec/{ns}/{pod}/{container}`.
-pub(super) async fn exec(State(s): State<AppState>, Path((ns, pod, c)): Path<(String, String, String)>, req: Request) -> Response {
+pub(super) async fn exec(
+    State(s): State<AppState>,
+    Path((ns, pod, c)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
     remote_command(s, ns, pod, None, c, true, req).await
 }
 
@@ -44,7 +53,11 @@ pub(super) async fn exec_with_uid(
 }
 
 /// `/attach/{ns}/{pod}/{container}`.
-pub(super) async fn attach(State(s): State<AppState>, Path((ns, pod, c)): Path<(String, String, String)>, req: Request) -> Response {
+pub(super) async fn attach(
+    State(s): State<AppState>,
+    Path((ns, pod, c)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
     remote_command(s, ns, pod, None, c, false, req).await
 }
 
@@ -58,7 +71,11 @@ pub(super) async fn attach_with_uid(
 }
 
 /// `/portForward/{ns}/{pod}`.
-pub(super) async fn port_forward(State(s): State<AppState>, Path((ns, pod)): Path<(String, String)>, req: Request) -> Response {
+pub(super) async fn port_forward(
+    State(s): State<AppState>,
+    Path((ns, pod)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     forward(s, ns, pod, None, req).await
 }
 
@@ -160,14 +177,20 @@ fn is_spdy_upgrade(headers: &HeaderMap) -> bool {
 
 /// Checks the upgrade request, picks a protocol, and answers 101; the caller
 /// gets the upgraded SPDY connection through the returned future.
-fn upgrade(mut req: Request, supported: &[&str]) -> Result<(Response, String, hyper::upgrade::OnUpgrade), Response> {
+fn upgrade(
+    mut req: Request,
+    supported: &[&str],
+) -> Result<(Response, String, hyper::upgrade::OnUpgrade), Response> {
     if !is_spdy_upgrade(req.headers()) {
         return Err(status::bad_request(
             "this endpoint needs a SPDY/3.1 upgrade (Connection: Upgrade, Upgrade: SPDY/3.1)",
         ));
     }
     let offered = offered_protocols(req.headers());
-    let chosen = supported.iter().find(|p| offered.iter().any(|o| o == *p)).map(|p| p.to_string());
+    let chosen = supported
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+        .map(|p| p.to_string());
     let chosen = match (chosen, offered.is_empty()) {
         (Some(c), _) => c,
         // Very old clients send no version: the oldest protocol.
@@ -176,7 +199,9 @@ fn upgrade(mut req: Request, supported: &[&str]) -> Result<(Response, String, hy
             return Err(status::failure(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
-                format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}"),
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}"
+                ),
             ));
         }
     };
@@ -192,10 +217,15 @@ fn upgrade(mut req: Request, supported: &[&str]) -> Result<(Response, String, hy
     Ok((resp, chosen, on_upgrade))
 }
 
-async fn spdy(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<(ConnectionHandle, mpsc::Receiver<Stream>)> {
+async fn spdy(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) -> Option<(ConnectionHandle, mpsc::Receiver<Stream>)> {
     match on_upgrade.await {
         Ok(upgraded) => {
-            let config = vk_spdy::Config { idle_timeout: Some(IDLE_TIMEOUT), ..Default::default() };
+            let config = vk_spdy::Config {
+                idle_timeout: Some(IDLE_TIMEOUT),
+                ..Default::default()
+            };
             Some(Connection::serve(TokioIo::new(upgraded), config))
         }
         Err(e) => {
@@ -225,7 +255,10 @@ async fn remote_command(
         return status::not_found(format!("pod {ns}/{pod} not found on this node"));
     };
     if uid.as_deref().is_some_and(|u| u != key.uid) {
-        return status::not_found(format!("pod {ns}/{pod} with UID {} not found", uid.unwrap_or_default()));
+        return status::not_found(format!(
+            "pod {ns}/{pod} with UID {} not found",
+            uid.unwrap_or_default()
+        ));
     }
     if !has_container(&api_pod, &container) {
         return status::bad_request(format!("container {container} is not valid for pod {pod}"));
@@ -235,7 +268,9 @@ async fn remote_command(
         Err(r) => return r,
     };
     tokio::spawn(async move {
-        let Some((conn, mut incoming)) = spdy(on_upgrade).await else { return };
+        let Some((conn, mut incoming)) = spdy(on_upgrade).await else {
+            return;
+        };
         let streams = match collect_streams(&mut incoming, &opts, &protocol).await {
             Ok(s) => s,
             Err(e) => {
@@ -244,7 +279,16 @@ async fn remote_command(
                 return;
             }
         };
-        run_remote_command(node.provider.clone(), key, container, opts, is_exec, streams, conn).await;
+        run_remote_command(
+            node.provider.clone(),
+            key,
+            container,
+            opts,
+            is_exec,
+            streams,
+            conn,
+        )
+        .await;
     });
     resp
 }
@@ -258,9 +302,19 @@ struct Channels {
     resize: Option<Stream>,
 }
 
-async fn collect_streams(incoming: &mut mpsc::Receiver<Stream>, opts: &CommandOptions, protocol: &str) -> Result<Channels, String> {
+async fn collect_streams(
+    incoming: &mut mpsc::Receiver<Stream>,
+    opts: &CommandOptions,
+    protocol: &str,
+) -> Result<Channels, String> {
     let resize_supported = protocol != "channel.k8s.io" && protocol != "v2.channel.k8s.io";
-    let mut ch = Channels { error: None, stdin: None, stdout: None, stderr: None, resize: None };
+    let mut ch = Channels {
+        error: None,
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        resize: None,
+    };
     let complete = |ch: &Channels| {
         ch.error.is_some()
             && (!opts.stdin || ch.stdin.is_some())
@@ -374,10 +428,18 @@ async fn run_remote_command(
         });
         rx
     });
-    let io = ExecIo { stdin, stdout, stderr, tty: opts.tty, resize };
+    let io = ExecIo {
+        stdin,
+        stdout,
+        stderr,
+        tty: opts.tty,
+        resize,
+    };
     let work = async {
         if is_exec {
-            provider.exec(&key, &container, opts.command.clone(), io).await
+            provider
+                .exec(&key, &container, opts.command.clone(), io)
+                .await
         } else {
             provider.attach(&key, &container, io).await
         }
@@ -402,7 +464,13 @@ async fn run_remote_command(
     conn.close().await;
 }
 
-async fn forward(state: AppState, ns: String, pod: String, uid: Option<String>, req: Request) -> Response {
+async fn forward(
+    state: AppState,
+    ns: String,
+    pod: String,
+    uid: Option<String>,
+    req: Request,
+) -> Response {
     let Some((node, _, key)) = state.find_pod(&ns, &pod) else {
         return status::not_found(format!("pod {ns}/{pod} not found on this node"));
     };
@@ -414,9 +482,12 @@ async fn forward(state: AppState, ns: String, pod: String, uid: Option<String>, 
         Err(r) => return r,
     };
     tokio::spawn(async move {
-        let Some((conn, mut incoming)) = spdy(on_upgrade).await else { return };
+        let Some((conn, mut incoming)) = spdy(on_upgrade).await else {
+            return;
+        };
         // Streams come in pairs (data + error) sharing a requestid.
-        let mut pending: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)> = HashMap::new();
+        let mut pending: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)> =
+            HashMap::new();
         loop {
             let stream = tokio::select! {
                 s = incoming.recv() => match s { Some(s) => s, None => break },
@@ -425,7 +496,11 @@ async fn forward(state: AppState, ns: String, pod: String, uid: Option<String>, 
             let request_id = stream.headers().get("requestid").unwrap_or("").to_string();
             let kind = stream.headers().get("streamtype").unwrap_or("").to_string();
             pending.retain(|_, (_, _, at)| at.elapsed() < STREAM_CREATION_TIMEOUT);
-            let entry = pending.entry(request_id.clone()).or_insert((None, None, tokio::time::Instant::now()));
+            let entry = pending.entry(request_id.clone()).or_insert((
+                None,
+                None,
+                tokio::time::Instant::now(),
+            ));
             match kind.as_str() {
                 "data" => entry.0 = Some(stream),
                 "error" => entry.1 = Some(stream),
@@ -441,16 +516,27 @@ async fn forward(state: AppState, ns: String, pod: String, uid: Option<String>, 
                 let provider = node.provider.clone();
                 let key = key.clone();
                 tokio::spawn(async move {
-                    let port = data.headers().get("port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+                    let port = data
+                        .headers()
+                        .get("port")
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .filter(|p| *p > 0);
                     let Some(port) = port else {
                         let _ = error.send(Bytes::from("invalid port header")).await;
                         let _ = error.close().await;
                         let _ = data.reset().await;
                         return;
                     };
-                    let res = provider.port_forward(&key, port, Box::new(data.into_io())).await;
+                    let res = provider
+                        .port_forward(&key, port, Box::new(data.into_io()))
+                        .await;
                     if let Err(e) = res {
-                        let _ = error.send(Bytes::from(format!("error forwarding port {port} to pod {}: {e}", key.name))).await;
+                        let _ = error
+                            .send(Bytes::from(format!(
+                                "error forwarding port {port} to pod {}: {e}",
+                                key.name
+                            )))
+                            .await;
                     }
                     let _ = error.close().await;
                 });
@@ -467,7 +553,10 @@ mod tests {
 
     #[test]
     fn command_query() {
-        let o = parse_command_query("command=sh&command=-c&command=exit%203&input=1&output=1&error=1&tty=0").unwrap();
+        let o = parse_command_query(
+            "command=sh&command=-c&command=exit%203&input=1&output=1&error=1&tty=0",
+        )
+        .unwrap();
         assert_eq!(o.command, ["sh", "-c", "exit 3"]);
         assert!(o.stdin && o.stdout && o.stderr && !o.tty);
         let t = parse_command_query("command=x&output=1&error=1&tty=1").unwrap();

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::ByteString;
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -34,7 +35,8 @@ impl CertStore {
             .map_err(|e| format!("certificate PEM: {e}"))?;
         let first = certs.first().ok_or("no certificate in PEM")?;
         let expiry = not_after(first)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("private key PEM: {e}"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("private key PEM: {e}"))?;
         let signing = any_supported_type(&key).map_err(|e| format!("private key: {e}"))?;
         let ck = CertifiedKey::new(certs, signing);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ck));
@@ -43,24 +45,36 @@ impl CertStore {
 
     /// Whether a certificate is loaded.
     pub fn ready(&self) -> bool {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 fn not_after(cert: &CertificateDer<'_>) -> Result<SystemTime, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| format!("certificate: {e}"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("certificate: {e}"))?;
     let secs = parsed.validity().not_after.timestamp();
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 
 /// Loads cert and key files and reloads them whenever their modification time changes.
-pub async fn serve_from_files(store: Arc<CertStore>, cert: PathBuf, key: PathBuf, stop: CancellationToken) -> Result<(), String> {
+pub async fn serve_from_files(
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    stop: CancellationToken,
+) -> Result<(), String> {
     fn load(store: &CertStore, cert: &Path, key: &Path) -> Result<(), String> {
         let c = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
         let k = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
@@ -80,7 +94,9 @@ pub async fn serve_from_files(store: Arc<CertStore>, cert: PathBuf, key: PathBuf
             if now != last {
                 match load(&store, &cert, &key) {
                     Ok(()) => info!(cert = %cert.display(), "serving certificate reloaded"),
-                    Err(e) => warn!(error = %e, "reloading the serving certificate failed; keeping the old one"),
+                    Err(e) => {
+                        warn!(error = %e, "reloading the serving certificate failed; keeping the old one")
+                    }
                 }
                 last = now;
             }
@@ -92,7 +108,13 @@ pub async fn serve_from_files(store: Arc<CertStore>, cert: PathBuf, key: PathBuf
 /// Requests a serving certificate with a CSR (signer `kubernetes.io/kubelet-serving`)
 /// for `node` and `ips`, waits for it to be approved and issued, and renews it at
 /// 80% of its lifetime. Runs until `stop`.
-pub async fn serve_from_csr(client: Client, store: Arc<CertStore>, node: String, ips: Vec<std::net::IpAddr>, stop: CancellationToken) {
+pub async fn serve_from_csr(
+    client: Client,
+    store: Arc<CertStore>,
+    node: String,
+    ips: Vec<std::net::IpAddr>,
+    stop: CancellationToken,
+) {
     loop {
         let expiry = match request_certificate(&client, &store, &node, &ips, &stop).await {
             Ok(Some(expiry)) => expiry,
@@ -123,16 +145,25 @@ async fn request_certificate(
     stop: &CancellationToken,
 ) -> Result<Option<SystemTime>, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(vec![node.to_string()]).map_err(|e| e.to_string())?;
-    params.subject_alt_names.extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+    let mut params =
+        rcgen::CertificateParams::new(vec![node.to_string()]).map_err(|e| e.to_string())?;
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
     dn.push(rcgen::DnType::OrganizationName, "system:nodes");
     params.distinguished_name = dn;
-    let csr_pem = params.serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| e.to_string())?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
-        metadata: ObjectMeta { generate_name: Some(format!("csr-{node}-")), ..Default::default() },
+        metadata: ObjectMeta {
+            generate_name: Some(format!("csr-{node}-")),
+            ..Default::default()
+        },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem.into_bytes()),
             signer_name: "kubernetes.io/kubelet-serving".into(),
@@ -141,7 +172,10 @@ async fn request_certificate(
         },
         status: None,
     };
-    let created = api.create(&PostParams::default(), &csr).await.map_err(|e| format!("creating the CSR: {e}"))?;
+    let created = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .map_err(|e| format!("creating the CSR: {e}"))?;
     let name = created.metadata.name.clone().unwrap_or_default();
     info!(node = %node, csr = %name, "requested a serving certificate; waiting for approval (kubectl certificate approve {name})");
     loop {
@@ -149,11 +183,20 @@ async fn request_certificate(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return Ok(None),
         }
-        let Some(current) = api.get_opt(&name).await.map_err(|e| format!("reading CSR {name}: {e}"))? else {
+        let Some(current) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("reading CSR {name}: {e}"))?
+        else {
             return Err(format!("CSR {name} was deleted before it was issued"));
         };
         let status = current.status.unwrap_or_default();
-        if status.conditions.iter().flatten().any(|c| c.type_ == "Denied" || c.type_ == "Failed") {
+        if status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
+        {
             return Err(format!("CSR {name} was denied or failed"));
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
@@ -165,14 +208,19 @@ async fn request_certificate(
 
 /// The CA that signs API clients' certificates: a file, or the cluster's
 /// `kube-system/extension-apiserver-authentication` ConfigMap.
-pub async fn client_ca(client: &Client, file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+pub async fn client_ca(
+    client: &Client,
+    file: Option<&Path>,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = match file {
         Some(f) => std::fs::read(f).map_err(|e| format!("client CA {}: {e}", f.display()))?,
         None => {
             let cm = Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
                 .get("extension-apiserver-authentication")
                 .await
-                .map_err(|e| format!("reading kube-system/extension-apiserver-authentication: {e}"))?;
+                .map_err(|e| {
+                    format!("reading kube-system/extension-apiserver-authentication: {e}")
+                })?;
             cm.data
                 .and_then(|d| d.get("client-ca-file").cloned())
                 .ok_or("extension-apiserver-authentication has no client-ca-file")?
@@ -187,4 +235,3 @@ pub async fn client_ca(client: &Client, file: Option<&Path>) -> Result<Vec<Certi
     }
     Ok(certs)
 }
-

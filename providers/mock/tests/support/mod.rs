@@ -353,16 +353,42 @@ pub async fn approve_serving_csr(cluster: &TestCluster, node: &str) {
     let prefix = format!("csr-{node}-");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "no serving certificate issued for {node}");
-        let list = api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
-        let mine: Vec<_> = list.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix))).collect();
-        if mine.iter().any(|c| c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "no serving certificate issued for {node}"
+        );
+        let list = api
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let mine: Vec<_> = list
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .collect();
+        if mine.iter().any(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.certificate.as_ref())
+                .is_some()
+        }) {
             break;
         }
         for c in mine {
-            let approved = c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
+            let approved = c
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
             if !approved && let Some(name) = &c.metadata.name {
-                let _ = cluster.kubectl(["certificate", "approve", name.as_str()]).await;
+                let _ = cluster
+                    .kubectl(["certificate", "approve", name.as_str()])
+                    .await;
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -374,7 +400,14 @@ pub async fn approve_serving_csr(cluster: &TestCluster, node: &str) {
 impl MockNode {
     /// Runs `kubectl` with the cluster's admin kubeconfig; returns (exit code, stdout, stderr).
     pub async fn kubectl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
-        let out = cluster.kubectl(args.iter().copied()).await.expect("kubectl runs");
-        (out.status.code().unwrap_or(-1), out.stdout.clone(), out.stderr.clone())
+        let out = cluster
+            .kubectl(args.iter().copied())
+            .await
+            .expect("kubectl runs");
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout.clone(),
+            out.stderr.clone(),
+        )
     }
 }
