@@ -172,6 +172,21 @@ impl MockNode {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// Exit status if the process ended.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child
