@@ -1,3 +1,5 @@
+// The helm that `cargo xtask charts` builds and runs (xtask/src/helm_build.rs):
+// a pin of helm.sh/helm/v3, built from source into the cache outside the clone.
 module vk/helm
 
 go 1.25.0

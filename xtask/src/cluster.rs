@@ -162,6 +162,13 @@ enum Supervisor<'a> {
 /// Starts a cluster in `dir` unless one runs there, waits until it is ready
 /// and returns its kubeconfig path.
 pub fn up(dir: &Path, vkcp: &Path) -> Result<PathBuf> {
+    up_with_args(dir, vkcp, &[])
+}
+
+/// Like [`up`], passing `extra` to `vkcp run` (e.g. `--audit`,
+/// `--apiserver-arg=...`) when it starts a new cluster. A cluster already
+/// running in `dir` is reused as it is.
+pub fn up_with_args(dir: &Path, vkcp: &Path, extra: &[String]) -> Result<PathBuf> {
     let cluster = ClusterDir::new(dir);
     let _lock = cluster.lock()?;
     let started = Instant::now();
@@ -199,6 +206,7 @@ pub fn up(dir: &Path, vkcp: &Path) -> Result<PathBuf> {
         .arg("run")
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)

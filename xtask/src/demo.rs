@@ -160,7 +160,9 @@ impl Demo {
             let mut issued = false;
             for line in csrs.lines() {
                 let mut parts = line.split_whitespace();
-                let Some(name) = parts.next().filter(|n| n.starts_with(&prefix)) else { continue };
+                let Some(name) = parts.next().filter(|n| n.starts_with(&prefix)) else {
+                    continue;
+                };
                 if parts.next().is_some() {
                     issued = true;
                 } else {

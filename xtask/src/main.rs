@@ -7,6 +7,7 @@
 //! machine. Everything slow it does (the Go build, cluster
 //! start-up, the tests) prints what it is doing and how long it has taken.
 
+mod bench;
 mod charts;
 mod cluster;
 mod controlplane_build;
@@ -30,9 +31,11 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  cluster up [--dir DIR]      build the control plane if needed, start it detached and wait
+  cluster up [--dir DIR] [--audit]
+                              build the control plane if needed, start it detached and wait
                               until it is ready; prints the kubeconfig path as the last line
-                              (default DIR: target/cluster in the workspace)
+                              (default DIR: target/cluster in the workspace); --audit: the
+                              apiserver writes a JSON audit log to DIR/logs/audit.log
   cluster down [--dir DIR]    stop the cluster in DIR and every process it started
   cluster status [--dir DIR]  say whether a cluster runs in DIR, its pids and where its logs are
   controlplane-path           print the path of the vkcp binary (building it if needed)
@@ -49,6 +52,8 @@ commands:
   charts [--kubeconfig PATH]  helm lint, helm template and a server-side dry run of every chart
                               in charts/ (default cluster: target/cluster, started if needed)
   helm-path                   print the path of the pinned helm binary (building it if needed)
+  bench [OPTIONS]             benchmark a kubelet on a fresh cluster (target/bench-cluster);
+                              figures in target/bench/NAME.json; `cargo xtask bench --help`
   help                        this text
 
 environment:
@@ -76,11 +81,18 @@ fn run(args: &[String]) -> Result<ExitCode> {
             let Some((action, rest)) = rest.split_first() else {
                 bail!("`cluster` needs one of: up, down, status\n\n{USAGE}");
             };
-            let dir = parse_dir(rest)?;
+            let audit = action == "up" && rest.iter().any(|a| a == "--audit");
+            let rest: Vec<String> = rest
+                .iter()
+                .filter(|a| *a != "--audit" || !audit)
+                .cloned()
+                .collect();
+            let dir = parse_dir(&rest)?;
             match action.as_str() {
                 "up" => {
                     let vkcp = controlplane_build::ensure_built()?;
-                    let kubeconfig = cluster::up(&dir, &vkcp)?;
+                    let extra: &[String] = if audit { &["--audit".to_string()] } else { &[] };
+                    let kubeconfig = cluster::up_with_args(&dir, &vkcp, extra)?;
                     // The last line is the kubeconfig path, for scripts and tests.
                     println!("{}", kubeconfig.display());
                 }
@@ -99,6 +111,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "helm-path" => println!("{}", helm_build::ensure_built()?.display()),
         "test" => return test::run(),
         "demo" => demo::run()?,
+        "bench" => bench::run(rest)?,
         "help" | "-h" | "--help" => print!("{USAGE}"),
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! The `vk-mock` Helm chart (`charts/vk-mock`), rendered with the pinned helm
 //! (`cargo xtask helm-path`):
 //!

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! The `vk-mock` image: built by `cargo xtask build-images --provider mock`
 //! (no container engine involved), loaded into rootful podman from its
 //! `docker-archive` tarball, run for `--version`, and run with host

@@ -4,6 +4,9 @@
 //! channel (`streamtype` error/stdin/stdout/stderr/resize; for port-forward a
 //! data and an error stream per connection, paired by `requestid`). The exit
 //! status travels on the error stream as a `metav1.Status`.
+//!
+//! A WebSocket upgrade (`Upgrade: websocket`) on the same paths is handed to
+//! [`super::websocket`] once the request is parsed and the pod found.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,13 +21,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use vk_spdy::{Connection, ConnectionHandle, Stream};
 
-use super::{AppState, has_container, status};
+use super::{AppState, has_container, status, websocket};
 use crate::provider::{ExecIo, PodKey, TermSize};
 
 /// How long the client has to open the streams it announced.
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with no traffic at all for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 
 const EXEC_PROTOCOLS: [&str; 4] = [
     "v4.channel.k8s.io",
@@ -221,17 +224,19 @@ async fn spdy(
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> Option<(ConnectionHandle, mpsc::Receiver<Stream>)> {
     match on_upgrade.await {
-        Ok(upgraded) => {
-            let config = vk_spdy::Config {
-                idle_timeout: Some(IDLE_TIMEOUT),
-                ..Default::default()
-            };
-            Some(Connection::serve(TokioIo::new(upgraded), config))
-        }
+        Ok(upgraded) => Some(Connection::serve(TokioIo::new(upgraded), spdy_config())),
         Err(e) => {
             debug!(error = %e, "upgrade failed");
             None
         }
+    }
+}
+
+/// Settings of a SPDY connection, upgraded or tunnelled through a WebSocket.
+pub(super) fn spdy_config() -> vk_spdy::Config {
+    vk_spdy::Config {
+        idle_timeout: Some(IDLE_TIMEOUT),
+        ..Default::default()
     }
 }
 
@@ -262,6 +267,10 @@ async fn remote_command(
     }
     if !has_container(&api_pod, &container) {
         return status::bad_request(format!("container {container} is not valid for pod {pod}"));
+    }
+    if websocket::is_upgrade(req.headers()) {
+        let provider = node.provider.clone();
+        return websocket::remote_command(req, provider, key, container, opts, is_exec).await;
     }
     let (resp, protocol, on_upgrade) = match upgrade(req, &EXEC_PROTOCOLS) {
         Ok(x) => x,
@@ -477,14 +486,29 @@ async fn forward(
     if uid.as_deref().is_some_and(|u| u != key.uid) {
         return status::not_found(format!("pod {ns}/{pod} with that UID not found"));
     }
+    if websocket::is_upgrade(req.headers()) {
+        return websocket::port_forward(req, node.provider.clone(), key).await;
+    }
     let (resp, _, on_upgrade) = match upgrade(req, &[PORT_FORWARD_PROTOCOL]) {
         Ok(x) => x,
         Err(r) => return r,
     };
     tokio::spawn(async move {
-        let Some((conn, mut incoming)) = spdy(on_upgrade).await else {
+        let Some((conn, incoming)) = spdy(on_upgrade).await else {
             return;
         };
+        serve_port_forward(conn, incoming, node.provider.clone(), key).await;
+    });
+    resp
+}
+
+/// Serves the port-forward streams of one SPDY connection until it closes.
+pub(super) async fn serve_port_forward(
+    conn: ConnectionHandle,
+    mut incoming: mpsc::Receiver<Stream>,
+    provider: std::sync::Arc<dyn crate::Provider>,
+    key: PodKey,
+) {
         // Streams come in pairs (data + error) sharing a requestid.
         let mut pending: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)> =
             HashMap::new();
@@ -513,7 +537,7 @@ async fn forward(
             if let (Some(_), Some(_)) = (&entry.0, &entry.1)
                 && let Some((Some(mut data), Some(mut error), _)) = pending.remove(&request_id)
             {
-                let provider = node.provider.clone();
+                let provider = provider.clone();
                 let key = key.clone();
                 tokio::spawn(async move {
                     let port = data
@@ -543,8 +567,6 @@ async fn forward(
             }
         }
         conn.close().await;
-    });
-    resp
 }
 
 #[cfg(test)]

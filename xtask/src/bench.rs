@@ -1,0 +1,395 @@
+//! `cargo xtask bench`: builds the benchmark driver (`xtask/bench`, binary
+//! `vk-bench`) and the mock kubelet in release mode, and runs each benchmark
+//! on a fresh control plane in `target/bench-cluster` started with an audit
+//! log of the kubelet's requests and limits high enough for 10,000 pods.
+//! With `--with-floor` the floor kubelet runs first, on its own fresh
+//! cluster, and the kubelet's figures are compared with it.
+//!
+//! Results: `target/bench/<name>.json` (and `<name>-floor.json`), kubelet logs
+//! in `target/bench/logs/`; the JSON of the last run is the last line printed.
+//! The measuring itself is `vk-bench run` (see `xtask/bench/src/run.rs`).
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cluster, controlplane_build, workspace};
+
+/// The user the kubelet under test authenticates as (`vk-bench`'s default).
+const KUBELET_USER: &str = "vk-bench:kubelet";
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench [OPTIONS]
+
+  --pods N                 pods (default 1000)
+  --nodes M                nodes, all served by one kubelet process (default 1)
+  --mode direct|deployment pods with spec.nodeName, or one Deployment through the scheduler
+  --kubelet mock|floor     the kubelet: vk-mock (default) or the floor
+  --kubelet-cmd 'CMD ...'  any virtual-kubelet-compatible command instead; it receives
+                           --nodename, --kubeconfig (and KUBECONFIG), KUBELET_PORT, --nodes M
+                           when M > 1; {node} {kubeconfig} {kubelet_port} {metrics_port} are
+                           filled in
+  --qps Q, --burst B       passed to the kubelet as --kube-api-qps/--kube-api-burst
+  --with-floor             run the floor first (own fresh cluster) and report the ratios
+  --name NAME              output name: target/bench/NAME.json (default from the options)
+  --steady-secs S          steady-state window (default 60)
+  --settle-secs S          pause after start-up and after all Running (default 10)
+  --concurrency C          creates/deletes in flight from the benchmark client (default 64)
+  --timeout-secs T         limit per phase (default 300 + 0.1 per pod)
+";
+
+/// Options the xtask itself needs; everything else goes to `vk-bench run`.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    name: Option<String>,
+    with_floor: bool,
+    kubelet: Option<String>,
+    kubelet_cmd: Option<String>,
+    pods: Option<String>,
+    nodes: Option<String>,
+    mode: Option<String>,
+    forwarded: Vec<String>,
+}
+
+/// Flags of `vk-bench run` that take a value (so their value is forwarded with them).
+const FORWARDED_WITH_VALUE: &[&str] = &[
+    "--qps",
+    "--burst",
+    "--steady-secs",
+    "--settle-secs",
+    "--concurrency",
+    "--timeout-secs",
+];
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => iter
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("{what} needs a value")),
+            }
+        };
+        match flag {
+            "--name" => o.name = Some(value(flag)?),
+            "--with-floor" => o.with_floor = true,
+            "--kubelet" => o.kubelet = Some(value(flag)?),
+            "--kubelet-cmd" => o.kubelet_cmd = Some(value(flag)?),
+            "--pods" => o.pods = Some(value(flag)?),
+            "--nodes" => o.nodes = Some(value(flag)?),
+            "--mode" => o.mode = Some(value(flag)?),
+            f if FORWARDED_WITH_VALUE.contains(&f) => {
+                let v = value(flag)?;
+                o.forwarded.extend([f.to_string(), v]);
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if let Some(k) = &o.kubelet
+        && k != "mock"
+        && k != "floor"
+    {
+        bail!("--kubelet is mock or floor, not {k:?}");
+    }
+    if o.kubelet.is_some() && o.kubelet_cmd.is_some() {
+        bail!("give --kubelet or --kubelet-cmd, not both");
+    }
+    Ok(o)
+}
+
+impl Options {
+    fn kind(&self) -> &str {
+        match (&self.kubelet_cmd, self.kubelet.as_deref()) {
+            (Some(_), _) => "custom",
+            (None, Some("floor")) => "floor",
+            _ => "mock",
+        }
+    }
+
+    fn default_name(&self) -> String {
+        format!(
+            "{}-{}-{}pods-{}nodes",
+            self.kind(),
+            self.mode.as_deref().unwrap_or("direct"),
+            self.pods.as_deref().unwrap_or("1000"),
+            self.nodes.as_deref().unwrap_or("1"),
+        )
+    }
+
+    /// Arguments of `vk-bench run` shared by the floor and the kubelet runs.
+    fn common_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (flag, v) in [
+            ("--pods", &self.pods),
+            ("--nodes", &self.nodes),
+            ("--mode", &self.mode),
+        ] {
+            if let Some(v) = v {
+                out.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        out.extend(self.forwarded.iter().cloned());
+        out
+    }
+}
+
+/// `cargo xtask bench ARGS...`.
+pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let opts = parse(args)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let root = workspace::root();
+    let name = opts.name.clone().unwrap_or_else(|| opts.default_name());
+    let out_dir = root.join("target").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let needs_mock = opts.kind() == "mock";
+    let bins = build(&root, needs_mock)?;
+    let vkcp = controlplane_build::ensure_built()?;
+    let dir = root.join("target").join("bench-cluster");
+
+    let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+    let mut floor_json = None;
+    if opts.with_floor && opts.kind() != "floor" {
+        let floor_name = format!("{name}-floor");
+        let out = out_dir.join(format!("{floor_name}.json"));
+        let mut a = vec!["--kubelet".to_string(), "floor".to_string()];
+        a.extend(run_args(&dir, &floor_name, &out, &opts));
+        floor_json = Some(out);
+        runs.push((floor_name, a));
+    }
+    let out = out_dir.join(format!("{name}.json"));
+    let mut a = run_args(&dir, &name, &out, &opts);
+    match (opts.kind(), &opts.kubelet_cmd) {
+        ("custom", Some(cmd)) => a.extend(["--kubelet-cmd".to_string(), cmd.clone()]),
+        ("floor", _) => a.extend(["--kubelet".to_string(), "floor".to_string()]),
+        _ => {
+            if let Some(mock) = &bins.mock {
+                a.extend([
+                    "--mock-bin".to_string(),
+                    mock.to_string_lossy().into_owned(),
+                ]);
+            }
+        }
+    }
+    if let Some(f) = &floor_json {
+        a.extend([
+            "--floor-result".to_string(),
+            f.to_string_lossy().into_owned(),
+        ]);
+    }
+    runs.push((name.clone(), a));
+
+    for (run_name, run_args) in &runs {
+        if interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        eprintln!("=== bench run {run_name} ===");
+        let result = fresh_cluster(&dir, &vkcp).and_then(|()| {
+            let status = Command::new(&bins.bench)
+                .arg("run")
+                .args(run_args)
+                .stdin(Stdio::null())
+                // One line on our stdout at the end: the final JSON.
+                .stdout(Stdio::from(
+                    std::io::stderr()
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .context("duplicating stderr")?,
+                ))
+                .status()
+                .with_context(|| format!("running {}", bins.bench.display()))?;
+            if !status.success() {
+                bail!("vk-bench run {run_name} failed ({status})");
+            }
+            Ok(())
+        });
+        let down = cluster::down(&dir);
+        result?;
+        down?;
+    }
+    let json = fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    println!("{}", json.trim());
+    Ok(())
+}
+
+fn run_args(dir: &Path, name: &str, out: &Path, opts: &Options) -> Vec<String> {
+    let mut a = vec![
+        "--cluster-dir".to_string(),
+        dir.to_string_lossy().into_owned(),
+        "--name".to_string(),
+        name.to_string(),
+        "--out".to_string(),
+        out.to_string_lossy().into_owned(),
+        "--kubelet-user".to_string(),
+        KUBELET_USER.to_string(),
+    ];
+    a.extend(opts.common_args());
+    a
+}
+
+/// The audit policy of the benchmark cluster: the kubelet's requests at
+/// metadata level, nothing else (the rest would only cost the apiserver).
+fn audit_policy() -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\n\
+         kind: Policy\n\
+         omitStages: [\"RequestReceived\"]\n\
+         rules:\n\
+         - level: Metadata\n  users: [\"{KUBELET_USER}\"]\n\
+         - level: None\n"
+    )
+}
+
+/// `vkcp run` arguments of the benchmark cluster.
+fn cluster_args(policy: &Path) -> Vec<String> {
+    vec![
+        "--audit".into(),
+        format!("--apiserver-arg=--audit-policy-file={}", policy.display()),
+        // 10,000 pods created, patched and deleted as fast as the machine
+        // allows: the default 400/200 in-flight limits would be the bottleneck.
+        "--apiserver-arg=--max-requests-inflight=1000".into(),
+        "--apiserver-arg=--max-mutating-requests-inflight=500".into(),
+        // Deployment mode: the ReplicaSet controller, the garbage collector and
+        // the scheduler would otherwise be held to 20-50 requests per second.
+        "--controller-manager-arg=--kube-api-qps=1000".into(),
+        "--controller-manager-arg=--kube-api-burst=2000".into(),
+        "--scheduler-arg=--kube-api-qps=1000".into(),
+        "--scheduler-arg=--kube-api-burst=2000".into(),
+    ]
+}
+
+/// Stops whatever runs in `dir`, wipes it and starts a new cluster there.
+fn fresh_cluster(dir: &Path, vkcp: &Path) -> Result<()> {
+    cluster::down(dir)?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let policy = dir.join("bench-audit-policy.yaml");
+    fs::write(&policy, audit_policy()).with_context(|| format!("writing {}", policy.display()))?;
+    cluster::up_with_args(dir, vkcp, &cluster_args(&policy))?;
+    Ok(())
+}
+
+struct Binaries {
+    bench: PathBuf,
+    mock: Option<PathBuf>,
+}
+
+/// `cargo build --release` of vk-bench (and vk-mock): a benchmark of a debug
+/// build would measure the compiler's lack of optimisation.
+fn build(root: &Path, with_mock: bool) -> Result<Binaries> {
+    let mut cmd = Command::new(workspace::cargo());
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "--package",
+        "vk-bench",
+        "--bin",
+        "vk-bench",
+    ]);
+    if with_mock {
+        cmd.args(["--package", "vk-mock", "--bin", "vk-mock"]);
+    }
+    eprintln!(
+        "building vk-bench{} (release)",
+        if with_mock { " and vk-mock" } else { "" }
+    );
+    let out = cmd
+        .arg("--message-format=json-render-diagnostics")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build --release")?;
+    if !out.status.success() {
+        bail!("cargo build --release failed ({})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let find = |bin: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.contains(&format!("\"name\":\"{bin}\"")))
+            .find_map(executable)
+            .map(PathBuf::from)
+    };
+    let bench = find("vk-bench").context("cargo did not report a vk-bench executable")?;
+    let mock = if with_mock {
+        Some(find("vk-mock").context("cargo did not report a vk-mock executable")?)
+    } else {
+        None
+    };
+    Ok(Binaries { bench, mock })
+}
+
+/// The `"executable":"..."` of one line of cargo's JSON messages.
+fn executable(line: &str) -> Option<String> {
+    let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
+    let rest = &line[start..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn splits_own_options_from_forwarded_ones() {
+        let o = parse(&s(&[
+            "--pods",
+            "10000",
+            "--with-floor",
+            "--qps=500",
+            "--kubelet-cmd",
+            "vk --x",
+            "--name=big",
+        ]))
+        .unwrap();
+        assert_eq!(o.pods.as_deref(), Some("10000"));
+        assert!(o.with_floor);
+        assert_eq!(o.kind(), "custom");
+        assert_eq!(o.name.as_deref(), Some("big"));
+        assert_eq!(o.forwarded, s(&["--qps", "500"]));
+        assert_eq!(o.common_args(), s(&["--pods", "10000", "--qps", "500"]));
+    }
+
+    #[test]
+    fn default_name_and_errors() {
+        let o = parse(&s(&["--nodes", "100", "--pods", "10000"])).unwrap();
+        assert_eq!(o.default_name(), "mock-direct-10000pods-100nodes");
+        assert!(parse(&s(&["--bogus"])).is_err());
+        assert!(parse(&s(&["--kubelet", "kind"])).is_err());
+        assert!(parse(&s(&["--kubelet", "floor", "--kubelet-cmd", "x"])).is_err());
+        assert!(parse(&s(&["--pods"])).is_err());
+    }
+
+    #[test]
+    fn audit_policy_logs_only_the_kubelet() {
+        let p = audit_policy();
+        assert!(p.contains("users: [\"vk-bench:kubelet\"]"));
+        assert!(p.trim_end().ends_with("- level: None"));
+    }
+}
