@@ -7,18 +7,13 @@
 //! all; a changed one is rebuilt, which the Go build cache (`~/.cache/go-build`)
 //! makes take about a minute instead of the 10-20 of a cold build.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::progress::{self, format_duration};
+use crate::go_build::{self, GoBinary};
 use crate::workspace;
-
-/// How often a running Go build reports that it is still running.
-const BUILD_PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Returns the path of an up-to-date `vkcp`, building it first if needed.
 pub fn ensure_built() -> Result<PathBuf> {
@@ -28,95 +23,25 @@ pub fn ensure_built() -> Result<PathBuf> {
     let version = kubernetes_version(&go_mod)?;
     let ldflags = ldflags(&version);
     let hash = source_hash(&src, &ldflags)?;
-    let out_dir = workspace::cache_dir()?.join("vkcp").join(&hash);
-    let binary = out_dir.join("vkcp");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // Two builds of the same sources at once would only waste the two cores:
-    // the second waits for the first and then finds the binary.
-    let lock = File::create(out_dir.join("lock"))
-        .with_context(|| format!("creating {}", out_dir.join("lock").display()))?;
-    if lock.try_lock().is_err() {
-        eprintln!("another process is building the control plane; waiting for it");
-        lock.lock()
-            .context("waiting for the control-plane build lock")?;
-    }
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    build(&src, &version, &ldflags, &out_dir, &binary)?;
-    Ok(binary)
-}
-
-fn build(src: &Path, version: &str, ldflags: &str, out_dir: &Path, binary: &Path) -> Result<()> {
-    let go = find_go()?;
-    let tmp = out_dir.join("vkcp.partial");
-    let log_path = out_dir.join("build.log");
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .context("duplicating the build log handle")?;
-    eprintln!(
-        "building control plane (k8s {version}) into {}\n  \
-         a cold build takes about 5 minutes on 2 cores, a rebuild about a minute; log: {}",
-        binary.display(),
-        log_path.display()
-    );
-    let mut child = Command::new(&go)
-        .current_dir(src)
-        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .with_context(|| format!("starting {}", go.display()))?;
-    let label = format!("building control plane (k8s {version})");
-    let started = std::time::Instant::now();
-    let status = progress::wait_child(&mut child, &label, BUILD_PROGRESS_EVERY)?;
-    if !status.success() {
-        let tail = tail_lines(&log_path, 40);
-        bail!(
-            "go build failed ({status}) after {}; last lines of {}:\n{tail}",
-            format_duration(started.elapsed()),
-            log_path.display()
-        );
-    }
-    fs::rename(&tmp, binary)
-        .with_context(|| format!("moving {} to {}", tmp.display(), binary.display()))?;
-    eprintln!(
-        "built control plane in {}: {}",
-        format_duration(started.elapsed()),
-        binary.display()
-    );
-    Ok(())
+    let label = format!("control plane (k8s {version})");
+    go_build::ensure_built(&GoBinary {
+        name: "vkcp",
+        label: &label,
+        src: &src,
+        package: ".",
+        ldflags: &ldflags,
+        hash: &hash,
+        env: &[],
+        hint: "a cold build takes about 5 minutes on 2 cores, a rebuild about a minute",
+    })
 }
 
 /// The Kubernetes version `go.mod` pins (`k8s.io/kubernetes vX.Y.Z`).
 pub fn kubernetes_version(go_mod: &str) -> Result<String> {
-    for line in go_mod.lines() {
-        let mut words = line.split_whitespace();
-        // Either `require k8s.io/kubernetes v1.35.4` or a line inside `require ( ... )`.
-        let first = words.next();
-        let module = if first == Some("require") {
-            words.next()
-        } else {
-            first
-        };
-        if module == Some("k8s.io/kubernetes")
-            && let Some(version) = words.next()
-            && version.starts_with("v1.")
-            && !line.contains("=>")
-        {
-            return Ok(version.to_string());
-        }
+    match go_build::module_version(go_mod, "k8s.io/kubernetes") {
+        Some(v) if v.starts_with("v1.") => Ok(v),
+        _ => bail!("go.mod does not require k8s.io/kubernetes at a v1.x version"),
     }
-    bail!("go.mod does not require k8s.io/kubernetes at a v1.x version")
 }
 
 /// The linker flags that stamp the pinned version into every component (without
@@ -185,35 +110,8 @@ impl Fnv128 {
     }
 }
 
-/// `go` from `PATH`, else the usual install location.
-fn find_go() -> Result<PathBuf> {
-    let on_path = Command::new("go")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if on_path {
-        return Ok(PathBuf::from("go"));
-    }
-    let usual = PathBuf::from("/usr/local/go/bin/go");
-    if usual.is_file() {
-        return Ok(usual);
-    }
-    bail!(
-        "the Go toolchain (go 1.25 or newer) is needed to build the control plane, \
-         and `go` is neither on PATH nor at /usr/local/go/bin/go"
-    )
-}
-
 /// The last `n` lines of a text file (empty if it cannot be read).
-pub fn tail_lines(path: &Path, n: usize) -> String {
-    let text = fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+pub use crate::go_build::tail_lines;
 
 #[cfg(test)]
 mod tests {

@@ -6,22 +6,17 @@
 //! `go.mod`, `go.sum` and the build flags: an unchanged pin reuses the binary
 //! without calling Go at all.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::fs;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::controlplane_build::tail_lines;
+use crate::go_build::{self, GoBinary, module_version};
 use crate::oci::sha256;
-use crate::progress::{self, format_duration};
 use crate::workspace;
 
 /// The helm command's package inside the module.
 const HELM_PACKAGE: &str = "helm.sh/helm/v3/cmd/helm";
-/// How often a running Go build reports that it is still running.
-const BUILD_PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// The Go module that pins helm.
 pub fn helm_src() -> PathBuf {
@@ -42,89 +37,16 @@ pub fn ensure_built() -> Result<PathBuf> {
     let ldflags = ldflags(&helm_version, &client_go);
     let hash = sha256(format!("{ldflags}\n{go_mod}\n{go_sum}").as_bytes());
     let hash = &hash.trim_start_matches("sha256:")[..32];
-    let out_dir = workspace::cache_dir()?.join("helm").join(hash);
-    let binary = out_dir.join("helm");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let lock = File::create(out_dir.join("lock"))
-        .with_context(|| format!("creating {}", out_dir.join("lock").display()))?;
-    if lock.try_lock().is_err() {
-        eprintln!("another process is building helm; waiting for it");
-        lock.lock().context("waiting for the helm build lock")?;
-    }
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    build(&src, &helm_version, &ldflags, &out_dir, &binary)?;
-    Ok(binary)
-}
-
-fn build(src: &Path, version: &str, ldflags: &str, out_dir: &Path, binary: &Path) -> Result<()> {
-    let go = find_go()?;
-    let tmp = out_dir.join("helm.partial");
-    let log_path = out_dir.join("build.log");
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .context("duplicating the build log handle")?;
-    eprintln!(
-        "building helm {version} into {}\n  \
-         a cold build takes a few minutes on 2 cores; log: {}",
-        binary.display(),
-        log_path.display()
-    );
-    let started = Instant::now();
-    let mut child = Command::new(&go)
-        .current_dir(src)
-        .env("CGO_ENABLED", "0")
-        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-        .arg(&tmp)
-        .arg(HELM_PACKAGE)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .with_context(|| format!("starting {}", go.display()))?;
-    let status = progress::wait_child(
-        &mut child,
-        &format!("building helm {version}"),
-        BUILD_PROGRESS_EVERY,
-    )?;
-    if !status.success() {
-        bail!(
-            "go build of helm failed ({status}) after {}; last lines of {}:\n{}",
-            format_duration(started.elapsed()),
-            log_path.display(),
-            tail_lines(&log_path, 40)
-        );
-    }
-    fs::rename(&tmp, binary)
-        .with_context(|| format!("moving {} to {}", tmp.display(), binary.display()))?;
-    eprintln!(
-        "built helm {version} in {}: {}",
-        format_duration(started.elapsed()),
-        binary.display()
-    );
-    Ok(())
-}
-
-/// The version `go.mod` requires of `module` (`require m v1` or inside a block).
-fn module_version(go_mod: &str, module: &str) -> Option<String> {
-    go_mod.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let first = words.next()?;
-        let name = if first == "require" {
-            words.next()?
-        } else {
-            first
-        };
-        let version = words.next()?;
-        (name == module && version.starts_with('v') && !line.contains("=>"))
-            .then(|| version.to_string())
+    let label = format!("helm {helm_version}");
+    go_build::ensure_built(&GoBinary {
+        name: "helm",
+        label: &label,
+        src: &src,
+        package: HELM_PACKAGE,
+        ldflags: &ldflags,
+        hash,
+        env: &[("CGO_ENABLED", "0")],
+        hint: "a cold build takes a few minutes on 2 cores",
     })
 }
 
@@ -147,45 +69,9 @@ fn ldflags(helm_version: &str, client_go: &str) -> String {
     )
 }
 
-/// `go` from `PATH`, else the usual install location.
-fn find_go() -> Result<PathBuf> {
-    let on_path = Command::new("go")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if on_path {
-        return Ok(PathBuf::from("go"));
-    }
-    let usual = PathBuf::from("/usr/local/go/bin/go");
-    if usual.is_file() {
-        return Ok(usual);
-    }
-    bail!(
-        "the Go toolchain (go 1.25 or newer) is needed to build helm, \
-         and `go` is neither on PATH nor at /usr/local/go/bin/go"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_module_versions() {
-        let go_mod = "module vk/helm\n\ntool helm.sh/helm/v3/cmd/helm\n\n\
-                      require helm.sh/helm/v3 v3.20.2\n\nrequire (\n\tk8s.io/client-go v0.35.1 // indirect\n)\n";
-        assert_eq!(
-            module_version(go_mod, "helm.sh/helm/v3").as_deref(),
-            Some("v3.20.2")
-        );
-        assert_eq!(
-            module_version(go_mod, "k8s.io/client-go").as_deref(),
-            Some("v0.35.1")
-        );
-        assert_eq!(module_version(go_mod, "k8s.io/api"), None);
-    }
 
     #[test]
     fn ldflags_stamp_helm_and_kubernetes_versions() {
