@@ -271,6 +271,41 @@ async fn unauthenticated_and_unauthorized_callers_are_refused() {
         "{text}"
     );
 
+    // Granted nodes/proxy: 200.
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let role_name = format!("{}-proxy", ns.name());
+    let roles: Api<ClusterRole> = Api::all(cluster.client());
+    roles
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": { "name": role_name },
+            "rules": [{ "apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"] }]
+        })).unwrap())
+        .await
+        .unwrap();
+    let bindings: Api<ClusterRoleBinding> = Api::all(cluster.client());
+    bindings
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": { "name": role_name },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name },
+            "subjects": [{ "kind": "ServiceAccount", "name": "proxy-reader", "namespace": ns.name() }]
+        })).unwrap())
+        .await
+        .unwrap();
+    sas.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "proxy-reader" } })).unwrap()).await.unwrap();
+    let granted: k8s_openapi::api::authentication::v1::TokenRequest =
+        sas.create_subresource("token", "proxy-reader", &PostParams::default(), &tr).await.unwrap();
+    let granted = granted.status.unwrap().token;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {granted}"), &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("200"), "{text}");
+    assert!(text.contains("\"PodList\""), "{text}");
+    let _ = bindings.delete(&role_name, &Default::default()).await;
+    let _ = roles.delete(&role_name, &Default::default()).await;
+
     // An invalid token: 401.
     let out = tokio::process::Command::new("curl")
         .args([
@@ -497,4 +532,71 @@ mod sha2_like {
             (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
         })
     }
+}
+
+/// Hostile SPDY input over a raw TLS connection (as the apiserver would carry it):
+/// garbage frames, an oversized header block, a half-closed stream, a vanished
+/// client. The process stays up and keeps serving.
+#[tokio::test]
+async fn malformed_spdy_never_crashes_the_kubelet() {
+    let (cluster, ns, mut node) = running_pod("spdyfuzz").await;
+    let port = kubelet_port(&cluster, &node.name).await;
+    let pki = cluster.dir().join("pki");
+    let script = r#"
+import socket, ssl, struct, sys, os
+port, ns, cert, key, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+def session(payload, read_reply=True):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    req = ("POST /exec/%s/app/main?command=cat&input=1&output=1 HTTP/1.1\r\nHost: x\r\n"
+           "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n" % ns)
+    s.sendall(req.encode())
+    head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    try:
+        s.sendall(payload)
+        if read_reply:
+            s.settimeout(3)
+            try:
+                while s.recv(65536):
+                    pass
+            except Exception:
+                pass
+    except Exception:
+        pass
+    s.close()
+cases = [
+    os.urandom(4096),                                            # garbage
+    b"\x80\x03\x00\x01\x00\xff\xff\xff" + b"\x00" * 64,           # SYN_STREAM claiming a 16 MiB body
+    b"\x80\x03\x00\x01\x00\x00\x00\x20" + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"\x78\x9c" + os.urandom(20),  # bad zlib
+    b"\x80\x03\x00\x08\x00\x00\x00\x04\x00\x00\x00\x00",        # truncated HEADERS
+    b"\x00\x00\x00\x07\x01\x00\x00\x05hello",                     # data on a stream never opened, with FIN
+    b"\x80\x63\x00\x01\x00\x00\x00\x00",                           # unknown version
+]
+for c in cases:
+    session(c)
+session(b"", read_reply=False)                                   # client vanishes at once
+print("ok")
+"#;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(ns.name())
+        .arg(pki.join("apiserver-kubelet-client.crt"))
+        .arg(pki.join("apiserver-kubelet-client.key"))
+        .arg(cluster.ca_cert_path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(node.try_wait().is_none(), "vk-mock is still running");
+    // Still serving: a real exec works afterwards.
+    let (code, out, err) = kubectl_with(&cluster, &[], &["exec", "-n", ns.name(), "app", "--", "echo", "alive"], None).await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"), "{err}");
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{}", node.log_tail());
+    delete_node(&cluster.client(), &node.name).await;
 }
