@@ -106,6 +106,14 @@ pub struct KubeletArgs {
     #[arg(long = "client-ca-file", env = "APISERVER_CA_CERT_LOCATION")]
     pub client_ca_file: Option<PathBuf>,
 
+    /// Lifetime to ask for in the serving certificate's CSR (at least 10m); the signer's default when unset.
+    #[arg(long = "serving-cert-lifetime", value_parser = parse_duration)]
+    pub serving_cert_lifetime: Option<Duration>,
+
+    /// Renew a CSR-issued serving certificate when this much of its lifetime is left (default: 20%).
+    #[arg(long = "serving-cert-renew-before", value_parser = parse_duration)]
+    pub serving_cert_renew_before: Option<Duration>,
+
     /// Accept unauthenticated kubelet API requests as system:anonymous (off by default).
     #[arg(long = "anonymous-auth")]
     pub anonymous_auth: bool,

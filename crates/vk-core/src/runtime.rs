@@ -166,6 +166,10 @@ where
         client_ca_file: args.client_ca_file.clone(),
         anonymous: args.anonymous_auth,
         authorization: args.authorization_mode,
+        csr_renewal: crate::api::tls::CsrRenewal {
+            lifetime: args.serving_cert_lifetime,
+            renew_before: args.serving_cert_renew_before,
+        },
     };
     let api_stop = stop.clone();
     let api_client = client.clone();

@@ -12,8 +12,12 @@ use support::*;
 use tokio::io::AsyncBufReadExt;
 
 async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
+    running_pod_with(prefix, &[]).await
+}
+
+async fn running_pod_with(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
     let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = MockNode::start(&cluster, &unique(prefix), &[]);
+    let node = MockNode::start(&cluster, &unique(prefix), extra);
     let client = cluster.client();
     let name = node.name.clone();
     wait_for(Duration::from_secs(20), "node Ready", || {
@@ -598,5 +602,81 @@ print("ok")
     assert_eq!((code, out.as_str()), (0, "alive\n"), "{err}");
     let log = std::fs::read_to_string(&node.log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{}", node.log_tail());
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+/// The serving certificate the kubelet presents now (DER, hex).
+async fn served_cert(port: i32) -> String {
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg("import ssl,socket,sys\nc=ssl.create_default_context()\nc.check_hostname=False\nc.verify_mode=ssl.CERT_NONE\ns=c.wrap_socket(socket.create_connection(('127.0.0.1',int(sys.argv[1]))),server_hostname='127.0.0.1')\nprint(s.getpeercert(True).hex())")
+        .arg(port.to_string())
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    // A 10-minute certificate renewed when 595 s are left: the first renewal comes ~5 s after issue.
+    let (cluster, ns, node) =
+        running_pod_with("renew", &["--serving-cert-lifetime", "10m", "--serving-cert-renew-before", "595s"]).await;
+    let port = kubelet_port(&cluster, &node.name).await;
+    let first = served_cert(port).await;
+    assert!(!first.is_empty());
+
+    let mut follow = tokio::process::Command::new(cluster.vkcp())
+        .args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["logs", "-f", "--tail=1", "-n", ns.name(), "app"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap();
+
+    // Approve the renewal CSR like an operator would, and wait for a new certificate to be served.
+    let csrs: Api<CertificateSigningRequest> = Api::all(cluster.client());
+    let prefix = format!("csr-{}-", node.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        assert!(Instant::now() < deadline, "no renewed certificate within 60 s");
+        for c in csrs.list(&Default::default()).await.unwrap().items {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            let approved = c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
+            if name.starts_with(&prefix) && !approved {
+                let _ = cluster.kubectl(["certificate", "approve", name.as_str()]).await;
+            }
+        }
+        let now = served_cert(port).await;
+        if !now.is_empty() && now != first {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_ne!(first, second);
+    let issued = csrs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|c| c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some())
+        .count();
+    assert!(issued >= 2, "a second CSR was issued");
+
+    // The stream opened with the old certificate keeps flowing...
+    for _ in 0..2 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.expect("follow still streams").unwrap();
+        assert!(line.is_some_and(|l| l.starts_with("main: tick")));
+    }
+    // ...and new connections, verified by the apiserver against the cluster CA, use the new one.
+    let (code, out, err) = kubectl_with(&cluster, &[], &["exec", "-n", ns.name(), "app", "--", "echo", "renewed"], None).await;
+    assert_eq!((code, out.as_str()), (0, "renewed\n"), "{err}");
+    drop(follow);
     delete_node(&cluster.client(), &node.name).await;
 }

@@ -8,7 +8,8 @@
 //!
 //! - [`tls`]: serving certificate (files or CSR) and the client CA;
 //! - [`auth`]: x509/TokenReview authentication, SubjectAccessReview authorization;
-//! - [`logs`], [`stats`]: the plain endpoints; `exec`/`attach`/`portForward` in [`streaming`].
+//! - [`logs`], [`stats`]: the plain endpoints; `exec`/`attach`/`portForward` in [`streaming`]
+//!   (SPDY) and [`websocket`] (the WebSocket channel protocols).
 
 pub mod auth;
 pub mod logs;
@@ -16,6 +17,7 @@ pub mod stats;
 pub mod status;
 mod streaming;
 pub mod tls;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +82,8 @@ pub struct ApiConfig {
     pub anonymous: bool,
     /// Authorization mode.
     pub authorization: AuthorizationMode,
+    /// Lifetime and renewal margin of a CSR-issued serving certificate.
+    pub csr_renewal: tls::CsrRenewal,
 }
 
 #[derive(Clone)]
@@ -126,6 +130,7 @@ pub async fn serve(
                 store.clone(),
                 first_node,
                 config.node_ips.clone(),
+                config.csr_renewal,
                 stop.clone(),
             ));
         }

@@ -105,6 +105,13 @@ pub async fn serve_from_files(
     Ok(())
 }
 
+/// How often an unissued CSR is read during its first [`CSR_POLL_FAST_FOR`].
+const CSR_POLL_FAST: Duration = Duration::from_secs(1);
+/// How long after the request [`CSR_POLL_FAST`] applies.
+const CSR_POLL_FAST_FOR: Duration = Duration::from_secs(60);
+/// How often an unissued CSR is read after that.
+const CSR_POLL_SLOW: Duration = Duration::from_secs(30);
+
 /// Requests a serving certificate with a CSR (signer `kubernetes.io/kubelet-serving`)
 /// for `node` and `ips`, waits for it to be approved and issued, and renews it at
 /// 80% of its lifetime. Runs until `stop`.
@@ -113,10 +120,11 @@ pub async fn serve_from_csr(
     store: Arc<CertStore>,
     node: String,
     ips: Vec<std::net::IpAddr>,
+    renewal: CsrRenewal,
     stop: CancellationToken,
 ) {
     loop {
-        let expiry = match request_certificate(&client, &store, &node, &ips, &stop).await {
+        let expiry = match request_certificate(&client, &store, &node, &ips, renewal.lifetime, &stop).await {
             Ok(Some(expiry)) => expiry,
             Ok(None) => return,
             Err(e) => {
@@ -128,7 +136,7 @@ pub async fn serve_from_csr(
             }
         };
         let lifetime = expiry.duration_since(SystemTime::now()).unwrap_or_default();
-        let renew_in = lifetime.mul_f64(0.8).max(Duration::from_secs(30));
+        let renew_in = renewal.renew_in(lifetime);
         info!(node = %node, renew_in_secs = renew_in.as_secs(), "serving certificate issued");
         tokio::select! {
             _ = tokio::time::sleep(renew_in) => {}
@@ -137,11 +145,30 @@ pub async fn serve_from_csr(
     }
 }
 
+/// When a CSR-issued serving certificate is renewed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CsrRenewal {
+    /// Lifetime asked for in the CSR (`spec.expirationSeconds`, at least 10
+    /// minutes); the signer's default (a year) when `None`.
+    pub lifetime: Option<Duration>,
+    /// Renew when this much lifetime is left; 20% of the lifetime when `None`.
+    pub renew_before: Option<Duration>,
+}
+
+impl CsrRenewal {
+    /// How long to wait before renewing a certificate that has `lifetime` left.
+    pub fn renew_in(&self, lifetime: Duration) -> Duration {
+        let before = self.renew_before.unwrap_or(lifetime.mul_f64(0.2));
+        lifetime.saturating_sub(before).max(Duration::from_secs(5))
+    }
+}
+
 async fn request_certificate(
     client: &Client,
     store: &CertStore,
     node: &str,
     ips: &[std::net::IpAddr],
+    lifetime: Option<Duration>,
     stop: &CancellationToken,
 ) -> Result<Option<SystemTime>, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
@@ -168,6 +195,7 @@ async fn request_certificate(
             request: ByteString(csr_pem.into_bytes()),
             signer_name: "kubernetes.io/kubelet-serving".into(),
             usages: Some(vec!["digital signature".into(), "server auth".into()]),
+            expiration_seconds: lifetime.map(|l| l.as_secs().max(600) as i32),
             ..Default::default()
         },
         status: None,
@@ -178,9 +206,18 @@ async fn request_certificate(
         .map_err(|e| format!("creating the CSR: {e}"))?;
     let name = created.metadata.name.clone().unwrap_or_default();
     info!(node = %node, csr = %name, "requested a serving certificate; waiting for approval (kubectl certificate approve {name})");
+    // Every second for a minute (an approver may be acting on the request right
+    // now), then every 30 s: a CSR nobody approves must not cost a GET per
+    // second for ever.
+    let requested = std::time::Instant::now();
     loop {
+        let poll = if requested.elapsed() < CSR_POLL_FAST_FOR {
+            CSR_POLL_FAST
+        } else {
+            CSR_POLL_SLOW
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = stop.cancelled() => return Ok(None),
         }
         let Some(current) = api
@@ -234,4 +271,18 @@ pub async fn client_ca(
         return Err("client CA holds no certificate".into());
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_80_percent_by_default_or_before_a_margin() {
+        let d = CsrRenewal::default();
+        assert_eq!(d.renew_in(Duration::from_secs(1000)), Duration::from_secs(800));
+        let margin = CsrRenewal { lifetime: None, renew_before: Some(Duration::from_secs(590)) };
+        assert_eq!(margin.renew_in(Duration::from_secs(600)), Duration::from_secs(10));
+        assert_eq!(margin.renew_in(Duration::from_secs(100)), Duration::from_secs(5), "never a busy loop");
+    }
 }
