@@ -180,6 +180,7 @@ fn is_spdy_upgrade(headers: &HeaderMap) -> bool {
 
 /// Checks the upgrade request, picks a protocol, and answers 101; the caller
 /// gets the upgraded SPDY connection through the returned future.
+#[allow(clippy::result_large_err)] // the error is the response to send, used once
 fn upgrade(
     mut req: Request,
     supported: &[&str],
@@ -509,64 +510,63 @@ pub(super) async fn serve_port_forward(
     provider: std::sync::Arc<dyn crate::Provider>,
     key: PodKey,
 ) {
-        // Streams come in pairs (data + error) sharing a requestid.
-        let mut pending: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)> =
-            HashMap::new();
-        loop {
-            let stream = tokio::select! {
-                s = incoming.recv() => match s { Some(s) => s, None => break },
-                _ = conn.closed() => break,
-            };
-            let request_id = stream.headers().get("requestid").unwrap_or("").to_string();
-            let kind = stream.headers().get("streamtype").unwrap_or("").to_string();
-            pending.retain(|_, (_, _, at)| at.elapsed() < STREAM_CREATION_TIMEOUT);
-            let entry = pending.entry(request_id.clone()).or_insert((
-                None,
-                None,
-                tokio::time::Instant::now(),
-            ));
-            match kind.as_str() {
-                "data" => entry.0 = Some(stream),
-                "error" => entry.1 = Some(stream),
-                _ => {
-                    let mut stream = stream;
-                    let _ = stream.reset().await;
-                    continue;
-                }
-            }
-            if let (Some(_), Some(_)) = (&entry.0, &entry.1)
-                && let Some((Some(mut data), Some(mut error), _)) = pending.remove(&request_id)
-            {
-                let provider = provider.clone();
-                let key = key.clone();
-                tokio::spawn(async move {
-                    let port = data
-                        .headers()
-                        .get("port")
-                        .and_then(|p| p.parse::<u16>().ok())
-                        .filter(|p| *p > 0);
-                    let Some(port) = port else {
-                        let _ = error.send(Bytes::from("invalid port header")).await;
-                        let _ = error.close().await;
-                        let _ = data.reset().await;
-                        return;
-                    };
-                    let res = provider
-                        .port_forward(&key, port, Box::new(data.into_io()))
-                        .await;
-                    if let Err(e) = res {
-                        let _ = error
-                            .send(Bytes::from(format!(
-                                "error forwarding port {port} to pod {}: {e}",
-                                key.name
-                            )))
-                            .await;
-                    }
-                    let _ = error.close().await;
-                });
+    // Streams come in pairs (data + error) sharing a requestid.
+    let mut pending: HashMap<String, (Option<Stream>, Option<Stream>, tokio::time::Instant)> =
+        HashMap::new();
+    loop {
+        let stream = tokio::select! {
+            s = incoming.recv() => match s { Some(s) => s, None => break },
+            _ = conn.closed() => break,
+        };
+        let request_id = stream.headers().get("requestid").unwrap_or("").to_string();
+        let kind = stream.headers().get("streamtype").unwrap_or("").to_string();
+        pending.retain(|_, (_, _, at)| at.elapsed() < STREAM_CREATION_TIMEOUT);
+        let entry =
+            pending
+                .entry(request_id.clone())
+                .or_insert((None, None, tokio::time::Instant::now()));
+        match kind.as_str() {
+            "data" => entry.0 = Some(stream),
+            "error" => entry.1 = Some(stream),
+            _ => {
+                let mut stream = stream;
+                let _ = stream.reset().await;
+                continue;
             }
         }
-        conn.close().await;
+        if let (Some(_), Some(_)) = (&entry.0, &entry.1)
+            && let Some((Some(mut data), Some(mut error), _)) = pending.remove(&request_id)
+        {
+            let provider = provider.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let port = data
+                    .headers()
+                    .get("port")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p > 0);
+                let Some(port) = port else {
+                    let _ = error.send(Bytes::from("invalid port header")).await;
+                    let _ = error.close().await;
+                    let _ = data.reset().await;
+                    return;
+                };
+                let res = provider
+                    .port_forward(&key, port, Box::new(data.into_io()))
+                    .await;
+                if let Err(e) = res {
+                    let _ = error
+                        .send(Bytes::from(format!(
+                            "error forwarding port {port} to pod {}: {e}",
+                            key.name
+                        )))
+                        .await;
+                }
+                let _ = error.close().await;
+            });
+        }
+    }
+    conn.close().await;
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ pub struct PodController {
     backend: Mutex<HashMap<ObjectKey, Vec<BackendEntry>>>,
     node_allocatable: Mutex<BTreeMap<String, String>>,
     vanished: Mutex<HashSet<PodKey>>,
+    /// Pods whose API object this controller has deleted (key → UID), until
+    /// the watch shows them gone: the watch reports the delete in two events
+    /// (grace period set to 0, then gone), and the first must not cause a
+    /// second DELETE.
+    api_deleted: Mutex<HashMap<ObjectKey, String>>,
 }
 
 enum Outcome {
@@ -79,6 +84,7 @@ impl PodController {
             backend: Mutex::default(),
             node_allocatable: Mutex::default(),
             vanished: Mutex::default(),
+            api_deleted: Mutex::default(),
         })
     }
 
@@ -98,6 +104,10 @@ impl PodController {
     /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
     pub fn api_pods(&self) -> Vec<Arc<Pod>> {
         self.store.state()
+    }
+
+    fn api_deleted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, String>> {
+        self.api_deleted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn backend_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Vec<BackendEntry>>> {
@@ -400,6 +410,7 @@ impl PodController {
             self.objects.forget_pod(&stale_uid);
         }
         let Some(pod) = pod else {
+            self.api_deleted_lock().remove(key);
             return Outcome::Done;
         };
         let Some(pk) = PodKey::of(&pod) else {
@@ -518,6 +529,9 @@ impl PodController {
             }
         }
         self.objects.forget_pod(&pk.uid);
+        if self.api_deleted_lock().get(&key) == Some(&pk.uid) {
+            return Outcome::Done;
+        }
         // Grace 0 with a UID precondition: a newer pod with the same name is never touched.
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -533,7 +547,10 @@ impl PodController {
             .await;
         self.ctx.metrics.api("delete", "pods", res.is_ok());
         match res {
-            Ok(_) => Outcome::Done,
+            Ok(_) => {
+                self.api_deleted_lock().insert(key, pk.uid.clone());
+                Outcome::Done
+            }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::Done,
             Err(e) => {
                 warn!(pod = %pk, error = %e, "deleting the pod object failed");

@@ -145,9 +145,21 @@ fn merge_containers(
 /// Whether writing `new` over `current` would change anything a reader sees.
 /// Transition times are kept by [`merge_status`]; condition order is not
 /// significant (a strategic merge keeps the server's order), so it is normalised.
+///
+/// The two are compared as they are written, in JSON: the API keeps times to
+/// the second, so a backend time with sub-second digits (a container's
+/// `startedAt`) is no change once the API holds it. Compared in memory, it
+/// would be a change on every sync: a no-op status write per pod per event
+/// and per resync.
 pub fn status_changed(current: Option<&PodStatus>, new: &PodStatus) -> bool {
     let Some(current) = current else { return true };
-    normalised(current) != normalised(new)
+    match (
+        serde_json::to_value(normalised(current)),
+        serde_json::to_value(normalised(new)),
+    ) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => normalised(current) != normalised(new),
+    }
 }
 
 fn normalised(s: &PodStatus) -> PodStatus {
@@ -250,6 +262,40 @@ mod tests {
         assert_eq!(ready.status, "False");
         assert_eq!(ready.last_transition_time, Some(t(300)));
         assert_eq!(third.start_time, Some(t(100)));
+    }
+
+    #[test]
+    fn sub_second_backend_times_are_no_change_once_the_api_holds_them() {
+        let precise = |secs: i64| {
+            Time(Timestamp::from_second(secs).unwrap() + std::time::Duration::from_millis(250))
+        };
+        let mut backend = running();
+        if let Some(cs) = backend.container_statuses.as_mut() {
+            cs[0]
+                .state
+                .as_mut()
+                .unwrap()
+                .running
+                .as_mut()
+                .unwrap()
+                .started_at = Some(precise(5));
+        }
+        backend.start_time = Some(precise(5));
+        let written = merge_status(None, &backend, "h", &precise(100));
+        // What the watch returns: the same status, times to the second.
+        let stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+        assert_ne!(
+            stored, written,
+            "the round trip drops the sub-second digits"
+        );
+        let again = merge_status(Some(&stored), &backend, "h", &precise(200));
+        assert!(!status_changed(Some(&stored), &again));
+        // A real change is still one.
+        let mut unready = backend.clone();
+        unready.container_statuses.as_mut().unwrap()[0].ready = false;
+        let changed = merge_status(Some(&stored), &unready, "h", &precise(200));
+        assert!(status_changed(Some(&stored), &changed));
     }
 
     #[test]
