@@ -350,6 +350,9 @@ impl NodeController {
             allocatable: Some(resources),
             conditions: Some(conditions),
             addresses: Some(addresses),
+            // The kubelet API speaks the WebSocket channel protocols itself, so a
+            // 1.36+ apiserver may pass streams through untranslated.
+            declared_features: Some(vec!["ExtendWebSocketsToKubelet".into()]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint {
                     port: i32::from(cfg.kubelet_port),
