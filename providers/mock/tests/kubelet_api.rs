@@ -280,10 +280,14 @@ async fn unauthenticated_and_unauthorized_callers_are_refused() {
     let role_name = format!("{}-proxy", ns.name());
     let roles: Api<ClusterRole> = Api::all(cluster.client());
     roles
-        .create(&PostParams::default(), &serde_json::from_value(json!({
-            "metadata": { "name": role_name },
-            "rules": [{ "apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"] }]
-        })).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": role_name },
+                "rules": [{ "apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"] }]
+            }))
+            .unwrap(),
+        )
         .await
         .unwrap();
     let bindings: Api<ClusterRoleBinding> = Api::all(cluster.client());
@@ -295,12 +299,26 @@ async fn unauthenticated_and_unauthorized_callers_are_refused() {
         })).unwrap())
         .await
         .unwrap();
-    sas.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "proxy-reader" } })).unwrap()).await.unwrap();
-    let granted: k8s_openapi::api::authentication::v1::TokenRequest =
-        sas.create_subresource("token", "proxy-reader", &PostParams::default(), &tr).await.unwrap();
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": "proxy-reader" } })).unwrap(),
+    )
+    .await
+    .unwrap();
+    let granted: k8s_openapi::api::authentication::v1::TokenRequest = sas
+        .create_subresource("token", "proxy-reader", &PostParams::default(), &tr)
+        .await
+        .unwrap();
     let granted = granted.status.unwrap().token;
     let out = tokio::process::Command::new("curl")
-        .args(["-sk", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {granted}"), &url])
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {granted}"),
+            &url,
+        ])
         .output()
         .await
         .unwrap();
@@ -595,10 +613,20 @@ print("ok")
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(node.try_wait().is_none(), "vk-mock is still running");
     // Still serving: a real exec works afterwards.
-    let (code, out, err) = kubectl_with(&cluster, &[], &["exec", "-n", ns.name(), "app", "--", "echo", "alive"], None).await;
+    let (code, out, err) = kubectl_with(
+        &cluster,
+        &[],
+        &["exec", "-n", ns.name(), "app", "--", "echo", "alive"],
+        None,
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "alive\n"), "{err}");
     let log = std::fs::read_to_string(&node.log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{}", node.log_tail());
@@ -621,8 +649,16 @@ async fn served_cert(port: i32) -> String {
 async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams() {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     // A 10-minute certificate renewed when 595 s are left: the first renewal comes ~5 s after issue.
-    let (cluster, ns, node) =
-        running_pod_with("renew", &["--serving-cert-lifetime", "10m", "--serving-cert-renew-before", "595s"]).await;
+    let (cluster, ns, node) = running_pod_with(
+        "renew",
+        &[
+            "--serving-cert-lifetime",
+            "10m",
+            "--serving-cert-renew-before",
+            "595s",
+        ],
+    )
+    .await;
     let port = kubelet_port(&cluster, &node.name).await;
     let first = served_cert(port).await;
     assert!(!first.is_empty());
@@ -636,19 +672,31 @@ async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams()
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
-    tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
 
     // Approve the renewal CSR like an operator would, and wait for a new certificate to be served.
     let csrs: Api<CertificateSigningRequest> = Api::all(cluster.client());
     let prefix = format!("csr-{}-", node.name);
     let deadline = Instant::now() + Duration::from_secs(60);
     let second = loop {
-        assert!(Instant::now() < deadline, "no renewed certificate within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no renewed certificate within 60 s"
+        );
         for c in csrs.list(&Default::default()).await.unwrap().items {
             let name = c.metadata.name.clone().unwrap_or_default();
-            let approved = c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
+            let approved = c
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
             if name.starts_with(&prefix) && !approved {
-                let _ = cluster.kubectl(["certificate", "approve", name.as_str()]).await;
+                let _ = cluster
+                    .kubectl(["certificate", "approve", name.as_str()])
+                    .await;
             }
         }
         let now = served_cert(port).await;
@@ -664,18 +712,37 @@ async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams()
         .unwrap()
         .items
         .into_iter()
-        .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-        .filter(|c| c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some())
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.certificate.as_ref())
+                .is_some()
+        })
         .count();
     assert!(issued >= 2, "a second CSR was issued");
 
     // The stream opened with the old certificate keeps flowing...
     for _ in 0..2 {
-        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await.expect("follow still streams").unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("follow still streams")
+            .unwrap();
         assert!(line.is_some_and(|l| l.starts_with("main: tick")));
     }
     // ...and new connections, verified by the apiserver against the cluster CA, use the new one.
-    let (code, out, err) = kubectl_with(&cluster, &[], &["exec", "-n", ns.name(), "app", "--", "echo", "renewed"], None).await;
+    let (code, out, err) = kubectl_with(
+        &cluster,
+        &[],
+        &["exec", "-n", ns.name(), "app", "--", "echo", "renewed"],
+        None,
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "renewed\n"), "{err}");
     drop(follow);
     delete_node(&cluster.client(), &node.name).await;

@@ -1001,16 +1001,34 @@ async fn sigterm_stops_cleanly_and_leaves_backend_pods_alone() {
     let (cluster, ns, mut node) = setup("sigterm", &[]).await;
     let client = cluster.client();
     create_pod(&client, ns.name(), pod("keep", &node.name)).await;
-    wait_pod(&client, ns.name(), "keep", Duration::from_secs(20), "Running", |p| phase(p) == "Running").await;
+    wait_pod(
+        &client,
+        ns.name(),
+        "keep",
+        Duration::from_secs(20),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = node.terminate(Duration::from_secs(15)).expect("vk-mock exits after SIGTERM");
+    let status = node
+        .terminate(Duration::from_secs(15))
+        .expect("vk-mock exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     let state = node.state(&node.name);
     assert!(
-        state.as_array().is_some_and(|a| a.iter().any(|e| e["key"]["name"] == "keep")),
+        state
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["key"]["name"] == "keep")),
         "the backend still holds the pod: {state}"
     );
-    let p = Api::<Pod>::namespaced(client.clone(), ns.name()).get("keep").await.unwrap();
-    assert!(p.metadata.deletion_timestamp.is_none(), "the API pod is untouched");
+    let p = Api::<Pod>::namespaced(client.clone(), ns.name())
+        .get("keep")
+        .await
+        .unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_none(),
+        "the API pod is untouched"
+    );
     delete_node(&client, &node.name).await;
 }

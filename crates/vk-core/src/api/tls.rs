@@ -124,7 +124,16 @@ pub async fn serve_from_csr(
     stop: CancellationToken,
 ) {
     loop {
-        let expiry = match request_certificate(&client, &store, &node, &ips, renewal.lifetime, &stop).await {
+        let expiry = match request_certificate(
+            &client,
+            &store,
+            &node,
+            &ips,
+            renewal.lifetime,
+            &stop,
+        )
+        .await
+        {
             Ok(Some(expiry)) => expiry,
             Ok(None) => return,
             Err(e) => {
@@ -280,9 +289,22 @@ mod renewal_tests {
     #[test]
     fn renews_at_80_percent_by_default_or_before_a_margin() {
         let d = CsrRenewal::default();
-        assert_eq!(d.renew_in(Duration::from_secs(1000)), Duration::from_secs(800));
-        let margin = CsrRenewal { lifetime: None, renew_before: Some(Duration::from_secs(590)) };
-        assert_eq!(margin.renew_in(Duration::from_secs(600)), Duration::from_secs(10));
-        assert_eq!(margin.renew_in(Duration::from_secs(100)), Duration::from_secs(5), "never a busy loop");
+        assert_eq!(
+            d.renew_in(Duration::from_secs(1000)),
+            Duration::from_secs(800)
+        );
+        let margin = CsrRenewal {
+            lifetime: None,
+            renew_before: Some(Duration::from_secs(590)),
+        };
+        assert_eq!(
+            margin.renew_in(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            margin.renew_in(Duration::from_secs(100)),
+            Duration::from_secs(5),
+            "never a busy loop"
+        );
     }
 }
