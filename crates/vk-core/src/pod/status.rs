@@ -167,6 +167,21 @@ fn normalised(s: &PodStatus) -> PodStatus {
     if let Some(cs) = s.conditions.as_mut() {
         cs.sort_by(|a, b| a.type_.cmp(&b.type_));
     }
+    for statuses in [
+        s.init_container_statuses.as_mut(),
+        s.container_statuses.as_mut(),
+        s.ephemeral_container_statuses.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for c in statuses {
+            // The API always holds `state` and `lastState`, as `{}` when empty:
+            // a backend that leaves them out means the same.
+            c.state.get_or_insert_with(Default::default);
+            c.last_state.get_or_insert_with(Default::default);
+        }
+    }
     s
 }
 
@@ -282,13 +297,20 @@ mod tests {
         }
         backend.start_time = Some(precise(5));
         let written = merge_status(None, &backend, "h", &precise(100));
-        // What the watch returns: the same status, times to the second.
-        let stored: PodStatus =
+        // What the watch returns: the same status, times to the second, and
+        // `lastState: {}` where the backend left it out.
+        let mut stored: PodStatus =
             serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
         assert_ne!(
             stored, written,
             "the round trip drops the sub-second digits"
         );
+        assert!(
+            written.container_statuses.as_ref().unwrap()[0]
+                .last_state
+                .is_none()
+        );
+        stored.container_statuses.as_mut().unwrap()[0].last_state = Some(Default::default());
         let again = merge_status(Some(&stored), &backend, "h", &precise(200));
         assert!(!status_changed(Some(&stored), &again));
         // A real change is still one.

@@ -110,7 +110,11 @@ impl MockNode {
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
-            .args(["--kubelet-port", &free_port().to_string()])
+            .args(if self.args.iter().any(|a| a == "--kubelet-port") {
+                vec![]
+            } else {
+                vec!["--kubelet-port".to_string(), free_port().to_string()]
+            })
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--unhealthy-file")
