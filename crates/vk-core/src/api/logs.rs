@@ -73,7 +73,8 @@ pub fn parse_log_query(query: &str) -> Result<LogOptions, String> {
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes and `+` in a query component; `None` when malformed or not UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

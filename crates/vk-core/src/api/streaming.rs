@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use vk_spdy::{Connection, ConnectionHandle, Stream};
 
+use super::logs::percent_decode;
 use super::{AppState, has_container, status, websocket};
 use crate::provider::{ExecIo, PodKey, TermSize};
 
@@ -130,29 +131,6 @@ pub fn parse_command_query(query: &str) -> Result<CommandOptions, String> {
         return Err("you must specify at least one of stdin, stdout, stderr".into());
     }
     Ok(o)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The protocols a client offers in `X-Stream-Protocol-Version` (repeated or comma-separated).
