@@ -17,6 +17,7 @@ mod go_build;
 mod helm_build;
 mod images;
 mod kubectl;
+mod metrics_server_build;
 mod oci;
 mod process;
 mod progress;
@@ -53,6 +54,8 @@ commands:
   charts [--kubeconfig PATH]  helm lint, helm template and a server-side dry run of every chart
                               in charts/ (default cluster: target/cluster, started if needed)
   helm-path                   print the path of the pinned helm binary (building it if needed)
+  metrics-server-path         print the path of the pinned metrics-server binary (building it
+                              if needed)
   bench [OPTIONS]             benchmark a kubelet on a fresh cluster (target/bench-cluster);
                               figures in target/bench/NAME.json; `cargo xtask bench --help`
   help                        this text
@@ -110,6 +113,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "build-images" => images::run(rest)?,
         "charts" => charts::run(rest)?,
         "helm-path" => println!("{}", helm_build::ensure_built()?.display()),
+        "metrics-server-path" => {
+            println!("{}", metrics_server_build::ensure_built()?.display())
+        }
         "test" => return test::run(),
         "demo" => demo::run()?,
         "bench" => bench::run(rest)?,

@@ -15,6 +15,8 @@ use serde_json::json;
 
 pub use vk_test_support::{TestCluster, TestNamespace};
 
+pub mod test_host;
+
 /// Waits until `check` is true; panics naming `what` after `timeout`.
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
