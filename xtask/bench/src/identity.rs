@@ -132,6 +132,61 @@ pub async fn kubelet_kubeconfig(
     Ok(out.to_path_buf())
 }
 
+/// Approves the kubelet's serving-certificate requests (signer
+/// `kubernetes.io/kubelet-serving`, requested by `user`), as an operator
+/// would: a kubelet with its certificate stops polling for it, so the
+/// steady-state figures do not depend on when the run started. Returns after
+/// the first approval, or after 3 minutes.
+pub async fn approve_serving_csrs(admin: Client, user: String) {
+    let api: Api<CertificateSigningRequest> = Api::all(admin);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(180) {
+        let pending = api
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                c.spec.signer_name == "kubernetes.io/kubelet-serving"
+                    && c.spec.username.as_deref() == Some(user.as_str())
+                    && c.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_none_or(|cs| cs.is_empty())
+            });
+        let mut approved = false;
+        for csr in pending {
+            let Some(name) = csr.metadata.name.clone() else {
+                continue;
+            };
+            let approval = serde_json::json!({
+                "status": { "conditions": [CertificateSigningRequestCondition {
+                    type_: "Approved".into(),
+                    status: "True".into(),
+                    reason: Some("Benchmark".into()),
+                    message: Some("approved by vk-bench, as an operator would".into()),
+                    ..Default::default()
+                }]}
+            });
+            match api
+                .patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval))
+                .await
+            {
+                Ok(_) => {
+                    eprintln!("bench: approved the kubelet's serving certificate request {name}");
+                    approved = true;
+                }
+                Err(e) => eprintln!("bench: approving {name}: {e}"),
+            }
+        }
+        if approved {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The admin kubeconfig (JSON, as `vkcp` writes it) with its user replaced by
 /// one authenticating with `cert_pem`/`key_pem`.
 pub fn with_client_cert(admin_kubeconfig: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<String> {

@@ -132,8 +132,13 @@ pub async fn run(args: RunArgs) -> Result<Report> {
     eprintln!("bench: starting the kubelet: {}", argv.join(" "));
     let spawned_at = Timestamp::now();
     let mut kubelet = Kubelet::spawn(&argv, &env, &log)?;
+    let approver = tokio::spawn(identity::approve_serving_csrs(
+        admin.clone(),
+        args.kubelet_user.clone(),
+    ));
     let result = measure(&args, &admin, &observer, &mut kubelet, &nodes).await;
     kubelet.stop().await;
+    approver.abort();
     let phases = result?;
 
     // The audit backend writes in batches: wait until the log stops growing.
@@ -451,12 +456,15 @@ async fn wait_stable(path: &Path) {
 }
 
 /// The kubelet's kind (for reports), argv and extra environment.
+type KubeletCommand = (String, Vec<String>, Vec<(String, String)>);
+
+/// Builds the kubelet's command line for `args`.
 fn kubelet_command(
     args: &RunArgs,
     node_prefix: &str,
     kubeconfig: &Path,
     out_dir: &Path,
-) -> Result<(String, Vec<String>, Vec<(String, String)>)> {
+) -> Result<KubeletCommand> {
     let [kubelet_port, metrics_port] = free_ports()?;
     let kubeconfig_s = kubeconfig.to_string_lossy().into_owned();
     let mut identity_flags = vec!["--nodename".to_string(), node_prefix.to_string()];

@@ -507,13 +507,11 @@ impl PodController {
             match self.backend_delete(pk, grace).await {
                 Ok(()) => {
                     if self.ctx.config.success_events {
-                        self.event(
-                            pod,
-                            false,
+                        self.ctx.success_event(
+                            pod.object_ref(&()),
                             "ProviderDeleteSuccess",
                             "Delete pod in provider successfully".into(),
-                        )
-                        .await;
+                        );
                     }
                 }
                 Err(e) => {
@@ -672,13 +670,11 @@ impl PodController {
                         .set(backend.values().map(Vec::len).sum::<usize>() as i64);
                 }
                 if self.ctx.config.success_events {
-                    self.event(
-                        pod,
-                        false,
+                    self.ctx.success_event(
+                        pod.object_ref(&()),
                         "ProviderCreateSuccess",
                         "Create pod in provider successfully".into(),
-                    )
-                    .await;
+                    );
                 }
                 Ok(entry)
             }
@@ -728,13 +724,11 @@ impl PodController {
                 Ok(()) => {
                     self.ctx.metrics.backend("update", "ok");
                     if self.ctx.config.success_events && new_spec != entry.spec_hash {
-                        self.event(
-                            pod,
-                            false,
+                        self.ctx.success_event(
+                            pod.object_ref(&()),
                             "ProviderUpdateSuccess",
                             "Update pod in provider successfully".into(),
-                        )
-                        .await;
+                        );
                     }
                 }
                 Err(e) => {
