@@ -27,6 +27,15 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "runc",
         "the OCI runtime podman runs containers with on these machines",
     ),
+    (
+        "iproute2",
+        "ip(8): the network namespace that gives a test node a routable address",
+    ),
+    ("curl", "direct requests to the kubelet API in the tests"),
+    (
+        "openssl",
+        "serving certificates signed by the test cluster's CA",
+    ),
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing (as root), or says what to

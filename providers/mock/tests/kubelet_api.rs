@@ -747,3 +747,128 @@ async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams()
     drop(follow);
     delete_node(&cluster.client(), &node.name).await;
 }
+
+/// Issues a serving certificate for 127.0.0.1 from the cluster CA with openssl,
+/// as an operator would, into `dir/{name}.crt` and `dir/{name}.key`.
+fn issue_serving_cert(cluster: &TestCluster, dir: &std::path::Path, name: &str) {
+    let pki = cluster.dir().join("pki");
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let crt = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ok = |c: &mut std::process::Command| assert!(c.status().unwrap().success(), "{c:?}");
+    ok(std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+        ])
+        .arg(format!("/O=system:nodes/CN=system:node:{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(std::process::Stdio::null()));
+    ok(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(pki.join("ca.crt"))
+        .arg("-CAkey")
+        .arg(pki.join("ca.key"))
+        .arg("-set_serial")
+        .arg(format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_007
+        ))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null()));
+}
+
+#[tokio::test]
+async fn serving_certificate_from_files_is_reloaded_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, ns) = cluster_and_namespace("files").await;
+    issue_serving_cert(&cluster, dir.path(), "first");
+    let cert = dir.path().join("serving.crt");
+    let key = dir.path().join("serving.key");
+    std::fs::copy(dir.path().join("first.crt"), &cert).unwrap();
+    std::fs::copy(dir.path().join("first.key"), &key).unwrap();
+    let node = MockNode::start(
+        &cluster,
+        &unique("files"),
+        &[
+            "--serving-cert-file",
+            cert.to_str().unwrap(),
+            "--serving-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    let client = cluster.client();
+    let name = node.name.clone();
+    wait_for(Duration::from_secs(20), "node Ready", || {
+        let c = client.clone();
+        let n = name.clone();
+        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
+    })
+    .await;
+    create_pod(&client, ns.name(), pod("app", &node.name)).await;
+    wait_pod(
+        &client,
+        ns.name(),
+        "app",
+        Duration::from_secs(20),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await;
+    let port = kubelet_port(&cluster, &node.name).await;
+    let first = served_cert(port).await;
+    // The apiserver trusts the operator's certificate: logs work without any CSR.
+    let (code, _, err) =
+        MockNode::kubectl(&cluster, &["logs", "-n", ns.name(), "app", "--tail=1"]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Rotate the files in place: the new certificate is served without a restart.
+    issue_serving_cert(&cluster, dir.path(), "second");
+    std::fs::copy(dir.path().join("second.key"), &key).unwrap();
+    std::fs::copy(dir.path().join("second.crt"), &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = served_cert(port).await;
+        if !now.is_empty() && now != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, out, err) = kubectl_with(
+        &cluster,
+        &[],
+        &["exec", "-n", ns.name(), "app", "--", "echo", "rotated"],
+        None,
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "rotated\n"), "{err}");
+    delete_node(&client, &node.name).await;
+}

@@ -50,3 +50,24 @@ pub fn provider_error(e: &crate::ProviderError) -> Response {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_capability_is_501_with_a_status_body() {
+        let resp = provider_error(&crate::ProviderError::NotImplemented("exec"));
+        assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["kind"], "Status");
+        assert_eq!(v["code"], 501);
+        assert_eq!(v["reason"], "NotImplemented");
+        assert!(v["message"].as_str().unwrap().contains("exec"));
+        let nf = provider_error(&crate::ProviderError::NotFound("p".into()));
+        assert_eq!(nf.status(), StatusCode::NOT_FOUND);
+        let un = provider_error(&crate::ProviderError::Unavailable("down".into()));
+        assert_eq!(un.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
