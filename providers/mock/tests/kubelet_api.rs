@@ -16,32 +16,7 @@ async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
 }
 
 async fn running_pod_with(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
-    let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = MockNode::start(&cluster, &unique(prefix), extra);
-    let client = cluster.client();
-    let name = node.name.clone();
-    wait_for(Duration::from_secs(20), "node Ready", || {
-        let client = client.clone();
-        let name = name.clone();
-        async move {
-            node_ready(&client, &name)
-                .await
-                .is_some_and(|(s, _)| s == "True")
-        }
-    })
-    .await;
-    approve_serving_csr(&cluster, &node.name).await;
-    create_pod(&client, ns.name(), pod("app", &node.name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "app",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
-    (cluster, ns, node)
+    running_app(prefix, extra).await
 }
 
 #[tokio::test]

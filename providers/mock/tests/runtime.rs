@@ -17,21 +17,7 @@ use serde_json::json;
 use support::*;
 
 async fn setup(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
-    let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = MockNode::start(&cluster, &unique(prefix), extra);
-    let client = cluster.client();
-    let name = node.name.clone();
-    wait_for(Duration::from_secs(20), "node Ready", || {
-        let client = client.clone();
-        let name = name.clone();
-        async move {
-            node_ready(&client, &name)
-                .await
-                .is_some_and(|(s, _)| s == "True")
-        }
-    })
-    .await;
-    (cluster, ns, node)
+    ready_node(prefix, extra).await
 }
 
 #[tokio::test]

@@ -434,3 +434,44 @@ impl MockNode {
         )
     }
 }
+
+/// Waits until the node's Ready condition is True.
+pub async fn wait_node_ready(cluster: &TestCluster, name: &str, timeout: Duration) {
+    let client = cluster.client();
+    wait_for(timeout, "node Ready", || {
+        let client = client.clone();
+        let name = name.to_string();
+        async move {
+            node_ready(&client, &name)
+                .await
+                .is_some_and(|(s, _)| s == "True")
+        }
+    })
+    .await;
+}
+
+/// A fresh namespace and a Ready `vk-mock` node named `<prefix>-<random>`.
+pub async fn ready_node(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
+    let (cluster, ns) = cluster_and_namespace(prefix).await;
+    let node = MockNode::start(&cluster, &unique(prefix), extra);
+    wait_node_ready(&cluster, &node.name, Duration::from_secs(20)).await;
+    (cluster, ns, node)
+}
+
+/// [`ready_node`] with its serving certificate approved and a Running pod `app`.
+pub async fn running_app(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
+    let (cluster, ns, node) = ready_node(prefix, extra).await;
+    approve_serving_csr(&cluster, &node.name).await;
+    let client = cluster.client();
+    create_pod(&client, ns.name(), pod("app", &node.name)).await;
+    wait_pod(
+        &client,
+        ns.name(),
+        "app",
+        Duration::from_secs(20),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await;
+    (cluster, ns, node)
+}
