@@ -35,6 +35,7 @@ usage: cargo xtask bench [OPTIONS]
                            when M > 1; {node} {kubeconfig} {kubelet_port} {metrics_port} are
                            filled in
   --qps Q, --burst B       passed to the kubelet as --kube-api-qps/--kube-api-burst
+  --kubelet-args 'ARGS'    more arguments for the kubelet (e.g. '--no-success-events')
   --with-floor             run the floor first (own fresh cluster) and report the ratios
   --name NAME              output name: target/bench/NAME.json (default from the options)
   --steady-secs S          steady-state window (default 60)
@@ -50,6 +51,8 @@ struct Options {
     with_floor: bool,
     kubelet: Option<String>,
     kubelet_cmd: Option<String>,
+    /// Only for the kubelet under test, not for the floor.
+    kubelet_args: Option<String>,
     pods: Option<String>,
     nodes: Option<String>,
     mode: Option<String>,
@@ -88,6 +91,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--with-floor" => o.with_floor = true,
             "--kubelet" => o.kubelet = Some(value(flag)?),
             "--kubelet-cmd" => o.kubelet_cmd = Some(value(flag)?),
+            "--kubelet-args" => o.kubelet_args = Some(value(flag)?),
             "--pods" => o.pods = Some(value(flag)?),
             "--nodes" => o.nodes = Some(value(flag)?),
             "--mode" => o.mode = Some(value(flag)?),
@@ -196,6 +200,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "--floor-result".to_string(),
             f.to_string_lossy().into_owned(),
         ]);
+    }
+    if let Some(extra) = &opts.kubelet_args {
+        a.extend(["--kubelet-args".to_string(), extra.clone()]);
     }
     runs.push((name.clone(), a));
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::events::v1::Event as ApiEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::metrics::Metrics;
@@ -113,11 +113,8 @@ impl NodeContext {
         let ctx = self.clone();
         tokio::spawn(async move {
             let event = ctx.normal_event(&object, reason, note);
-            let namespace = object.namespace.as_deref().unwrap_or("default");
             ctx.limiter.acquire().await;
-            let res = Api::<ApiEvent>::namespaced(ctx.client.clone(), namespace)
-                .create(&PostParams::default(), &event)
-                .await;
+            let res = crate::pod::writes::create_event(&ctx.client, &event).await;
             ctx.metrics.api("create", "events", res.is_ok());
             if let Err(e) = res {
                 tracing::debug!(reason, error = %e, "could not record event");

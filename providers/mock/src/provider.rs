@@ -44,7 +44,9 @@ struct Inner {
     node: String,
     resources: NodeResources,
     ips: Arc<IpAllocator>,
-    pods: Mutex<HashMap<PodKey, MockPod>>,
+    // Boxed: a `MockPod` holds a whole Pod inline (kilobytes), and a map
+    // stores its values inline in every slot, used or not.
+    pods: Mutex<HashMap<PodKey, Box<MockPod>>>,
     reserved: Mutex<HashMap<PodKey, Ipv4Addr>>,
     notifier: OnceLock<StatusNotifier>,
     state_file: Option<PathBuf>,
@@ -97,14 +99,14 @@ impl MockProvider {
                 let script = Script::of(&sp.pod).ok().flatten();
                 pods.insert(
                     sp.key.clone(),
-                    MockPod {
+                    Box::new(MockPod {
                         volumes: state::decode_volumes(&sp.volumes),
                         pod: sp.pod,
                         ip,
                         status: sp.status,
                         script,
                         timeline: None,
-                    },
+                    }),
                 );
             }
         }
@@ -177,7 +179,7 @@ impl MockProvider {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, MockPod>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, Box<MockPod>>> {
         self.pods.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -552,14 +554,14 @@ impl Provider for MockProvider {
         });
         pods.insert(
             key,
-            MockPod {
+            Box::new(MockPod {
                 pod: resolved.pod.clone(),
                 volumes: resolved.volumes.clone(),
                 ip,
                 status,
                 script,
                 timeline: timeline_task,
-            },
+            }),
         );
         drop(pods);
         self.inner.dirty.notify_one();

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// `{kubeconfig}`, `{kubelet_port}` and `{metrics_port}` in it are filled in.
     #[arg(long)]
     pub kubelet_cmd: Option<String>,
+    /// Extra arguments for the kubelet, e.g. `--kubelet-args '--no-success-events'`
+    /// (split like a shell would; added after the ones the harness gives).
+    #[arg(long)]
+    pub kubelet_args: Option<String>,
     /// The vk-mock binary (default: `vk-mock` next to this program).
     #[arg(long)]
     pub mock_bin: Option<PathBuf>,
@@ -535,6 +539,9 @@ fn kubelet_command(
     };
     argv.extend(identity_flags);
     argv.extend(rate_flags);
+    if let Some(extra) = &args.kubelet_args {
+        argv.extend(cmdline::split(extra)?);
+    }
     let env = vec![
         ("KUBECONFIG".to_string(), kubeconfig_s),
         ("KUBELET_PORT".to_string(), kubelet_port.to_string()),

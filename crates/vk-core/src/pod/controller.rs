@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -26,6 +26,7 @@ use super::env::{self, EnvSources};
 use super::queue::{Backoff, WorkQueue};
 use super::status::{merge_status, status_changed};
 use super::volumes;
+use super::writes;
 use crate::context::NodeContext;
 use crate::objects::ApiObjects;
 use crate::provider::{PodKey, Provider, ProviderError, ResolvedPod, StatusNotifier, StatusUpdate};
@@ -540,9 +541,7 @@ impl PodController {
             ..Default::default()
         };
         self.ctx.limiter.acquire().await;
-        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), &pk.namespace)
-            .delete(&pk.name, &dp)
-            .await;
+        let res = writes::delete_pod(&self.ctx.client, &pk.namespace, &pk.name, &dp).await;
         self.ctx.metrics.api("delete", "pods", res.is_ok());
         match res {
             Ok(_) => {
@@ -778,13 +777,13 @@ impl PodController {
         // The uid in the patch is a precondition: a recreated pod is never written to.
         let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": new });
         self.ctx.limiter.acquire().await;
-        let res = Api::<Pod>::namespaced(self.ctx.client.clone(), ns)
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
-            .await;
+        let res = writes::patch_pod_status(
+            &self.ctx.client,
+            ns,
+            &pod.name_any(),
+            &Patch::Strategic(patch),
+        )
+        .await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
         match res {
             Ok(_) => Outcome::Done,

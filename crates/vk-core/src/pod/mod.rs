@@ -5,11 +5,13 @@
 //! - [`volumes`]: configMap/secret/downwardAPI/projected volume files and tokens.
 //! - [`status`]: merging backend status into the API status (pure).
 //! - [`queue`]: the work queue with per-key serialisation and backoff.
+//! - [`writes`]: the API writes whose answer is not read (status, delete, events).
 
 pub mod controller;
 pub mod env;
 pub mod queue;
 pub mod status;
 pub mod volumes;
+pub mod writes;
 
 pub use controller::PodController;
