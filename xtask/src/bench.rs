@@ -184,7 +184,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let out = out_dir.join(format!("{name}.json"));
     let mut a = run_args(&dir, &name, &out, &opts);
     match (opts.kind(), &opts.kubelet_cmd) {
-        ("custom", Some(cmd)) => a.extend(["--kubelet-cmd".to_string(), cmd.clone()]),
+        ("custom", Some(cmd)) => a.push(format!("--kubelet-cmd={cmd}")),
         ("floor", _) => a.extend(["--kubelet".to_string(), "floor".to_string()]),
         _ => {
             if let Some(mock) = &bins.mock {
@@ -202,7 +202,8 @@ pub fn run(args: &[String]) -> Result<()> {
         ]);
     }
     if let Some(extra) = &opts.kubelet_args {
-        a.extend(["--kubelet-args".to_string(), extra.clone()]);
+        // One word with `=`: the value itself starts with `--`.
+        a.push(format!("--kubelet-args={extra}"));
     }
     runs.push((name.clone(), a));
 

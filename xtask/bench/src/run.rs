@@ -65,11 +65,11 @@ pub struct RunArgs {
     /// `--kubeconfig` (also KUBECONFIG), `--nodes M` when M > 1, KUBELET_PORT, and
     /// `--kube-api-qps/--kube-api-burst` when --qps/--burst are given; `{node}`,
     /// `{kubeconfig}`, `{kubelet_port}` and `{metrics_port}` in it are filled in.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub kubelet_cmd: Option<String>,
     /// Extra arguments for the kubelet, e.g. `--kubelet-args '--no-success-events'`
     /// (split like a shell would; added after the ones the harness gives).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub kubelet_args: Option<String>,
     /// The vk-mock binary (default: `vk-mock` next to this program).
     #[arg(long)]
