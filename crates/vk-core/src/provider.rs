@@ -287,6 +287,19 @@ pub trait Provider: Send + Sync + 'static {
     /// Every workload this backend holds for this node (adoption, orphan removal, resync).
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>>;
 
+    /// Identity and status of every workload: all the periodic reconcile reads.
+    /// The default takes them from [`Provider::list_pods`]; a provider that
+    /// keeps whole pods in memory should answer without copying them (the
+    /// reconcile runs every minute over every pod of the node).
+    async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {
+        Ok(self
+            .list_pods()
+            .await?
+            .into_iter()
+            .map(|p| (p.key, p.status))
+            .collect())
+    }
+
     /// Subscribe to status pushes. Providers that can push return `true` after storing
     /// the notifier; the core then relies on pushes and a slow periodic reconcile.
     /// Providers that cannot push return `false` and are reconciled every

@@ -632,6 +632,15 @@ impl Provider for MockProvider {
             .collect())
     }
 
+    async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {
+        Ok(self
+            .inner
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.status.clone()))
+            .collect())
+    }
+
     async fn container_logs(
         &self,
         key: &PodKey,

@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::env::{self, EnvSources};
 use super::queue::{Backoff, WorkQueue};
-use super::status::{merge_status, status_changed};
+use super::status::{merge_status, status_changed, status_fingerprint};
 use super::volumes;
 use super::writes;
 use crate::context::NodeContext;
@@ -60,6 +60,20 @@ pub struct PodController {
     /// (grace period set to 0, then gone), and the first must not cause a
     /// second DELETE.
     api_deleted: Mutex<HashMap<ObjectKey, String>>,
+    /// The last status write per pod: UID, the resourceVersion it was based
+    /// on, and a fingerprint of the backend status it carried. Until the watch
+    /// brings that write back, the store still shows the older object; a sync
+    /// in that window (another event, a resync) would write the same status
+    /// again.
+    written: Mutex<HashMap<ObjectKey, StatusWrite>>,
+}
+
+/// See [`PodController::written`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatusWrite {
+    uid: String,
+    based_on: String,
+    backend: u64,
 }
 
 enum Outcome {
@@ -86,6 +100,7 @@ impl PodController {
             node_allocatable: Mutex::default(),
             vanished: Mutex::default(),
             api_deleted: Mutex::default(),
+            written: Mutex::default(),
         })
     }
 
@@ -105,6 +120,10 @@ impl PodController {
     /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
     pub fn api_pods(&self) -> Vec<Arc<Pod>> {
         self.store.state()
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, StatusWrite>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn api_deleted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, String>> {
@@ -321,23 +340,23 @@ impl PodController {
 
     /// Lists the backend and feeds every changed status in (the fallback for providers that do not push).
     async fn reconcile_backend(&self) {
-        match self.provider.list_pods().await {
+        match self.provider.list_statuses().await {
             Ok(pods) => {
                 self.ctx.metrics.backend("list", "ok");
                 let mut seen = HashSet::new();
-                for bp in pods {
-                    seen.insert(bp.key.clone());
+                for (key, status) in pods {
+                    seen.insert(key.clone());
                     let changed = {
                         let backend = self.backend_lock();
                         backend
-                            .get(&(bp.key.namespace.clone(), bp.key.name.clone()))
-                            .and_then(|es| es.iter().find(|e| e.uid == bp.key.uid))
-                            .is_some_and(|e| e.status.as_ref() != Some(&bp.status))
+                            .get(&(key.namespace.clone(), key.name.clone()))
+                            .and_then(|es| es.iter().find(|e| e.uid == key.uid))
+                            .is_some_and(|e| e.status.as_ref() != Some(&status))
                     };
                     if changed {
                         self.intake(StatusUpdate {
-                            key: bp.key,
-                            status: Some(bp.status),
+                            key,
+                            status: Some(status),
                         });
                     }
                 }
@@ -412,6 +431,7 @@ impl PodController {
         }
         let Some(pod) = pod else {
             self.api_deleted_lock().remove(key);
+            self.written_lock().remove(key);
             return Outcome::Done;
         };
         let Some(pk) = PodKey::of(&pod) else {
@@ -774,6 +794,17 @@ impl PodController {
         ) else {
             return Outcome::Done;
         };
+        let key = (ns.to_string(), pod.name_any());
+        let this_write = StatusWrite {
+            uid: uid.to_string(),
+            based_on: pod.metadata.resource_version.clone().unwrap_or_default(),
+            backend: status_fingerprint(backend_status),
+        };
+        if self.written_lock().get(&key) == Some(&this_write) {
+            // Our own write of this very status has not come back on the watch
+            // yet; when it does, the pod is synced again against it.
+            return Outcome::Done;
+        }
         // The uid in the patch is a precondition: a recreated pod is never written to.
         let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": new });
         self.ctx.limiter.acquire().await;
@@ -786,7 +817,10 @@ impl PodController {
         .await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
         match res {
-            Ok(_) => Outcome::Done,
+            Ok(_) => {
+                self.written_lock().insert(key, this_write);
+                Outcome::Done
+            }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Outcome::Done,
             Err(e) => {
                 warn!(error = %e, "writing pod status failed");

@@ -162,6 +162,18 @@ pub fn status_changed(current: Option<&PodStatus>, new: &PodStatus) -> bool {
     }
 }
 
+/// A fingerprint of a status as it would be written: equal for statuses
+/// [`status_changed`] considers the same.
+pub fn status_fingerprint(s: &PodStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match serde_json::to_vec(&normalised(s)) {
+        Ok(bytes) => bytes.hash(&mut h),
+        Err(_) => format!("{s:?}").hash(&mut h),
+    }
+    h.finish()
+}
+
 fn normalised(s: &PodStatus) -> PodStatus {
     let mut s = s.clone();
     if let Some(cs) = s.conditions.as_mut() {
