@@ -31,6 +31,20 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "ip(8): the network namespace that gives a test node a routable address",
     ),
+    (
+        "busybox-static",
+        "the static /bin/busybox the edge tests' images are built from, FROM scratch \
+         (vk-test-support's busybox_image)",
+    ),
+    (
+        "docker-registry",
+        "the local registry with basic auth behind the edge tests' image pull secrets \
+         (vk-test-support's Registry)",
+    ),
+    (
+        "apache2-utils",
+        "htpasswd(1): the bcrypt password file of the edge tests' registry",
+    ),
     ("curl", "direct requests to the kubelet API in the tests"),
     (
         "openssl",
