@@ -1,0 +1,121 @@
+//! `vk-edge`: a virtual kubelet whose backend is a Docker or Podman engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use vk_core::cli::KubeletArgs;
+use vk_edge::EdgeProvider;
+use vk_edge::config::EdgeConfig;
+use vk_edge::engine::{Engine, EngineOptions};
+use vk_edge::spec::Policy;
+
+/// A virtual kubelet that runs pods as containers on a Docker or Podman engine.
+#[derive(Parser, Debug)]
+#[command(name = "vk-edge", version, about)]
+struct Cli {
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+
+    /// The engine's API: unix:///path/to.sock, tcp://host:port, or
+    /// tcp://host:port / https://host:port with the TLS options.
+    #[arg(
+        long = "engine-endpoint",
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    engine_endpoint: String,
+
+    /// CA certificate of the engine's TLS endpoint.
+    #[arg(long = "engine-tls-ca")]
+    engine_tls_ca: Option<PathBuf>,
+
+    /// Client certificate for the engine's TLS endpoint.
+    #[arg(long = "engine-tls-cert")]
+    engine_tls_cert: Option<PathBuf>,
+
+    /// Client key for the engine's TLS endpoint.
+    #[arg(long = "engine-tls-key")]
+    engine_tls_key: Option<PathBuf>,
+
+    /// The engine network pods' infra containers join.
+    #[arg(long = "engine-network", default_value = "bridge")]
+    engine_network: String,
+
+    /// Allow containers with `securityContext.privileged: true`.
+    #[arg(long = "allow-privileged")]
+    allow_privileged: bool,
+
+    /// Allow hostPath volumes under this directory (repeatable).
+    #[arg(long = "allow-host-path", value_name = "PREFIX")]
+    allow_host_path: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("vk-edge: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    vk_core::runtime::init_logging(&cli.kubelet);
+    let config = match &cli.kubelet.provider_config {
+        Some(path) => match EdgeConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vk-edge: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => EdgeConfig::default(),
+    };
+    for prefix in &cli.allow_host_path {
+        if !prefix.starts_with('/') {
+            eprintln!("vk-edge: --allow-host-path {prefix:?}: must be an absolute path");
+            return ExitCode::from(2);
+        }
+    }
+    let engine = match Engine::connect(&EngineOptions {
+        endpoint: cli.engine_endpoint.clone(),
+        tls_ca: cli.engine_tls_ca.clone(),
+        tls_cert: cli.engine_tls_cert.clone(),
+        tls_key: cli.engine_tls_key.clone(),
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("vk-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = Policy {
+        allow_privileged: cli.allow_privileged,
+        allowed_host_paths: cli.allow_host_path.clone(),
+        network: cli.engine_network.clone(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vk-edge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(vk_core::runtime::run(cli.kubelet.clone(), "edge", |node| {
+        let provider = EdgeProvider::new(node, engine.clone(), policy.clone(), config.node(node));
+        Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vk-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

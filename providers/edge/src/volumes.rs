@@ -1,0 +1,130 @@
+//! Pod volumes in the engine: the tar archive that carries the files the core
+//! materialised (configMap, secret, downwardAPI, projected) into an engine
+//! volume, and the clean-up of a pod's volumes.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
+use vk_core::{ProviderResult, VolumeFiles};
+
+use crate::engine::{Engine, map_error, status_of};
+use crate::spec::{LABEL_NODE, LABEL_UID};
+
+/// The files of one volume as a tar archive, with parent directories, the
+/// requested mode (0644 by default, like the kubelet's) and root ownership.
+pub fn archive(files: &VolumeFiles) -> std::io::Result<Vec<u8>> {
+    let mode = files
+        .default_mode
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0o644)
+        & 0o7777;
+    let mut t = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, content) in &files.files {
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|p| p == ".." || p.is_empty()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("volume file path {path:?} is not a relative path"),
+            ));
+        }
+        let mut parent = std::path::Path::new(rel).parent();
+        let mut chain = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            chain.push(p.to_path_buf());
+            parent = p.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if dirs.insert(dir.clone()) {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(0);
+                t.append_data(&mut h, &dir, std::io::empty())?;
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_size(content.len() as u64);
+        h.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        t.append_data(&mut h, rel, content.as_slice())?;
+    }
+    t.into_inner()
+}
+
+/// Removes every engine volume of pod `uid` on this node; whether there were any.
+pub async fn remove_for_pod(engine: &Engine, node: &str, uid: &str) -> ProviderResult<bool> {
+    let docker = engine.docker()?;
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_NODE}={node}"), format!("{LABEL_UID}={uid}")],
+    )]);
+    let list = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| map_error(e, "listing volumes"))?;
+    let volumes = list.volumes.unwrap_or_default();
+    for v in &volumes {
+        match docker
+            .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(map_error(e, &format!("removing volume {}", v.name))),
+        }
+    }
+    Ok(!volumes.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    #[test]
+    fn the_archive_has_parents_modes_and_contents() {
+        let files = VolumeFiles {
+            files: BTreeMap::from([
+                ("a.txt".to_string(), b"A".to_vec()),
+                ("sub/dir/b.txt".to_string(), b"BB".to_vec()),
+            ]),
+            default_mode: Some(0o400),
+        };
+        let bytes = archive(&files).unwrap();
+        let mut ar = tar::Archive::new(bytes.as_slice());
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().to_string();
+            let mode = e.header().mode().unwrap();
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            seen.push((path, mode, s));
+        }
+        assert!(seen.contains(&("a.txt".into(), 0o400, "A".into())));
+        assert!(seen.contains(&("sub/dir/b.txt".into(), 0o400, "BB".into())));
+        let dirs: Vec<_> = seen.iter().filter(|s| s.1 == 0o755).map(|s| s.0.clone()).collect();
+        assert_eq!(dirs, vec!["sub".to_string(), "sub/dir".to_string()]);
+    }
+
+    #[test]
+    fn paths_that_climb_out_are_refused() {
+        let files = VolumeFiles {
+            files: BTreeMap::from([("../etc/passwd".to_string(), b"x".to_vec())]),
+            default_mode: None,
+        };
+        assert!(archive(&files).is_err());
+    }
+}
