@@ -8,6 +8,7 @@
 //! - [`node`]: registration, lease, status and health of each node;
 //! - [`pod`]: the watch, work queue, env and volume resolution, status;
 //! - [`objects`]: cached reads of ConfigMaps, Secrets, Services and token requests;
+//! - [`registry`]: image pull credentials from pull secrets, matched to images;
 //! - [`api`]: the kubelet HTTPS API (logs, exec, attach, port-forward, stats);
 //! - [`health`]: metrics and health endpoints; [`metrics`]: the metrics themselves.
 //!
@@ -70,9 +71,10 @@ pub mod pod;
 pub mod provider;
 pub mod quantity;
 pub mod ratelimit;
+pub mod registry;
 pub mod runtime;
 
 pub use provider::{
-    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
-    StatusNotifier, VolumeFiles,
+    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, RegistryCredential,
+    ResolvedPod, StatusNotifier, VolumeFiles,
 };

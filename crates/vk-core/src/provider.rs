@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::{NodeAddress, Pod, PodStatus, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::sync::mpsc;
 
+pub use crate::registry::RegistryCredential;
+
 /// Errors a provider returns. The core decides what each means for the pod.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -91,13 +93,20 @@ pub struct VolumeFiles {
 
 /// A pod as handed to a provider: the API object with every container's `env`
 /// resolved to plain values (envFrom flattened, references and `$(VAR)` expanded,
-/// service links added), plus the files of the volumes the core materialises.
-#[derive(Clone, Debug)]
+/// service links added), the files of the volumes the core materialises, and
+/// the registry credentials of its image pull secrets.
+#[derive(Clone, Debug, Default)]
 pub struct ResolvedPod {
     /// The pod. `spec.containers[*].env` holds only literal values; `envFrom` is empty.
     pub pod: Pod,
     /// Materialised volume contents by volume name.
     pub volumes: BTreeMap<String, VolumeFiles>,
+    /// Credentials from the Secrets named in `spec.imagePullSecrets`, in the
+    /// order the pod lists them (a secret's own entries ordered by registry).
+    /// Secrets that are missing or unreadable are left out (the pod got a
+    /// `FailedToRetrieveImagePullSecret` event); the pod still runs, as with
+    /// the kubelet. Pick the one for an image with [`RegistryCredential::for_image`].
+    pub pull_credentials: Vec<RegistryCredential>,
 }
 
 impl ResolvedPod {
@@ -144,17 +153,54 @@ pub struct StatusUpdate {
     pub status: Option<PodStatus>,
 }
 
-/// The channel a provider pushes status changes into. Cheap to clone.
+/// A Kubernetes event about a pod, reported by a provider (image pulls, probe
+/// failures, container kills: what only the backend sees). The core records it
+/// on the pod with the node as its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    /// Which pod.
+    pub key: PodKey,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// The kubelet's reason (`Pulling`, `Failed`, `BackOff`, `Unhealthy`, `Killing`...).
+    pub reason: String,
+    /// The message.
+    pub message: String,
+}
+
+/// The channel a provider pushes status changes (and pod events) into. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StatusNotifier {
     tx: mpsc::UnboundedSender<StatusUpdate>,
+    events: Option<mpsc::UnboundedSender<PodEvent>>,
 }
 
 impl StatusNotifier {
-    /// A notifier and the receiving end the core reads.
+    /// A notifier and the receiving end the core reads. Events are dropped
+    /// unless [`StatusNotifier::with_events`] adds their channel.
     pub fn channel() -> (StatusNotifier, mpsc::UnboundedReceiver<StatusUpdate>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (StatusNotifier { tx }, rx)
+        (StatusNotifier { tx, events: None }, rx)
+    }
+
+    /// The same notifier, with pod events going to `events`.
+    pub fn with_events(self, events: mpsc::UnboundedSender<PodEvent>) -> StatusNotifier {
+        StatusNotifier {
+            events: Some(events),
+            ..self
+        }
+    }
+
+    /// Tell the core to record an event on a pod. Never blocks.
+    pub fn pod_event(&self, key: PodKey, warning: bool, reason: &str, message: String) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(PodEvent {
+                key,
+                warning,
+                reason: reason.to_string(),
+                message,
+            });
+        }
     }
 
     /// Tell the core that a pod's status changed. Never blocks; a closed core is ignored.

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use vk_core::provider::{ByteStream, ExecIo, LogOptions, PodUsage, Tunnel};
 use vk_core::{
-    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
-    StatusNotifier, VolumeFiles,
+    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, RegistryCredential,
+    ResolvedPod, StatusNotifier, VolumeFiles,
 };
 
 use crate::streams;
@@ -34,6 +34,9 @@ use crate::state::{self, StoredPod};
 struct MockPod {
     pod: Pod,
     volumes: BTreeMap<String, VolumeFiles>,
+    /// Container → registry of the pull credential its image would be pulled
+    /// with (what a real backend hands its image pull).
+    pulls: BTreeMap<String, String>,
     ip: Ipv4Addr,
     status: PodStatus,
     script: Option<Script>,
@@ -101,6 +104,7 @@ impl MockProvider {
                     sp.key.clone(),
                     Box::new(MockPod {
                         volumes: state::decode_volumes(&sp.volumes),
+                        pulls: sp.pulls,
                         pod: sp.pod,
                         ip,
                         status: sp.status,
@@ -223,6 +227,7 @@ async fn persist_loop(inner: Weak<Inner>) {
                 status: p.status.clone(),
                 ip: p.ip.to_string(),
                 volumes: state::encode_volumes(&p.volumes),
+                pulls: p.pulls.clone(),
             })
             .collect();
         drop(strong);
@@ -233,6 +238,27 @@ async fn persist_loop(inner: Weak<Inner>) {
             Err(e) => warn!(error = %e, "state writer task failed"),
         }
     }
+}
+
+/// Which pull credential each container's image gets: the registry of the one
+/// [`RegistryCredential::for_image`] picks, for containers that get one.
+fn pull_registries(resolved: &ResolvedPod) -> BTreeMap<String, String> {
+    resolved
+        .pod
+        .spec
+        .iter()
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
+        .filter_map(|c| {
+            let image = c.image.as_deref()?;
+            let cred = RegistryCredential::for_image(&resolved.pull_credentials, image)?;
+            Some((c.name.clone(), cred.registry.clone()))
+        })
+        .collect()
 }
 
 fn container_names(pod: &Pod) -> Vec<(String, String)> {
@@ -557,6 +583,7 @@ impl Provider for MockProvider {
             Box::new(MockPod {
                 pod: resolved.pod.clone(),
                 volumes: resolved.volumes.clone(),
+                pulls: pull_registries(resolved),
                 ip,
                 status,
                 script,
@@ -579,6 +606,7 @@ impl Provider for MockProvider {
             .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
         p.pod = resolved.pod.clone();
         p.volumes = resolved.volumes.clone();
+        p.pulls = pull_registries(resolved);
         drop(pods);
         self.inner.dirty.notify_one();
         Ok(())

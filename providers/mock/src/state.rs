@@ -23,6 +23,9 @@ pub struct StoredPod {
     /// Volume files, base64 encoded, by volume and path.
     #[serde(default)]
     pub volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Container → registry of the pull credential its image gets (no secrets stored).
+    #[serde(default)]
+    pub pulls: BTreeMap<String, String>,
 }
 
 /// Encodes volume files for storage.

@@ -29,7 +29,9 @@ use super::volumes;
 use super::writes;
 use crate::context::NodeContext;
 use crate::objects::ApiObjects;
-use crate::provider::{PodKey, Provider, ProviderError, ResolvedPod, StatusNotifier, StatusUpdate};
+use crate::provider::{
+    PodKey, Provider, ProviderError, RegistryCredential, ResolvedPod, StatusNotifier, StatusUpdate,
+};
 
 /// Namespace and name of a pod: the unit of work.
 pub type ObjectKey = (String, String);
@@ -576,7 +578,7 @@ impl PodController {
         }
     }
 
-    /// Resolves env and volumes into what the provider receives.
+    /// Resolves env, volumes and pull credentials into what the provider receives.
     async fn resolve(
         &self,
         pod: &Pod,
@@ -649,13 +651,63 @@ impl PodController {
                 return Err(Outcome::Retry);
             }
         };
+        let pull_credentials = self.pull_credentials(pod, &pk.namespace).await;
         Ok((
             ResolvedPod {
                 pod: resolved,
                 volumes: materialised.volumes,
+                pull_credentials,
             },
             materialised.refresh_at,
         ))
+    }
+
+    /// The credentials of the pod's `imagePullSecrets`. A Secret that is
+    /// missing, unreadable or not a docker config is skipped with a
+    /// `FailedToRetrieveImagePullSecret` warning: like the
+    /// kubelet, the pod still runs, and the pull may work without it.
+    async fn pull_credentials(&self, pod: &Pod, namespace: &str) -> Vec<RegistryCredential> {
+        let names = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty());
+        let mut creds = Vec::new();
+        let mut failed = Vec::new();
+        for name in names {
+            let problem = match volumes::ObjectSource::secret(&*self.objects, namespace, name).await
+            {
+                Ok(Some(secret)) => match RegistryCredential::from_secret(&secret) {
+                    Ok(c) => {
+                        creds.extend(c);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Ok(None) => format!("secret {namespace}/{name} not found"),
+                Err(e) => e,
+            };
+            failed.push((name, problem));
+        }
+        if !failed.is_empty() {
+            let names: Vec<&str> = failed.iter().map(|(n, _)| *n).collect();
+            let problems: Vec<&str> = failed.iter().map(|(_, p)| p.as_str()).collect();
+            self.event(
+                pod,
+                true,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed: {}",
+                    names.join(", "),
+                    problems.join("; ")
+                ),
+            )
+            .await;
+        }
+        creds
     }
 
     async fn create(&self, pod: &Pod, pk: &PodKey) -> Result<BackendEntry, Outcome> {
