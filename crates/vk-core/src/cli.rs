@@ -37,6 +37,13 @@ pub struct KubeletArgs {
     #[arg(long = "full-resync-period", default_value = "1m", value_parser = parse_duration)]
     pub full_resync_period: Duration,
 
+    /// How often the files of a pod's configMap, secret, projected and
+    /// downwardAPI volumes are re-read to follow changes to their ConfigMaps
+    /// and Secrets (e.g. 30s, 1m). Only pods with such volumes are touched, and
+    /// the backend only when a file changed.
+    #[arg(long = "volume-refresh-period", default_value = "30s", value_parser = parse_duration)]
+    pub volume_refresh_period: Duration,
+
     /// Give up when the node is not registered within this time (0: wait forever).
     #[arg(long = "startup-timeout", default_value = "0s", value_parser = parse_duration)]
     pub startup_timeout: Duration,

@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub pod_sync_workers: usize,
     /// How often every pod is reconciled even without events.
     pub full_resync_period: Duration,
+    /// How often the files of configMap, secret, projected and downwardAPI
+    /// volumes are re-materialised to follow their objects (pods with such volumes only).
+    pub volume_refresh_period: Duration,
     /// Cluster domain for DNS (kept for providers that configure DNS).
     pub cluster_domain: String,
     /// Record `ProviderCreateSuccess`/`ProviderDeleteSuccess` events (upstream does).

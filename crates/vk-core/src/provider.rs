@@ -321,6 +321,11 @@ pub trait Provider: Send + Sync + 'static {
     async fn create_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
 
     /// Apply a changed spec or changed volume files to an existing workload.
+    /// The core calls it only when something the backend holds differs: the
+    /// images, or the files of a volume (a renewed token, a ConfigMap or
+    /// Secret that changed, seen within `--volume-refresh-period`; labels read
+    /// by a downwardAPI file). Spec updates are reported as `ProviderUpdateSuccess`;
+    /// file refreshes are not.
     async fn update_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
 
     /// Stop and remove the workload, honouring `grace` before killing it. Returns

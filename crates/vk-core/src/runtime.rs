@@ -120,6 +120,7 @@ where
             labels: args.node_labels.clone(),
             pod_sync_workers: args.pod_sync_workers as usize,
             full_resync_period: args.full_resync_period.max(Duration::from_secs(1)),
+            volume_refresh_period: args.volume_refresh_period.max(Duration::from_secs(1)),
             cluster_domain: args.cluster_domain.clone(),
             success_events: !args.no_success_events,
         };

@@ -42,8 +42,30 @@ struct BackendEntry {
     uid: String,
     status: Option<PodStatus>,
     spec_hash: u64,
+    /// Of the volume files the backend last received; 0: none, or not known.
     volumes_hash: u64,
+    /// [`volumes::downward_inputs_hash`] of the pod the files were made from.
+    downward_hash: u64,
+    /// When the volume files must be re-materialised: a token's renewal, or
+    /// the next `--volume-refresh-period` for files that follow ConfigMaps
+    /// and Secrets. `None`: never without a change to the pod.
     refresh_at: Option<SystemTime>,
+    /// When the queued re-sync for `refresh_at` fires, so that the syncs in
+    /// between (watch events, resyncs) do not queue a timer each.
+    timer: Option<Instant>,
+}
+
+/// Why a pod is resolved, which decides what the resolution may cost and report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// Before `create_pod`: may ask the provider for the pod's IP.
+    Create,
+    /// The spec of a running pod changed.
+    Update,
+    /// Volume files re-materialised (their objects, a token or the pod's
+    /// labels may have changed). Only failures are reported: a refresh that
+    /// finds nothing new must write nothing to the API.
+    Refresh,
 }
 
 /// The pod controller of one node.
@@ -285,12 +307,18 @@ impl PodController {
                         let mut backend = self.backend_lock();
                         for bp in pods {
                             let key = (bp.key.namespace.clone(), bp.key.name.clone());
+                            // What files the workload holds is not known (and its
+                            // objects or tokens may have changed while this process
+                            // was down): the first sync re-materialises them, and
+                            // pushes them when the pod has any.
                             let entry = BackendEntry {
                                 uid: bp.key.uid.clone(),
                                 status: Some(bp.status),
                                 spec_hash: spec_hash(&bp.pod),
                                 volumes_hash: 0,
-                                refresh_at: None,
+                                downward_hash: 0,
+                                refresh_at: Some(SystemTime::UNIX_EPOCH),
+                                timer: None,
                             };
                             backend.entry(key.clone()).or_default().push(entry);
                             keys.push(key);
@@ -464,17 +492,31 @@ impl PodController {
             },
         };
 
-        // 3. Spec or volume changes, token refresh.
-        let due = entry.refresh_at.is_some_and(|t| t <= SystemTime::now());
-        if (spec_hash(&pod) != entry.spec_hash || due)
-            && let Some(outcome) = self.update(&pod, &pk, &entry).await
+        // 3. Spec changes; volume files whose inputs may have changed (token
+        // renewal, ConfigMaps and Secrets every --volume-refresh-period, labels
+        // and annotations read by downwardAPI files). A finished pod's files
+        // are left as they are, as the kubelet does.
+        let due = !terminal && entry.refresh_at.is_some_and(|t| t <= SystemTime::now());
+        let spec_changed = spec_hash(&pod) != entry.spec_hash;
+        let downward_changed =
+            !terminal && volumes::downward_inputs_hash(&pod) != entry.downward_hash;
+        if (spec_changed || downward_changed || due)
+            && let Some(outcome) = self.update(&pod, &pk, &entry, spec_changed).await
         {
             return outcome;
         }
-        if let Some(at) = self.entry(key, &pk.uid).and_then(|e| e.refresh_at) {
-            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            self.queue
-                .add_after(key.clone(), wait.max(Duration::from_secs(1)));
+        if let Some(at) = self
+            .entry(key, &pk.uid)
+            .and_then(|e| e.refresh_at)
+            .filter(|_| !terminal)
+        {
+            let wait = at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            if self.arm_timer(key, &pk.uid, Instant::now() + wait) {
+                self.queue.add_after(key.clone(), wait);
+            }
         }
 
         // 4. Status.
@@ -488,6 +530,24 @@ impl PodController {
         self.backend_lock()
             .get(key)
             .and_then(|es| es.iter().find(|e| e.uid == uid).cloned())
+    }
+
+    /// Records a re-sync timer firing at `deadline`; `false` when one that fires
+    /// no later is already pending (the pod needs no second one).
+    fn arm_timer(&self, key: &ObjectKey, uid: &str, deadline: Instant) -> bool {
+        let mut armed = false;
+        self.with_entry(key, uid, |e| {
+            // A second of slack: `deadline` is recomputed from the wall clock
+            // on every sync and wobbles against the monotonic one.
+            let covered = e
+                .timer
+                .is_some_and(|t| t > Instant::now() && t <= deadline + Duration::from_secs(1));
+            if !covered {
+                e.timer = Some(deadline);
+                armed = true;
+            }
+        });
+        armed
     }
 
     async fn backend_delete(&self, pk: &PodKey, grace: Duration) -> Result<(), ProviderError> {
@@ -578,12 +638,15 @@ impl PodController {
         }
     }
 
-    /// Resolves env, volumes and pull credentials into what the provider receives.
+    /// Resolves env, volumes and pull credentials into what the provider
+    /// receives, and when the volume files are due for a refresh.
     async fn resolve(
         &self,
         pod: &Pod,
         pk: &PodKey,
+        purpose: Purpose,
     ) -> Result<(ResolvedPod, Option<SystemTime>), Outcome> {
+        let report = purpose != Purpose::Refresh;
         let (cm_names, secret_names) = env::referenced_objects(pod);
         let mut src = EnvSources {
             host_ip: self.ctx.config.node_ip.clone(),
@@ -625,17 +688,28 @@ impl PodController {
             .unwrap_or(true);
         src.services = self.objects.services_for(&pk.namespace, links);
         if env::needs_pod_ip(pod) {
-            match self.provider.allocate_pod_ip(pk).await {
-                Ok(ip) => src.pod_ip = ip,
-                Err(e) => {
-                    warn!(pod = %pk, error = %e, "pod IP not known before start");
+            if purpose == Purpose::Create {
+                match self.provider.allocate_pod_ip(pk).await {
+                    Ok(ip) => src.pod_ip = ip,
+                    Err(e) => {
+                        warn!(pod = %pk, error = %e, "pod IP not known before start");
+                    }
                 }
+            } else {
+                // A running workload has its IP: asking the provider again
+                // would reserve another one.
+                let key = (pk.namespace.clone(), pk.name.clone());
+                src.pod_ip = self
+                    .entry(&key, &pk.uid)
+                    .and_then(|e| e.status)
+                    .and_then(|s| s.pod_ip)
+                    .or_else(|| pod.status.as_ref().and_then(|s| s.pod_ip.clone()));
             }
         }
         let mut resolved = pod.clone();
         match env::resolve_pod_env(&mut resolved, &src) {
             Ok(events) => {
-                for ev in events {
+                for ev in events.into_iter().filter(|_| report) {
                     self.event(pod, ev.warning, ev.reason, ev.message).await;
                 }
             }
@@ -651,22 +725,34 @@ impl PodController {
                 return Err(Outcome::Retry);
             }
         };
-        let pull_credentials = self.pull_credentials(pod, &pk.namespace).await;
+        let mut refresh_at = materialised.refresh_at;
+        if volumes::follows_objects(pod) {
+            // Reads go through the object cache; the timer runs only for pods
+            // with such volumes, so a node of pods without them pays nothing.
+            let next = SystemTime::now() + self.ctx.config.volume_refresh_period;
+            refresh_at = Some(refresh_at.map_or(next, |t| t.min(next)));
+        }
+        let pull_credentials = self.pull_credentials(pod, &pk.namespace, report).await;
         Ok((
             ResolvedPod {
                 pod: resolved,
                 volumes: materialised.volumes,
                 pull_credentials,
             },
-            materialised.refresh_at,
+            refresh_at,
         ))
     }
 
     /// The credentials of the pod's `imagePullSecrets`. A Secret that is
     /// missing, unreadable or not a docker config is skipped with a
-    /// `FailedToRetrieveImagePullSecret` warning: like the
+    /// `FailedToRetrieveImagePullSecret` warning (when `report`): like the
     /// kubelet, the pod still runs, and the pull may work without it.
-    async fn pull_credentials(&self, pod: &Pod, namespace: &str) -> Vec<RegistryCredential> {
+    async fn pull_credentials(
+        &self,
+        pod: &Pod,
+        namespace: &str,
+        report: bool,
+    ) -> Vec<RegistryCredential> {
         let names = pod
             .spec
             .as_ref()
@@ -692,7 +778,7 @@ impl PodController {
             };
             failed.push((name, problem));
         }
-        if !failed.is_empty() {
+        if report && !failed.is_empty() {
             let names: Vec<&str> = failed.iter().map(|(n, _)| *n).collect();
             let problems: Vec<&str> = failed.iter().map(|(_, p)| p.as_str()).collect();
             self.event(
@@ -711,7 +797,7 @@ impl PodController {
     }
 
     async fn create(&self, pod: &Pod, pk: &PodKey) -> Result<BackendEntry, Outcome> {
-        let (resolved, refresh_at) = self.resolve(pod, pk).await?;
+        let (resolved, refresh_at) = self.resolve(pod, pk, Purpose::Create).await?;
         match self.provider.create_pod(&resolved).await {
             Ok(()) => {
                 self.ctx.metrics.backend("create", "ok");
@@ -727,7 +813,9 @@ impl PodController {
                     status,
                     spec_hash: spec_hash(pod),
                     volumes_hash: volumes_hash(&resolved),
+                    downward_hash: volumes::downward_inputs_hash(pod),
                     refresh_at,
+                    timer: None,
                 };
                 {
                     let mut backend = self.backend_lock();
@@ -781,11 +869,33 @@ impl PodController {
         }
     }
 
-    /// Pushes a changed spec or refreshed volume files to the backend.
+    /// Pushes a changed spec or refreshed volume files to the backend; the
+    /// backend is called only when one of them differs from what it holds.
     /// `None` when the sync may go on to the status.
-    async fn update(&self, pod: &Pod, pk: &PodKey, entry: &BackendEntry) -> Option<Outcome> {
-        let (resolved, refresh_at) = match self.resolve(pod, pk).await {
+    async fn update(
+        &self,
+        pod: &Pod,
+        pk: &PodKey,
+        entry: &BackendEntry,
+        spec_changed: bool,
+    ) -> Option<Outcome> {
+        let key = (pk.namespace.clone(), pk.name.clone());
+        let purpose = if spec_changed {
+            Purpose::Update
+        } else {
+            Purpose::Refresh
+        };
+        let (resolved, refresh_at) = match self.resolve(pod, pk, purpose).await {
             Ok(r) => r,
+            Err(_) if purpose == Purpose::Refresh => {
+                // The failure has its event; the workload keeps the files it
+                // has (as a kubelet keeps a volume whose ConfigMap is gone),
+                // its status is still written, and the refresh is tried again
+                // a period later.
+                let next = SystemTime::now() + self.ctx.config.volume_refresh_period;
+                self.with_entry(&key, &pk.uid, |e| e.refresh_at = Some(next));
+                return None;
+            }
             Err(o) => return Some(o),
         };
         let new_spec = spec_hash(pod);
@@ -815,17 +925,25 @@ impl PodController {
                 }
             }
         }
-        let key = (pk.namespace.clone(), pk.name.clone());
-        let mut backend = self.backend_lock();
-        if let Some(e) = backend
-            .get_mut(&key)
-            .and_then(|es| es.iter_mut().find(|e| e.uid == pk.uid))
-        {
+        let downward = volumes::downward_inputs_hash(pod);
+        self.with_entry(&key, &pk.uid, |e| {
             e.spec_hash = new_spec;
             e.volumes_hash = new_volumes;
+            e.downward_hash = downward;
             e.refresh_at = refresh_at;
-        }
+        });
         None
+    }
+
+    /// Changes the backend entry of one pod UID, if it is still there.
+    fn with_entry(&self, key: &ObjectKey, uid: &str, change: impl FnOnce(&mut BackendEntry)) {
+        let mut backend = self.backend_lock();
+        if let Some(e) = backend
+            .get_mut(key)
+            .and_then(|es| es.iter_mut().find(|e| e.uid == uid))
+        {
+            change(e);
+        }
     }
 
     /// Writes the merged status when it differs from the API's, with a UID precondition.
@@ -919,7 +1037,11 @@ fn spec_hash(pod: &Pod) -> u64 {
     h.finish()
 }
 
+/// Hash of the volume files; 0 for a pod without any.
 fn volumes_hash(pod: &ResolvedPod) -> u64 {
+    if pod.volumes.is_empty() {
+        return 0;
+    }
     let mut h = DefaultHasher::new();
     for (name, v) in &pod.volumes {
         name.hash(&mut h);

@@ -5,7 +5,9 @@
 //! The API lookups go through [`ObjectSource`] so the translation itself is
 //! testable without a server.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -175,6 +177,114 @@ pub fn has_materialised_volumes(pod: &Pod) -> bool {
                 || v.downward_api.is_some()
                 || v.projected.is_some()
         })
+}
+
+/// The ConfigMap the apiserver's root-CA publisher puts in every namespace, and
+/// that every `kube-api-access-*` volume projects next to its token.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+
+/// Whether the pod's volume files depend on something that can change without
+/// an event on the pod itself, so they must be re-materialised periodically
+/// (every `--volume-refresh-period`) to follow it, as the kubelet does:
+///
+/// - configMap and secret volumes, and configMap/secret sources of projected volumes;
+/// - downwardAPI files with a `resourceFieldRef`: an unset limit reads node allocatable.
+///
+/// Not periodic, because a pod event already re-materialises them (see
+/// [`downward_inputs_hash`]): downwardAPI `fieldRef` files (labels, annotations,
+/// names). Tokens have their own schedule ([`Materialised::refresh_at`]).
+///
+/// The `kube-root-ca.crt` source of a projected volume that also holds a
+/// service-account token is deliberately left to the token's schedule (80% of
+/// its lifetime, about 48 minutes): that is the `kube-api-access-*` volume the
+/// apiserver adds to nearly every pod, and a 30 s timer on it would turn every
+/// node into a steady stream of syncs (10,000 pods: 333 a second) for a bundle
+/// that changes only when the cluster CA rotates, a procedure during which old
+/// and new CA are both trusted for far longer than a token lifetime.
+pub fn follows_objects(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v: &Volume| {
+            if v.config_map.is_some() || v.secret.is_some() {
+                return true;
+            }
+            if let Some(d) = &v.downward_api {
+                return d
+                    .items
+                    .iter()
+                    .flatten()
+                    .any(|i| i.resource_field_ref.is_some());
+            }
+            let Some(p) = &v.projected else {
+                return false;
+            };
+            let sources = p.sources.as_deref().unwrap_or_default();
+            let has_token = sources.iter().any(|s| s.service_account_token.is_some());
+            sources.iter().any(|s| {
+                s.secret.is_some()
+                    || s.config_map
+                        .as_ref()
+                        .is_some_and(|cm| !(has_token && cm.name == ROOT_CA_CONFIG_MAP))
+                    || s.downward_api.as_ref().is_some_and(|d| {
+                        d.items
+                            .iter()
+                            .flatten()
+                            .any(|i| i.resource_field_ref.is_some())
+                    })
+            })
+        })
+}
+
+/// A hash of the pod fields its downwardAPI volume files read and that can
+/// change on a running pod: labels, annotations and container resources. 0
+/// when no such file exists. The controller re-materialises when it changes,
+/// so a label change shows in the files with the pod's own update event.
+/// (Names, namespace, UID, node and service account never change; the pod IP
+/// is fixed once the backend assigned it.)
+pub fn downward_inputs_hash(pod: &Pod) -> u64 {
+    let items = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|v| {
+            let direct = v.downward_api.iter().flat_map(|d| d.items.iter().flatten());
+            let projected = v
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .flat_map(|s| s.downward_api.iter().flat_map(|d| d.items.iter().flatten()));
+            direct.chain(projected)
+        });
+    let mut reads_mutable = false;
+    for item in items {
+        let mutable_field = item.field_ref.as_ref().is_some_and(|f| {
+            f.field_path.starts_with("metadata.labels")
+                || f.field_path.starts_with("metadata.annotations")
+        });
+        if mutable_field || item.resource_field_ref.is_some() {
+            reads_mutable = true;
+            break;
+        }
+    }
+    if !reads_mutable {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    pod.metadata.labels.hash(&mut h);
+    pod.metadata.annotations.hash(&mut h);
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        c.name.hash(&mut h);
+        serde_json::to_string(&c.resources)
+            .unwrap_or_default()
+            .hash(&mut h);
+    }
+    // Never 0 when something is read, so "no such file" stays distinguishable.
+    h.finish().max(1)
 }
 
 async fn project_token(
@@ -375,8 +485,9 @@ impl TokenCache {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, ObjectFieldSelector,
-        PodSpec, ProjectedVolumeSource, VolumeProjection,
+        ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, DownwardAPIVolumeSource,
+        ObjectFieldSelector, PodSpec, ProjectedVolumeSource, ResourceFieldSelector,
+        SecretProjection, SecretVolumeSource, VolumeProjection,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -528,6 +639,216 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(full.volumes["v"].files["app.conf"], b"x=1");
+    }
+
+    fn kube_api_access() -> Volume {
+        Volume {
+            name: "kube-api-access-x".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![
+                    VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            path: "token".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: ROOT_CA_CONFIG_MAP.into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    downward_projection("namespace", "metadata.namespace"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn downward_projection(path: &str, field: &str) -> VolumeProjection {
+        VolumeProjection {
+            downward_api: Some(DownwardAPIProjection {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: path.into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: field.into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn projected(sources: Vec<VolumeProjection>) -> Volume {
+        Volume {
+            name: "p".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn downward(item: DownwardAPIVolumeFile) -> Volume {
+        Volume {
+            name: "d".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![item]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn label_file() -> DownwardAPIVolumeFile {
+        DownwardAPIVolumeFile {
+            path: "labels".into(),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.labels".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn which_volumes_follow_their_objects() {
+        let token = VolumeProjection {
+            service_account_token: Some(ServiceAccountTokenProjection {
+                path: "token".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cm = |name: &str| VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let secret = VolumeProjection {
+            secret: Some(SecretProjection {
+                name: "s".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cpu_file = DownwardAPIVolumeFile {
+            path: "cpu".into(),
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some("main".into()),
+                resource: "limits.cpu".into(),
+                divisor: None,
+            }),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, Vec<Volume>, bool)> = vec![
+            ("no volumes", vec![], false),
+            (
+                "emptyDir",
+                vec![Volume {
+                    name: "e".into(),
+                    empty_dir: Some(Default::default()),
+                    ..Default::default()
+                }],
+                false,
+            ),
+            (
+                "configMap",
+                vec![Volume {
+                    name: "c".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: "cfg".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                true,
+            ),
+            (
+                "secret",
+                vec![Volume {
+                    name: "s".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some("s".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                true,
+            ),
+            ("kube-api-access only", vec![kube_api_access()], false),
+            (
+                "token with a user configMap",
+                vec![projected(vec![token.clone(), cm("app")])],
+                true,
+            ),
+            (
+                "kube-root-ca.crt without a token",
+                vec![projected(vec![cm(ROOT_CA_CONFIG_MAP)])],
+                true,
+            ),
+            ("projected secret", vec![projected(vec![secret])], true),
+            ("downwardAPI labels", vec![downward(label_file())], false),
+            ("downwardAPI resources", vec![downward(cpu_file)], true),
+            (
+                "kube-api-access and a configMap",
+                vec![
+                    kube_api_access(),
+                    projected(vec![cm("app"), downward_projection("n", "metadata.name")]),
+                ],
+                true,
+            ),
+        ];
+        for (case, volumes, want) in cases {
+            assert_eq!(follows_objects(&pod(volumes)), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn downward_inputs_follow_labels_only_when_read() {
+        let mut p = pod(vec![downward(label_file())]);
+        let before = downward_inputs_hash(&p);
+        assert_ne!(before, 0);
+        p.metadata.labels = Some([("tier".to_string(), "web".to_string())].into());
+        assert_ne!(downward_inputs_hash(&p), before, "a label change shows");
+
+        let mut api_access = pod(vec![kube_api_access()]);
+        assert_eq!(
+            downward_inputs_hash(&api_access),
+            0,
+            "namespace never changes"
+        );
+        api_access.metadata.labels = Some([("tier".to_string(), "web".to_string())].into());
+        assert_eq!(downward_inputs_hash(&api_access), 0);
+
+        let annotated = pod(vec![projected(vec![downward_projection(
+            "a",
+            "metadata.annotations['x']",
+        )])]);
+        assert_ne!(downward_inputs_hash(&annotated), 0, "projected items count");
+    }
+
+    #[tokio::test]
+    async fn downward_label_file_shows_new_labels() {
+        let mut p = pod(vec![downward(label_file())]);
+        p.metadata.labels = Some([("tier".to_string(), "web".to_string())].into());
+        let m = materialise(&p, &EnvSources::default(), &Fake)
+            .await
+            .unwrap();
+        assert_eq!(m.volumes["d"].files["labels"], b"tier=\"web\"");
+        p.metadata.labels = Some([("tier".to_string(), "db".to_string())].into());
+        let m = materialise(&p, &EnvSources::default(), &Fake)
+            .await
+            .unwrap();
+        assert_eq!(m.volumes["d"].files["labels"], b"tier=\"db\"");
     }
 
     #[test]
