@@ -8,16 +8,18 @@
 //!
 //! Podman on these machines needs `--runtime runc --cgroup-manager=cgroupfs`
 //! and `default_ulimits = []` under `[containers]` in
-//! `/etc/containers/containers.conf`. Run as root, the tests install the
-//! Debian packages `podman` and `runc` when missing and write that setting when
-//! absent. When podman cannot run at all they say so loudly and skip.
+//! `/etc/containers/containers.conf`: `vk_test_support::prepare_podman`
+//! (run as root, it installs the Debian packages `podman` and `runc` when
+//! missing and writes that setting when absent) and `vk_test_support::podman`
+//! (the CLI with those flags). When podman cannot run at all the tests say
+//! so loudly and skip.
 
 #[path = "support/kubelet_cert.rs"]
 mod kubelet_cert;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -25,13 +27,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
+use vk_test_support::{PodmanOutput, prepare_podman};
 
 use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
 use support::*;
 
-const CONTAINERS_CONF: &str = "/etc/containers/containers.conf";
-/// Global podman flags these machines need (crun fails on their cgroup layout).
-const PODMAN_FLAGS: &[&str] = &["--runtime", "runc", "--cgroup-manager=cgroupfs"];
 /// The mock image must stay below this (compressed).
 const MAX_COMPRESSED_BYTES: u64 = 20_000_000;
 
@@ -92,7 +92,7 @@ fn build_and_load() -> Result<LoadedImage, String> {
     assert_eq!(index["schemaVersion"], 2);
     assert!(layout.join("oci-layout").is_file());
 
-    prepare_podman()?;
+    prepare_podman().map_err(|e| format!("{e:#}"))?;
     let loaded = podman(&["load", "-i", &tarball.to_string_lossy()]);
     assert!(
         loaded.status.success(),
@@ -116,131 +116,13 @@ fn build_and_load() -> Result<LoadedImage, String> {
     Ok(LoadedImage { tarball, reference })
 }
 
-/// Installs podman and runc (as root) when missing, writes the
-/// `default_ulimits` setting when absent, and checks that podman answers.
-fn prepare_podman() -> Result<(), String> {
-    let root = is_root();
-    if !on_path("podman") || !on_path("runc") {
-        if !root {
-            return Err(
-                "podman or runc is not installed (and we are not root to install them)".into(),
-            );
-        }
-        apt_install(&["podman", "runc"])?;
-    }
-    let current = std::fs::read_to_string(CONTAINERS_CONF).unwrap_or_default();
-    if let Some(updated) = with_default_ulimits_cleared(&current) {
-        if !root {
-            return Err(format!(
-                "{CONTAINERS_CONF} lacks `default_ulimits = []` under [containers]"
-            ));
-        }
-        std::fs::create_dir_all("/etc/containers").map_err(|e| e.to_string())?;
-        std::fs::write(CONTAINERS_CONF, updated)
-            .map_err(|e| format!("writing {CONTAINERS_CONF}: {e}"))?;
-        eprintln!("wrote default_ulimits = [] under [containers] in {CONTAINERS_CONF}");
-    }
-    let info = podman(&["info", "--format", "{{.Host.OCIRuntime.Name}}"]);
-    if !info.status.success() {
-        return Err(format!("podman info failed: {}", text(&info.stderr)));
-    }
-    Ok(())
+/// `podman` with the flags these machines need; a failure to start it panics.
+fn podman(args: &[&str]) -> PodmanOutput {
+    vk_test_support::podman(args).expect("running podman")
 }
 
-/// The containers.conf text with `default_ulimits = []` under `[containers]`,
-/// or `None` when it already says so.
-fn with_default_ulimits_cleared(conf: &str) -> Option<String> {
-    let mut section = String::new();
-    let mut out = Vec::new();
-    let mut done = false;
-    let mut has_section = false;
-    for line in conf.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            if section == "[containers]" && !done {
-                out.push("default_ulimits = []".to_string());
-                done = true;
-            }
-            section = trimmed.to_string();
-            has_section |= section == "[containers]";
-            out.push(line.to_string());
-            continue;
-        }
-        if section == "[containers]"
-            && trimmed.split('=').next().map(str::trim) == Some("default_ulimits")
-        {
-            if trimmed.replace(' ', "") == "default_ulimits=[]" {
-                return None;
-            }
-            if !done {
-                out.push("default_ulimits = []".to_string());
-                done = true;
-            }
-            out.push(format!("# {line}"));
-            continue;
-        }
-        out.push(line.to_string());
-    }
-    if !done {
-        if !has_section {
-            out.push("[containers]".to_string());
-        }
-        out.push("default_ulimits = []".to_string());
-    }
-    Some(out.join("\n") + "\n")
-}
-
-fn apt_install(packages: &[&str]) -> Result<(), String> {
-    eprintln!("installing Debian packages {}", packages.join(" "));
-    let install = |update: bool| {
-        if update {
-            let _ = Command::new("apt-get")
-                .arg("update")
-                .stdin(Stdio::null())
-                .status();
-        }
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if install(false) || install(true) {
-        Ok(())
-    } else {
-        Err(format!("apt-get install {} failed", packages.join(" ")))
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().next().map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(PODMAN_FLAGS)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running podman")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_string()
+fn text(output: &str) -> String {
+    output.trim().to_string()
 }
 
 /// A detached container, removed when dropped (its logs printed if the test failed).
@@ -279,7 +161,7 @@ async fn the_image_loads_and_prints_its_version() {
     // What the image declares: non-root user, entrypoint, labels.
     let inspect = podman(&["image", "inspect", &image.reference]);
     assert!(inspect.status.success(), "{}", text(&inspect.stderr));
-    let info: Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    let info: Value = serde_json::from_str(&inspect.stdout).expect("inspect JSON");
     let config = &info[0]["Config"];
     assert_eq!(config["User"], "65532:65532");
     assert_eq!(config["Entrypoint"], json!(["/vk-mock"]));
@@ -453,29 +335,4 @@ fn demo_deployment(node: &str) -> Deployment {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-#[test]
-fn containers_conf_gets_default_ulimits_cleared_once() {
-    assert_eq!(
-        with_default_ulimits_cleared("").as_deref(),
-        Some("[containers]\ndefault_ulimits = []\n")
-    );
-    assert_eq!(
-        with_default_ulimits_cleared("[containers]\ndefault_ulimits = []\n"),
-        None
-    );
-    assert_eq!(
-        with_default_ulimits_cleared("[containers]\nfoo = 1\n[engine]\nbar = 2\n").as_deref(),
-        Some("[containers]\nfoo = 1\ndefault_ulimits = []\n[engine]\nbar = 2\n")
-    );
-    assert_eq!(
-        with_default_ulimits_cleared("[containers]\ndefault_ulimits = [\"nofile=1:1\"]\n")
-            .as_deref(),
-        Some("[containers]\ndefault_ulimits = []\n# default_ulimits = [\"nofile=1:1\"]\n")
-    );
-    assert_eq!(
-        with_default_ulimits_cleared("[engine]\nx = 1\n").as_deref(),
-        Some("[engine]\nx = 1\n[containers]\ndefault_ulimits = []\n")
-    );
 }
