@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn parses_upstream_format_and_checks_quantities() {
-        let c = EdgeConfig::parse(r#"{"e0": {"cpu": "4", "memory": "8Gi", "pods": "20"}}"#).unwrap();
+        let c =
+            EdgeConfig::parse(r#"{"e0": {"cpu": "4", "memory": "8Gi", "pods": "20"}}"#).unwrap();
         assert_eq!(c.node("e0").cpu.as_deref(), Some("4"));
         assert_eq!(c.node("other"), NodeResources::default());
         let err = EdgeConfig::parse(r#"{"e0": {"cpu": "four"}}"#).unwrap_err();

@@ -227,7 +227,9 @@ fn check_endpoint(opts: &EngineOptions) -> Result<(), String> {
     let tls_count = tls.iter().filter(|o| o.is_some()).count();
     if endpoint.starts_with("unix://") {
         if tls_count > 0 {
-            return Err(format!("engine endpoint {endpoint}: TLS options need a tcp:// endpoint"));
+            return Err(format!(
+                "engine endpoint {endpoint}: TLS options need a tcp:// endpoint"
+            ));
         }
         return Ok(());
     }

@@ -228,7 +228,10 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut child = std::process::Command::new(&path).spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert!(child.try_wait().unwrap().is_none(), "pause exited on its own");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pause exited on its own"
+        );
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success());

@@ -427,7 +427,7 @@ impl Supervisor {
             return;
         };
         if let Some((id, _)) = self.infra.clone() {
-            match docker.inspect_container(&id, None).await {
+            match inspect(&docker, &id).await {
                 Ok(info) => {
                     let running = info.state.as_ref().and_then(|s| s.running) == Some(true);
                     self.infra = Some((id, running));
@@ -459,7 +459,7 @@ impl Supervisor {
             let Some(a) = c.current.as_mut() else {
                 continue;
             };
-            match docker.inspect_container(&a.id, None).await {
+            match inspect(&docker, &a.id).await {
                 Ok(info) => {
                     let st = info.state.unwrap_or_default();
                     a.image_id = info.image.or(a.image_id.take());
@@ -590,7 +590,13 @@ impl Supervisor {
     }
 
     /// One container's next step. Returns a time to come back, if any.
-    async fn step(&mut self, i: usize, policy: &str, infra_id: &str, now: Instant) -> Option<Instant> {
+    async fn step(
+        &mut self,
+        i: usize,
+        policy: &str,
+        infra_id: &str,
+        now: Instant,
+    ) -> Option<Instant> {
         let c = &mut self.ctrs[i];
         if c.recreate && c.running() && !c.stopping {
             c.stopping = true;
@@ -721,7 +727,9 @@ impl Supervisor {
             return;
         };
         let name = self.ctrs[i].spec.name.clone();
-        match docker.start_container(id, None).await {
+        let started = docker.start_container(id, None).await;
+        let failed = started.is_err();
+        match started {
             Ok(()) => {
                 self.ctrs[i].waiting = None;
                 debug!(pod = %self.shared.key, container = %name, "started");
@@ -738,6 +746,7 @@ impl Supervisor {
         self.observe().await;
         let start_error = self.ctrs[i].waiting.as_ref().map(|w| w.1.clone());
         if let Some(a) = self.ctrs[i].current.as_mut()
+            && failed
             && matches!(a.observed, Observed::Created)
         {
             // Start failed and left a created container: it counts as exited.
@@ -774,9 +783,7 @@ impl Supervisor {
             "Never" if !present => {
                 return Err((
                     "ErrImageNeverPull".into(),
-                    format!(
-                        "Container image \"{image}\" is not present with pull policy of Never"
-                    ),
+                    format!("Container image \"{image}\" is not present with pull policy of Never"),
                 ));
             }
             "Never" => return Ok(()),
@@ -836,7 +843,10 @@ impl Supervisor {
             name: Some(name.clone()),
             ..Default::default()
         };
-        match docker.create_container(Some(opts.clone()), body.clone()).await {
+        match docker
+            .create_container(Some(opts.clone()), body.clone())
+            .await
+        {
             Ok(r) => Ok(r.id),
             Err(e) if status_of(&e) == Some(409) => {
                 // Left over from an attempt that never got recorded: replace it.
@@ -877,7 +887,10 @@ impl Supervisor {
             }
             return Ok(());
         }
-        engine.ensure_pause_image().await.map_err(|e| e.to_string())?;
+        engine
+            .ensure_pause_image()
+            .await
+            .map_err(|e| e.to_string())?;
         let labels = spec::pod_labels(&self.identity());
         for (name, src) in &self.plan {
             if let VolumeSource::Engine {
@@ -915,7 +928,10 @@ impl Supervisor {
             name: Some(cname.clone()),
             ..Default::default()
         };
-        let infra_id = match docker.create_container(Some(opts.clone()), body.clone()).await {
+        let infra_id = match docker
+            .create_container(Some(opts.clone()), body.clone())
+            .await
+        {
             Ok(r) => r.id,
             Err(e) if status_of(&e) == Some(409) => {
                 let _ = docker
@@ -963,7 +979,10 @@ impl Supervisor {
         };
         let mut ok = true;
         for (name, files) in &self.files {
-            if !matches!(self.plan.get(name), Some(VolumeSource::Engine { files: true, .. })) {
+            if !matches!(
+                self.plan.get(name),
+                Some(VolumeSource::Engine { files: true, .. })
+            ) {
                 continue;
             }
             let tar = match volumes::archive(files) {
@@ -1012,7 +1031,8 @@ impl Supervisor {
                     next = next.min(c.probes[p].next);
                     continue;
                 }
-                let result = probe::run(&self.node.engine, &id, &c.spec, ip.as_deref(), &c.probes[p]).await;
+                let result =
+                    probe::run(&self.node.engine, &id, &c.spec, ip.as_deref(), &c.probes[p]).await;
                 if let Err(e) = &result {
                     events.push(format!("{} probe failed: {e}", kind.title()));
                 }
@@ -1148,10 +1168,7 @@ impl Supervisor {
             } else {
                 "Failed"
             }
-        } else if apps
-            .iter()
-            .any(|c| c.running() || c.exit().is_some())
-        {
+        } else if apps.iter().any(|c| c.running() || c.exit().is_some()) {
             "Running"
         } else {
             "Pending"
@@ -1184,6 +1201,26 @@ impl Supervisor {
             container_statuses: Some(statuses(&apps, true)),
             init_container_statuses: (!inits.is_empty()).then(|| statuses(&inits, false)),
             ..Default::default()
+        }
+    }
+}
+
+/// Inspects a container. Podman reports a container that has just exited as
+/// `stopped` for a few milliseconds, a state the Docker API does not have (and
+/// the client cannot parse): such answers are asked again.
+pub(crate) async fn inspect(
+    docker: &bollard::Docker,
+    id: &str,
+) -> Result<bollard::models::ContainerInspectResponse, bollard::errors::Error> {
+    let mut tries = 0;
+    loop {
+        match docker.inspect_container(id, None).await {
+            Err(e) if status_of(&e).is_none() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                debug!(container = id, error = %e, "inspect answer not understood; asking again");
+            }
+            other => return other,
         }
     }
 }
@@ -1235,7 +1272,9 @@ fn terminated(a: &Attempt) -> Option<ContainerStateTerminated> {
                     "OOMKilled"
                 } else if *code == 0 {
                     "Completed"
-                } else if error.is_some() && started_at.as_ref().and_then(|_| time(started_at)).is_none() {
+                } else if error.is_some()
+                    && started_at.as_ref().and_then(|_| time(started_at)).is_none()
+                {
                     "StartError"
                 } else {
                     "Error"
@@ -1252,7 +1291,11 @@ fn terminated(a: &Attempt) -> Option<ContainerStateTerminated> {
     }
 }
 
-fn container_status(c: &Ctr, pending: Option<&str>, sandbox_error: Option<&str>) -> ContainerStatus {
+fn container_status(
+    c: &Ctr,
+    pending: Option<&str>,
+    sandbox_error: Option<&str>,
+) -> ContainerStatus {
     let waiting = |reason: &str, message: Option<String>| ContainerState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -1310,14 +1353,23 @@ fn container_status(c: &Ctr, pending: Option<&str>, sandbox_error: Option<&str>)
 /// Stops and removes everything of one pod in the engine: app containers with
 /// the grace period, then the rest, then its volumes. Returns whether anything
 /// was there.
-pub async fn remove_pod(engine: &Engine, node: &str, uid: &str, grace: Duration) -> Result<bool, vk_core::ProviderError> {
+pub async fn remove_pod(
+    engine: &Engine,
+    node: &str,
+    uid: &str,
+    grace: Duration,
+) -> Result<bool, vk_core::ProviderError> {
     let docker = engine.docker()?;
     let containers = crate::provider::list_containers(engine, node, Some(uid)).await?;
     let grace_secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
     let stops = containers
         .iter()
         .filter(|c| label(c, LABEL_ROLE) != Some("infra"))
-        .filter(|c| c.state.as_ref().is_some_and(|s| format!("{s:?}").to_lowercase().contains("running")))
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| format!("{s:?}").to_lowercase().contains("running"))
+        })
         .filter_map(|c| c.id.clone())
         .map(|id| {
             let docker = docker.clone();
@@ -1338,7 +1390,12 @@ pub async fn remove_pod(engine: &Engine, node: &str, uid: &str, grace: Duration)
         let Some(id) = &c.id else { continue };
         if label(c, LABEL_ROLE) == Some("infra") {
             let _ = docker
-                .kill_container(id, Some(KillContainerOptions { signal: "KILL".into() }))
+                .kill_container(
+                    id,
+                    Some(KillContainerOptions {
+                        signal: "KILL".into(),
+                    }),
+                )
                 .await;
         }
         match docker

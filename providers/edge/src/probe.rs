@@ -176,7 +176,9 @@ async fn exec_probe(engine: &Engine, id: &str, cmd: Vec<String>) -> Result<(), S
         .await
         .map_err(|e| crate::engine::engine_message(&e))?;
     let mut output = String::new();
-    if let StartExecResults::Attached { output: mut out, .. } = docker
+    if let StartExecResults::Attached {
+        output: mut out, ..
+    } = docker
         .start_exec(&exec.id, None)
         .await
         .map_err(|e| crate::engine::engine_message(&e))?

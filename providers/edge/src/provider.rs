@@ -60,15 +60,24 @@ pub async fn list_containers(
         labels.push(format!("{LABEL_UID}={uid}"));
     }
     let filters = HashMap::from([("label".to_string(), labels)]);
-    engine
-        .docker()?
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(|e| map_error(e, "listing containers"))
+    let docker = engine.docker()?;
+    let opts = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    // Podman lists a container that has just exited as `stopped`, a state
+    // the client cannot parse, for a few milliseconds: ask again.
+    let mut tries = 0;
+    loop {
+        match docker.list_containers(Some(opts.clone())).await {
+            Err(e) if crate::engine::status_of(&e).is_none() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map_err(|e| map_error(e, "listing containers")),
+        }
+    }
 }
 
 fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
@@ -77,7 +86,12 @@ fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
 
 impl EdgeProvider {
     /// A provider for `node` on `engine`.
-    pub fn new(node: &str, engine: Engine, policy: Policy, resources: NodeResources) -> EdgeProvider {
+    pub fn new(
+        node: &str,
+        engine: Engine,
+        policy: Policy,
+        resources: NodeResources,
+    ) -> EdgeProvider {
         EdgeProvider {
             inner: Arc::new(Inner {
                 node: Arc::new(NodeShared {
@@ -165,7 +179,9 @@ impl EdgeProvider {
                 let weak_inner = Arc::downgrade(&provider.inner);
                 drop(provider);
                 while let Some(ev) = events.next().await {
-                    let Some(inner) = weak_inner.upgrade() else { return };
+                    let Some(inner) = weak_inner.upgrade() else {
+                        return;
+                    };
                     match ev {
                         Ok(ev) => {
                             let attrs = ev.actor.and_then(|a| a.attributes).unwrap_or_default();
@@ -213,11 +229,14 @@ impl EdgeProvider {
             else {
                 // Containers without their sandbox: nothing can be run from them.
                 warn!(uid = %uid, "removing containers whose infra container is gone");
-                let _ = pod::remove_pod(self.engine(), &self.inner.node.node, &uid, Duration::ZERO).await;
+                let _ = pod::remove_pod(self.engine(), &self.inner.node.node, &uid, Duration::ZERO)
+                    .await;
                 continue;
             };
             let key = PodKey {
-                namespace: label(infra, LABEL_NAMESPACE).unwrap_or_default().to_string(),
+                namespace: label(infra, LABEL_NAMESPACE)
+                    .unwrap_or_default()
+                    .to_string(),
                 name: label(infra, LABEL_NAME).unwrap_or_default().to_string(),
                 uid: uid.clone(),
             };
@@ -245,7 +264,9 @@ impl EdgeProvider {
                 }
                 Err(e) => {
                     warn!(pod = %key, error = %e, "cannot adopt this pod; removing it");
-                    let _ = pod::remove_pod(self.engine(), &self.inner.node.node, &uid, Duration::ZERO).await;
+                    let _ =
+                        pod::remove_pod(self.engine(), &self.inner.node.node, &uid, Duration::ZERO)
+                            .await;
                 }
             }
         }
@@ -263,7 +284,10 @@ impl Provider for EdgeProvider {
         let info = self.engine().info().await.ok().cloned();
         let r = &self.inner.resources;
         let mut capacity = BTreeMap::new();
-        let cpu = r.cpu.clone().or_else(|| info.as_ref().map(|i| i.cpus.to_string()));
+        let cpu = r
+            .cpu
+            .clone()
+            .or_else(|| info.as_ref().map(|i| i.cpus.to_string()));
         let memory = r
             .memory
             .clone()
@@ -280,7 +304,10 @@ impl Provider for EdgeProvider {
         }
         let mut labels = BTreeMap::new();
         if let Some(i) = &info {
-            labels.insert("kubernetes.io/arch".to_string(), i.arch.oci_name().to_string());
+            labels.insert(
+                "kubernetes.io/arch".to_string(),
+                i.arch.oci_name().to_string(),
+            );
         }
         NodeCapacity {
             capacity,
@@ -296,9 +323,9 @@ impl Provider for EdgeProvider {
     }
 
     async fn create_pod(&self, pod: &ResolvedPod) -> ProviderResult<()> {
-        let key = pod
-            .key()
-            .ok_or_else(|| ProviderError::InvalidInput("pod without namespace, name or uid".into()))?;
+        let key = pod.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod without namespace, name or uid".into())
+        })?;
         if self.pods().contains_key(&key) {
             return Ok(());
         }
@@ -319,9 +346,9 @@ impl Provider for EdgeProvider {
     }
 
     async fn update_pod(&self, pod: &ResolvedPod) -> ProviderResult<()> {
-        let key = pod
-            .key()
-            .ok_or_else(|| ProviderError::InvalidInput("pod without namespace, name or uid".into()))?;
+        let key = pod.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod without namespace, name or uid".into())
+        })?;
         let shared = self.shared(&key)?;
         shared.push_update(Update {
             pod: pod.pod.clone(),
@@ -338,7 +365,8 @@ impl Provider for EdgeProvider {
         if let Some(r) = running {
             let _ = r.task.await;
         }
-        let had_any = pod::remove_pod(self.engine(), &self.inner.node.node, &key.uid, grace).await?;
+        let had_any =
+            pod::remove_pod(self.engine(), &self.inner.node.node, &key.uid, grace).await?;
         if !had_any {
             return Err(ProviderError::NotFound(format!("pod {key}")));
         }

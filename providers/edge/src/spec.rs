@@ -199,10 +199,7 @@ pub fn plan_volumes(pod: &Pod, policy: &Policy) -> Result<BTreeMap<String, Volum
                     if policy.allowed_host_paths.is_empty() {
                         " (vk-edge runs without --allow-host-path)".to_string()
                     } else {
-                        format!(
-                            " (allowed under: {})",
-                            policy.allowed_host_paths.join(", ")
-                        )
+                        format!(" (allowed under: {})", policy.allowed_host_paths.join(", "))
                     }
                 ));
             }
@@ -555,10 +552,8 @@ pub fn app_body(
         .unwrap_or_default();
     let nano_cpus = match limits.get("cpu") {
         Some(q) => Some(
-            i64::try_from(
-                quantity_nanos(q).map_err(|e| format!("cpu limit {:?}: {e}", q.0))?,
-            )
-            .map_err(|_| format!("cpu limit {:?} is too large", q.0))?,
+            i64::try_from(quantity_nanos(q).map_err(|e| format!("cpu limit {:?}: {e}", q.0))?)
+                .map_err(|_| format!("cpu limit {:?} is too large", q.0))?,
         ),
         None => None,
     };
@@ -579,7 +574,10 @@ pub fn app_body(
     // Kubernetes' command replaces the image's entrypoint and args its cmd;
     // a command alone also drops the image's cmd (as the kubelet does).
     let (entrypoint, cmd) = match (&c.command, &c.args) {
-        (Some(command), args) => (Some(command.clone()), Some(args.clone().unwrap_or_default())),
+        (Some(command), args) => (
+            Some(command.clone()),
+            Some(args.clone().unwrap_or_default()),
+        ),
         (None, Some(args)) => (None, Some(args.clone())),
         (None, None) => (None, None),
     };
@@ -661,7 +659,10 @@ mod tests {
         let cases = [
             (json!({"name": "a", "emptyDir": {}}), Ok(())),
             (json!({"name": "a", "configMap": {"name": "cm"}}), Ok(())),
-            (json!({"name": "a", "hostPath": {"path": "/srv/data/x"}}), Ok(())),
+            (
+                json!({"name": "a", "hostPath": {"path": "/srv/data/x"}}),
+                Ok(()),
+            ),
             (
                 json!({"name": "a", "hostPath": {"path": "/etc"}}),
                 Err("not allowed on this node"),
@@ -746,8 +747,18 @@ mod tests {
             mountpoints: BTreeMap::from([("cfg".into(), "/var/lib/v/cfg/_data".into())]),
         };
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let body = app_body(&p, &id(), c, Role::App, 2, "infra1", &vols, &ctx, Flavor::Podman)
-            .unwrap();
+        let body = app_body(
+            &p,
+            &id(),
+            c,
+            Role::App,
+            2,
+            "infra1",
+            &vols,
+            &ctx,
+            Flavor::Podman,
+        )
+        .unwrap();
         assert_eq!(body.entrypoint, Some(vec!["sh".to_string()]));
         assert_eq!(body.cmd, Some(vec!["-c".to_string(), "true".to_string()]));
         assert_eq!(body.env, Some(vec!["A=1".to_string()]));
@@ -761,7 +772,10 @@ mod tests {
         let mounts = hc.mounts.unwrap();
         assert_eq!(mounts[0].source.as_deref(), Some("vk-u-1-cfg"));
         assert_eq!(mounts[0].read_only, Some(true));
-        assert_eq!(mounts[1].source.as_deref(), Some("/var/lib/v/cfg/_data/key"));
+        assert_eq!(
+            mounts[1].source.as_deref(),
+            Some("/var/lib/v/cfg/_data/key")
+        );
         assert_eq!(mounts[1].typ, Some(MountType::BIND));
         assert_eq!(mounts[2].read_only, Some(false));
         let labels = body.labels.unwrap();

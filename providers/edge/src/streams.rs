@@ -268,8 +268,7 @@ pub async fn attach(
     if let Some(t) = resize_task {
         t.abort();
     }
-    let info = docker
-        .inspect_container(&id, None)
+    let info = crate::pod::inspect(&docker, &id)
         .await
         .map_err(|e| map_error(e, "inspecting the container"))?;
     let state = info.state.unwrap_or_default();
@@ -281,16 +280,18 @@ pub async fn attach(
 }
 
 /// Carries one port-forward connection to `port` on the pod IP.
-pub async fn port_forward(view: &PodView, port: u16, mut tunnel: Box<dyn Tunnel>) -> ProviderResult<()> {
+pub async fn port_forward(
+    view: &PodView,
+    port: u16,
+    mut tunnel: Box<dyn Tunnel>,
+) -> ProviderResult<()> {
     let ip = view
         .ip
         .clone()
         .ok_or_else(|| ProviderError::Unavailable("the pod has no IP yet".into()))?;
     let mut conn = tokio::net::TcpStream::connect((ip.as_str(), port))
         .await
-        .map_err(|e| {
-            ProviderError::Unavailable(format!("dialing {ip}:{port} in the pod: {e}"))
-        })?;
+        .map_err(|e| ProviderError::Unavailable(format!("dialing {ip}:{port} in the pod: {e}")))?;
     let _ = tokio::io::copy_bidirectional(&mut tunnel, &mut conn).await;
     Ok(())
 }
@@ -334,7 +335,10 @@ pub async fn usage(
             let inactive = mem
                 .stats
                 .as_ref()
-                .and_then(|m| m.get("inactive_file").or_else(|| m.get("total_inactive_file")))
+                .and_then(|m| {
+                    m.get("inactive_file")
+                        .or_else(|| m.get("total_inactive_file"))
+                })
                 .copied()
                 .unwrap_or(0);
             let now = Instant::now();

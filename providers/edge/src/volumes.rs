@@ -115,7 +115,11 @@ mod tests {
         }
         assert!(seen.contains(&("a.txt".into(), 0o400, "A".into())));
         assert!(seen.contains(&("sub/dir/b.txt".into(), 0o400, "BB".into())));
-        let dirs: Vec<_> = seen.iter().filter(|s| s.1 == 0o755).map(|s| s.0.clone()).collect();
+        let dirs: Vec<_> = seen
+            .iter()
+            .filter(|s| s.1 == 0o755)
+            .map(|s| s.0.clone())
+            .collect();
         assert_eq!(dirs, vec!["sub".to_string(), "sub/dir".to_string()]);
     }
 

@@ -30,7 +30,8 @@ use super::writes;
 use crate::context::NodeContext;
 use crate::objects::ApiObjects;
 use crate::provider::{
-    PodKey, Provider, ProviderError, RegistryCredential, ResolvedPod, StatusNotifier, StatusUpdate,
+    PodEvent, PodKey, Provider, ProviderError, RegistryCredential, ResolvedPod, StatusNotifier,
+    StatusUpdate,
 };
 
 /// Namespace and name of a pod: the unit of work.
@@ -220,7 +221,16 @@ impl PodController {
         self.adopt().await;
 
         let (notifier, mut updates) = StatusNotifier::channel();
-        let pushes = self.provider.notify_status(notifier);
+        let (event_tx, mut pod_events) = tokio::sync::mpsc::unbounded_channel::<PodEvent>();
+        let pushes = self.provider.notify_status(notifier.with_events(event_tx));
+        let provider_events = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = pod_events.recv().await {
+                    this.provider_event(ev).await;
+                }
+            })
+        };
         let intake = {
             let this = self.clone();
             tokio::spawn(async move {
@@ -285,7 +295,7 @@ impl PodController {
         info!(node = %self.ctx.config.name, "pod controller running");
         stop.cancelled().await;
         self.queue.shutdown();
-        for t in [watch_task, intake, poller, resync] {
+        for t in [watch_task, intake, provider_events, poller, resync] {
             t.abort();
         }
         for w in workers {
@@ -1010,6 +1020,21 @@ impl PodController {
             cs.ready = false;
         }
         self.write_status(pod, &status).await
+    }
+
+    /// Records an event a provider reported, on the pod it names (when that
+    /// pod, with that UID, is still in the store).
+    async fn provider_event(&self, ev: PodEvent) {
+        let Some(pod) = self
+            .store
+            .get(&ObjectRef::new(&ev.key.name).within(&ev.key.namespace))
+        else {
+            return;
+        };
+        if pod.metadata.uid.as_deref() != Some(ev.key.uid.as_str()) {
+            return;
+        }
+        self.event(&pod, ev.warning, &ev.reason, ev.message).await;
     }
 
     async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {

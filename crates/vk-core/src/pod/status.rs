@@ -127,8 +127,23 @@ fn merge_containers(
                 };
                 let was_running = c.state.as_ref().is_some_and(|s| s.running.is_some());
                 let now_waiting = b.state.as_ref().is_none_or(|s| s.waiting.is_some());
+                // A container that ended and waits to be restarted (back-off)
+                // says so with its termination in lastState.
+                let ended = b
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| {
+                        t.finished_at.is_none()
+                            || t.finished_at.as_ref().map(|f| f.0)
+                                >= c.state
+                                    .as_ref()
+                                    .and_then(|s| s.running.as_ref())
+                                    .and_then(|r| r.started_at.as_ref())
+                                    .map(|s| s.0)
+                    });
                 // Running → Waiting without a restart would go backwards: keep Running.
-                if was_running && now_waiting && b.restart_count <= c.restart_count {
+                if was_running && now_waiting && !ended && b.restart_count <= c.restart_count {
                     return ContainerStatus {
                         ready: b.ready,
                         ..c.clone()
@@ -201,7 +216,7 @@ fn normalised(s: &PodStatus) -> PodStatus {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateRunning, ContainerStateWaiting,
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     };
     use k8s_openapi::jiff::Timestamp;
 
@@ -372,5 +387,37 @@ mod tests {
         let c = &s.container_statuses.unwrap()[0];
         assert_eq!(c.restart_count, 1);
         assert!(c.state.as_ref().unwrap().waiting.is_some());
+    }
+
+    #[test]
+    fn a_container_that_ended_may_wait_for_its_restart_with_the_same_count() {
+        let first = merge_status(None, &running(), "h", &t(100));
+        let mut backoff = container("c", false, false, 0);
+        backoff.last_state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 3,
+                finished_at: Some(t(150)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let crash = PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![backoff]),
+            ..Default::default()
+        };
+        let s = merge_status(Some(&first), &crash, "h", &t(200));
+        let c = &s.container_statuses.unwrap()[0];
+        assert!(c.state.as_ref().unwrap().waiting.is_some(), "{c:?}");
+        assert_eq!(
+            c.last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            3
+        );
     }
 }

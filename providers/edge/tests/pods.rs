@@ -1,0 +1,665 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! The edge provider against real containers: rootful podman (the test rig's
+//! shared service), the real local control plane and real kubectl. Each test
+//! runs its own `vk-edge` node and namespace.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::*;
+use vk_test_support::{BUSYBOX_HTTPD_IMAGE, BUSYBOX_IMAGE, Registry};
+
+const RUN: Duration = Duration::from_secs(60);
+
+macro_rules! rig {
+    ($prefix:expr) => {
+        rig!($prefix, &[])
+    };
+    ($prefix:expr, $extra:expr) => {
+        match edge_node($prefix, $extra).await {
+            Some(x) => x,
+            None => return,
+        }
+    };
+}
+
+async fn exec_out(cluster: &TestCluster, ns: &str, pod: &str, c: &str, path: &str) -> String {
+    kubectl(
+        cluster,
+        &["-n", ns, "exec", pod, "-c", c, "--", "cat", path],
+    )
+    .await
+    .1
+}
+
+async fn running(cluster: &TestCluster, ns: &str, name: &str) -> Pod {
+    wait_pod(&cluster.client(), ns, name, RUN, "Running", |p| {
+        phase(p) == "Running"
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_runs_a_real_process_with_logs_and_exec() {
+    let (cluster, ns, node) = rig!("edge-proc");
+    let client = cluster.client();
+    create_pod(
+        &client,
+        ns.name(),
+        pod_with(
+            "proc",
+            &node.name,
+            json!([sh("main", "echo started on $(hostname); sleep 3600")]),
+            json!({}),
+        ),
+    )
+    .await;
+    let p = running(&cluster, ns.name(), "proc").await;
+    let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    assert!(
+        ip.starts_with("10.88."),
+        "pod IP {ip} is not on podman's bridge"
+    );
+    let n = ns.name();
+    wait_for(
+        Duration::from_secs(20),
+        "kubectl logs shows the output",
+        || async { kubectl(&cluster, &["-n", n, "logs", "proc"]).await.1 == "started on proc\n" },
+    )
+    .await;
+    let host = kubectl_ok(&cluster, &["-n", n, "exec", "proc", "--", "hostname"]).await;
+    assert_eq!(host.trim(), "proc");
+    let (code, _, _) = kubectl(
+        &cluster,
+        &["-n", n, "exec", "proc", "--", "sh", "-c", "exit 4"],
+    )
+    .await;
+    assert_eq!(code, 4, "kubectl exec did not carry the exit code");
+    // stdin: kubectl exec -i with input on its stdin.
+    let mut cmd = tokio::process::Command::new(cluster.vkcp());
+    cmd.args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args([
+            "-n",
+            n,
+            "exec",
+            "-i",
+            "proc",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z",
+        ]);
+    let out = run_with_stdin(cmd, b"hello stdin\n".to_vec()).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO STDIN\n");
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_share_localhost_and_port_forward_carries_10_mb() {
+    let (cluster, ns, node) = rig!("edge-net");
+    let client = cluster.client();
+    create_pod(
+        &client,
+        ns.name(),
+        pod_with(
+            "net",
+            &node.name,
+            json!([
+                {"name": "web", "image": BUSYBOX_HTTPD_IMAGE, "imagePullPolicy": "IfNotPresent",
+                 "ports": [{"containerPort": 8080}]},
+                sh("client", "sleep 3600"),
+            ]),
+            json!({}),
+        ),
+    )
+    .await;
+    running(&cluster, ns.name(), "net").await;
+    let n = ns.name();
+    // The client container reaches the web container over localhost.
+    wait_for(
+        Duration::from_secs(20),
+        "localhost:8080 answers from the other container",
+        || async {
+            kubectl(
+                &cluster,
+                &[
+                    "-n",
+                    n,
+                    "exec",
+                    "net",
+                    "-c",
+                    "client",
+                    "--",
+                    "wget",
+                    "-qO-",
+                    "http://localhost:8080/",
+                ],
+            )
+            .await
+            .1 == "vk-test busybox\n"
+        },
+    )
+    .await;
+    let sum = kubectl_ok(
+        &cluster,
+        &[
+            "-n",
+            n,
+            "exec",
+            "net",
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "head -c 10485760 /dev/urandom > /var/www/big.bin && md5sum /var/www/big.bin",
+        ],
+    )
+    .await;
+    let want = sum.split_whitespace().next().unwrap().to_string();
+    let port = free_port();
+    let mut pf = tokio::process::Command::new(cluster.vkcp())
+        .args(["kubectl", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["-n", n, "port-forward", "pod/net", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/big.bin");
+    let mut body = None;
+    for _ in 0..50 {
+        if let Ok(out) = tokio::process::Command::new("curl")
+            .args(["-sf", "--max-time", "30", &url])
+            .output()
+            .await
+            && out.status.success()
+            && !out.stdout.is_empty()
+        {
+            body = Some(out.stdout);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = pf.kill().await;
+    let body = body.expect("port-forward never served the file");
+    assert_eq!(body.len(), 10 * 1024 * 1024);
+    let got = run_with_stdin(tokio::process::Command::new("md5sum"), body).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout)
+            .split_whitespace()
+            .next(),
+        Some(want.as_str())
+    );
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_policies_and_exit_codes() {
+    let (cluster, ns, node) = rig!("edge-restart");
+    let client = cluster.client();
+    let n = ns.name();
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "never",
+            &node.name,
+            json!([sh("main", "exit 2")]),
+            json!({"restartPolicy": "Never"}),
+        ),
+    )
+    .await;
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "onfail",
+            &node.name,
+            json!([sh("main", "sleep 1; exit 3")]),
+            json!({"restartPolicy": "OnFailure"}),
+        ),
+    )
+    .await;
+    let failed = wait_pod(&client, n, "never", RUN, "Failed", |p| phase(p) == "Failed").await;
+    let t = container(&failed, "main")
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated state");
+    assert_eq!(t.exit_code, 2);
+    assert_eq!(t.reason.as_deref(), Some("Error"));
+    assert_eq!(container(&failed, "main").unwrap().restart_count, 0);
+
+    let p = wait_pod(
+        &client,
+        n,
+        "onfail",
+        Duration::from_secs(90),
+        "restartCount >= 2",
+        |p| container(p, "main").is_some_and(|c| c.restart_count >= 2),
+    )
+    .await;
+    assert_eq!(phase(&p), "Running");
+    let looping = wait_pod(&client, n, "onfail", RUN, "CrashLoopBackOff", |p| {
+        waiting_reason(p, "main").as_deref() == Some("CrashLoopBackOff")
+    })
+    .await;
+    let last = container(&looping, "main")
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("lastState.terminated");
+    assert_eq!(last.exit_code, 3);
+
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_containers_run_in_order_before_the_app() {
+    let (cluster, ns, node) = rig!("edge-init");
+    let client = cluster.client();
+    let n = ns.name();
+    let mount = json!([{"name": "work", "mountPath": "/work"}]);
+    let mut first = sh("first", "sleep 1; echo first >> /work/order");
+    first["volumeMounts"] = mount.clone();
+    let mut second = sh("second", "echo second >> /work/order");
+    second["volumeMounts"] = mount.clone();
+    let mut main = sh(
+        "main",
+        "echo main >> /work/order; cat /work/order; sleep 3600",
+    );
+    main["volumeMounts"] = mount;
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "init",
+            &node.name,
+            json!([main]),
+            json!({"initContainers": [first, second], "volumes": [{"name": "work", "emptyDir": {}}]}),
+        ),
+    )
+    .await;
+    let p = running(&cluster, n, "init").await;
+    let inits = p
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .clone()
+        .unwrap();
+    assert_eq!(
+        inits.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    for s in &inits {
+        let t = s
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .expect("init terminated");
+        assert_eq!(
+            (t.exit_code, t.reason.as_deref()),
+            (0, Some("Completed")),
+            "{}",
+            s.name
+        );
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the app saw the init containers' output in order",
+        || async {
+            kubectl(&cluster, &["-n", n, "logs", "init"]).await.1 == "first\nsecond\nmain\n"
+        },
+    )
+    .await;
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_restart_and_gate_readiness() {
+    let (cluster, ns, node) = rig!("edge-probe");
+    let client = cluster.client();
+    let n = ns.name();
+    let mut live = sh("main", "sleep 3600");
+    live["livenessProbe"] = json!({"exec": {"command": ["sh", "-c", "exit 1"]}, "periodSeconds": 1, "failureThreshold": 2});
+    create_pod(
+        &client,
+        n,
+        pod_with("live", &node.name, json!([live]), json!({})),
+    )
+    .await;
+    let mut ready = {
+        let mut c = json!({"name": "web", "image": BUSYBOX_HTTPD_IMAGE, "imagePullPolicy": "IfNotPresent",
+                           "ports": [{"name": "http", "containerPort": 8080}]});
+        c["readinessProbe"] =
+            json!({"httpGet": {"path": "/ready.txt", "port": "http"}, "periodSeconds": 1});
+        c
+    };
+    ready["livenessProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 2});
+    create_pod(
+        &client,
+        n,
+        pod_with("ready", &node.name, json!([ready]), json!({})),
+    )
+    .await;
+
+    wait_pod(&client, n, "live", RUN, "a liveness restart", |p| {
+        container(p, "main").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    let p = running(&cluster, n, "ready").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let p2 = get_pod(&cluster, n, "ready").await;
+    assert!(
+        !is_ready(&p2),
+        "Ready without a passing readiness probe: {:?}",
+        p.status
+    );
+    assert_eq!(
+        container(&p2, "web").unwrap().restart_count,
+        0,
+        "the tcp liveness probe must pass"
+    );
+    kubectl_ok(
+        &cluster,
+        &[
+            "-n",
+            n,
+            "exec",
+            "ready",
+            "--",
+            "sh",
+            "-c",
+            "echo ok > /var/www/ready.txt",
+        ],
+    )
+    .await;
+    wait_pod(
+        &client,
+        n,
+        "ready",
+        Duration::from_secs(30),
+        "Ready",
+        is_ready,
+    )
+    .await;
+    let evs = events(&client, n).await;
+    assert!(
+        evs.iter()
+            .any(|(r, name)| r == "Unhealthy" && name == "live"),
+        "no Unhealthy event: {evs:?}"
+    );
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_from_a_private_registry_need_the_pull_secret() {
+    let (cluster, ns, node) = rig!("edge-pull");
+    let registry = match tokio::task::spawn_blocking(Registry::get).await.unwrap() {
+        Ok(r) => r,
+        Err(e) => panic!("the local registry did not start: {e:#}"),
+    };
+    let image = tokio::task::spawn_blocking({
+        let r = registry.clone();
+        let name = unique("private");
+        move || r.push_private_copy(&name)
+    })
+    .await
+    .unwrap()
+    .expect("push a private copy");
+    let client = cluster.client();
+    let n = ns.name();
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &registry.pull_secret("regcred"))
+        .await
+        .unwrap();
+    let c = json!({"name": "main", "image": image, "imagePullPolicy": "Always", "command": ["sleep", "3600"]});
+    create_pod(
+        &client,
+        n,
+        pod_with("denied", &node.name, json!([c.clone()]), json!({})),
+    )
+    .await;
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "allowed",
+            &node.name,
+            json!([c]),
+            json!({"imagePullSecrets": [{"name": "regcred"}]}),
+        ),
+    )
+    .await;
+    running(&cluster, n, "allowed").await;
+    let denied = wait_pod(
+        &client,
+        n,
+        "denied",
+        RUN,
+        "ErrImagePull or ImagePullBackOff",
+        |p| {
+            matches!(
+                waiting_reason(p, "main").as_deref(),
+                Some("ErrImagePull") | Some("ImagePullBackOff")
+            )
+        },
+    )
+    .await;
+    assert_eq!(phase(&denied), "Pending");
+    wait_pod(&client, n, "denied", RUN, "ImagePullBackOff", |p| {
+        waiting_reason(p, "main").as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    let evs = events(&client, n).await;
+    assert!(
+        evs.iter()
+            .any(|(r, name)| r == "Failed" && name == "denied"),
+        "no Failed event: {evs:?}"
+    );
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_configmap_updates_emptydir_sharing_and_service_account_token() {
+    let (cluster, ns, node) = rig!("edge-vol");
+    let client = cluster.client();
+    let n = ns.name();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), n);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut writer = sh("writer", "echo shared > /scratch/note; sleep 3600");
+    writer["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}, {"name": "cfg", "mountPath": "/etc/cfg"}]);
+    let mut reader = sh("reader", "sleep 3600");
+    reader["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "vol",
+            &node.name,
+            json!([writer, reader]),
+            json!({"volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}}]}),
+        ),
+    )
+    .await;
+    running(&cluster, n, "vol").await;
+    let cat = |c: &'static str, path: &'static str| exec_out(&cluster, n, "vol", c, path);
+    wait_for(Duration::from_secs(20), "the ConfigMap file", || async {
+        cat("writer", "/etc/cfg/greeting").await == "hello"
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(20),
+        "the emptyDir file from the other container",
+        || async { cat("reader", "/scratch/note").await == "shared\n" },
+    )
+    .await;
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"greeting": "updated"}})),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(90),
+        "the ConfigMap file to follow the update",
+        || async { cat("writer", "/etc/cfg/greeting").await == "updated" },
+    )
+    .await;
+    // The projected service-account token inside the container is one the
+    // apiserver accepts, for this pod's service account.
+    let token = cat(
+        "writer",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    )
+    .await;
+    assert!(token.split('.').count() == 3, "not a JWT: {token:?}");
+    let kc = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+    let server = kc.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("token-only");
+    std::fs::write(
+        &bare,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: {server}, certificate-authority: {}}}}}]\n\
+             users: [{{name: u, user: {{token: {}}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n",
+            cluster.ca_cert_path().display(),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let bare = bare.to_string_lossy().to_string();
+    let (code, who, err) = kubectl(
+        &cluster,
+        &[
+            "--kubeconfig",
+            &bare,
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "the token was refused: {err}");
+    assert_eq!(who, format!("system:serviceaccount:{n}:default"));
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_ends_with_a_reason_and_an_event_never_a_panic() {
+    let (cluster, ns, node) = rig!("edge-bad");
+    let client = cluster.client();
+    let n = ns.name();
+    let missing = json!({"name": "main", "image": "127.0.0.1:1/nope/missing:1", "imagePullPolicy": "IfNotPresent"});
+    create_pod(
+        &client,
+        n,
+        pod_with("noimage", &node.name, json!([missing]), json!({})),
+    )
+    .await;
+    let mut badport = sh("main", "sleep 3600");
+    badport["livenessProbe"] = json!({"httpGet": {"port": "nonexistent"}});
+    create_pod(
+        &client,
+        n,
+        pod_with("badport", &node.name, json!([badport]), json!({})),
+    )
+    .await;
+    let mut hostpath = sh("main", "sleep 3600");
+    hostpath["volumeMounts"] = json!([{"name": "etc", "mountPath": "/host-etc"}]);
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "hostpath",
+            &node.name,
+            json!([hostpath]),
+            json!({"volumes": [{"name": "etc", "hostPath": {"path": "/etc"}}]}),
+        ),
+    )
+    .await;
+    wait_pod(&client, n, "noimage", RUN, "ErrImagePull", |p| {
+        matches!(
+            waiting_reason(p, "main").as_deref(),
+            Some("ErrImagePull") | Some("ImagePullBackOff")
+        )
+    })
+    .await;
+    for (name, words) in [
+        ("badport", "not a named port"),
+        ("hostpath", "not allowed on this node"),
+    ] {
+        let p = wait_pod(&client, n, name, RUN, "Failed", |p| phase(p) == "Failed").await;
+        let msg = p
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default();
+        assert!(
+            msg.contains(words),
+            "{name}: message {msg:?} does not say {words:?}"
+        );
+        assert_eq!(
+            p.status.as_ref().and_then(|s| s.reason.as_deref()),
+            Some("ProviderFailed")
+        );
+    }
+    let evs = events(&client, n).await;
+    for (reason, name) in [
+        ("Failed", "noimage"),
+        ("ProviderCreateFailed", "badport"),
+        ("ProviderCreateFailed", "hostpath"),
+    ] {
+        assert!(
+            evs.iter().any(|(r, o)| r == reason && o == name),
+            "no {reason} event for {name}: {evs:?}"
+        );
+    }
+    let mut node = node;
+    assert!(
+        node.log_tail().find("panicked").is_none(),
+        "vk-edge panicked:\n{}",
+        node.log_tail()
+    );
+    node.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_pull_policy_never_with_a_missing_image() {
+    let (cluster, ns, node) = rig!("edge-never");
+    let client = cluster.client();
+    let n = ns.name();
+    let c = json!({"name": "main", "image": "localhost/vk-test/not-here:1", "imagePullPolicy": "Never"});
+    create_pod(
+        &client,
+        n,
+        pod_with("never", &node.name, json!([c]), json!({})),
+    )
+    .await;
+    wait_pod(&client, n, "never", RUN, "ErrImageNeverPull", |p| {
+        waiting_reason(p, "main").as_deref() == Some("ErrImageNeverPull")
+    })
+    .await;
+    let _ = BUSYBOX_IMAGE;
+    drop(node);
+}

@@ -1,0 +1,287 @@
+//! Harness for the edge provider's integration tests: a `vk-edge` process per
+//! test against the shared local control plane and the shared rootful podman
+//! service of the test rig (`vk_test_support::PodmanEngine`), plus the
+//! Kubernetes helpers every provider's tests share.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use serde_json::json;
+use vk_test_support::{KubeletProcess, PodmanEngine, busybox_httpd_image, busybox_image, podman};
+
+#[path = "../../../test-support/kube.rs"]
+mod kube_helpers;
+pub use kube_helpers::*;
+
+/// The engine, or `None` (with a loud message) when podman cannot run here.
+pub async fn engine() -> Option<PodmanEngine> {
+    match tokio::task::spawn_blocking(|| {
+        let engine = PodmanEngine::get()?;
+        busybox_image()?;
+        busybox_httpd_image()?;
+        anyhow::Ok(engine)
+    })
+    .await
+    .expect("rig task")
+    {
+        Ok(e) => Some(e),
+        Err(e) => {
+            eprintln!("\n**** SKIPPED: the edge test rig cannot run here: {e:#}\n");
+            None
+        }
+    }
+}
+
+/// A running `vk-edge` serving one node.
+pub struct EdgeNode {
+    pub name: String,
+    pub metrics_port: u16,
+    pub kubelet_port: u16,
+    pub log: PathBuf,
+    kubeconfig: PathBuf,
+    vkcp: PathBuf,
+    process: KubeletProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeNode {
+    /// Starts `vk-edge` for node `name` on `endpoint` with extra arguments.
+    pub fn start(cluster: &TestCluster, endpoint: &str, name: &str, extra: &[&str]) -> EdgeNode {
+        let kubeconfig = cluster.kubeconfig();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics_port = free_port();
+        let kubelet_port = free_port();
+        let log = dir.path().join("vk-edge.log");
+        let mut flags: Vec<OsString> = vec![
+            "--kubeconfig".into(),
+            kubeconfig.into(),
+            "--nodename".into(),
+            name.into(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{metrics_port}").into(),
+            "--kubelet-port".into(),
+            kubelet_port.to_string().into(),
+            "--engine-endpoint".into(),
+            endpoint.into(),
+            "--log-level".into(),
+            "info,vk_edge=debug".into(),
+        ];
+        flags.extend(extra.iter().map(OsString::from));
+        let process = KubeletProcess::start(env!("CARGO_BIN_EXE_vk-edge"), flags, &log)
+            .expect("spawn vk-edge");
+        EdgeNode {
+            name: name.to_string(),
+            metrics_port,
+            kubelet_port,
+            log,
+            kubeconfig: kubeconfig.to_path_buf(),
+            vkcp: cluster.vkcp().to_path_buf(),
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// The same process again (same flags and ports).
+    pub fn restart(&mut self) {
+        self.process.restart().expect("restart vk-edge");
+    }
+
+    /// The end of the log.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail(60)
+    }
+}
+
+/// The cluster, a namespace, and a Ready edge node with an approved serving
+/// certificate (for logs, exec and port-forward through the apiserver).
+/// `None` when the rig cannot run here.
+pub async fn edge_node(
+    prefix: &str,
+    extra: &[&str],
+) -> Option<(TestCluster, TestNamespace, EdgeNode)> {
+    let engine = engine().await?;
+    let (cluster, ns) = cluster_and_namespace(prefix).await;
+    let node = EdgeNode::start(&cluster, &engine.endpoint(), &unique(prefix), extra);
+    wait_node_ready(&cluster, &node.name, Duration::from_secs(30)).await;
+    approve_serving_csr(&cluster, &node.name).await;
+    Some((cluster, ns, node))
+}
+
+/// A pod on `node` with the given containers (JSON) and extra spec fields.
+pub fn pod_with(
+    name: &str,
+    node: &str,
+    containers: serde_json::Value,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut spec = json!({
+        "nodeName": node,
+        "tolerations": [{ "key": "virtual-kubelet.io/provider", "operator": "Exists" }],
+        "terminationGracePeriodSeconds": 2,
+        "containers": containers,
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": spec,
+    })
+}
+
+/// A busybox container running `script` with `sh -c`.
+pub fn sh(name: &str, script: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "image": vk_test_support::BUSYBOX_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", script],
+    })
+}
+
+/// kubectl with the cluster's admin kubeconfig: (exit code, stdout, stderr).
+pub async fn kubectl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    let out = cluster
+        .kubectl(args.iter().copied())
+        .await
+        .expect("kubectl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout.clone(),
+        out.stderr.clone(),
+    )
+}
+
+/// `kubectl` that must succeed; returns stdout.
+pub async fn kubectl_ok(cluster: &TestCluster, args: &[&str]) -> String {
+    let (code, out, err) = kubectl(cluster, args).await;
+    assert_eq!(code, 0, "kubectl {args:?} failed: {err}");
+    out
+}
+
+/// The status of container `c` of a pod.
+pub fn container<'a>(
+    p: &'a Pod,
+    c: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == c)
+}
+
+/// Waiting reason of container `c`.
+pub fn waiting_reason(p: &Pod, c: &str) -> Option<String> {
+    container(p, c)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+/// Engine container ids of a pod (name → id), from podman itself.
+pub fn engine_ids(uid: &str) -> std::collections::BTreeMap<String, String> {
+    let out = podman([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.vk-rs.pod-uid={uid}"),
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ])
+    .expect("podman ps")
+    .ok()
+    .expect("podman ps ok");
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, id)| (n.to_string(), id.to_string()))
+        .collect()
+}
+
+/// A pod by name.
+pub async fn get_pod(cluster: &TestCluster, ns: &str, name: &str) -> Pod {
+    Api::<Pod>::namespaced(cluster.client(), ns)
+        .get(name)
+        .await
+        .expect("get pod")
+}
+
+/// Runs `cmd` with `input` on its stdin; returns its output.
+pub async fn run_with_stdin(
+    mut cmd: tokio::process::Command,
+    input: Vec<u8>,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let out = child.wait_with_output().await.expect("wait");
+    let _ = writer.await;
+    out
+}
+
+impl Drop for EdgeNode {
+    /// Removes what the node ran from the shared engine: its pods' API
+    /// objects outlive the test's namespace only until the namespace
+    /// controller gives up, but containers would run on forever.
+    fn drop(&mut self) {
+        self.process.kill();
+        let selector = format!("spec.nodeName={}", self.name);
+        let _ = vk_test_support::kubectl_blocking(
+            &self.vkcp,
+            &self.kubeconfig,
+            [
+                "delete",
+                "pods",
+                "-A",
+                "--field-selector",
+                &selector,
+                "--force",
+                "--grace-period=0",
+                "--wait=false",
+            ],
+        );
+        let label = format!("label=io.vk-rs.node={}", self.name);
+        if let Ok(out) = podman(["ps", "-aq", "--filter", &label]) {
+            let ids: Vec<String> = out.stdout.split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm".to_string(), "-f".into(), "-t".into(), "0".into()];
+                args.extend(ids);
+                let _ = podman(args);
+            }
+        }
+        if let Ok(out) = podman(["volume", "ls", "-q", "--filter", &label]) {
+            let names: Vec<String> = out.stdout.split_whitespace().map(str::to_string).collect();
+            if !names.is_empty() {
+                let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
+                args.extend(names);
+                let _ = podman(args);
+            }
+        }
+    }
+}
