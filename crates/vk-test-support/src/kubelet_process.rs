@@ -140,11 +140,10 @@ impl KubeletProcess {
         None
     }
 
-    /// The exit status if the process has ended (it is then reaped).
+    /// The exit status if the process has ended (asking again gives the
+    /// same status), `None` while it runs.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
-        self.child = None;
-        Some(status)
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// The last `lines` lines of the log, for failure messages.
