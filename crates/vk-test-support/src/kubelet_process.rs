@@ -22,19 +22,23 @@ const FAILURE_LOG_LINES: usize = 60;
 ///
 /// ```no_run
 /// # fn example(kubeconfig: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+/// use std::ffi::OsString;
 /// use vk_test_support::{KubeletProcess, PodmanEngine, free_port};
 /// let engine = PodmanEngine::get()?;
-/// let mut kubelet = KubeletProcess::start(
-///     "/path/to/vk-edge", // env!("CARGO_BIN_EXE_vk-edge") in the edge tests
-///     [
-///         "--nodename".into(), "edge-1".into(),
-///         "--kubeconfig".into(), kubeconfig.into(),
-///         "--metrics-addr".into(), format!("127.0.0.1:{}", free_port()?).into(),
-///         "--kubelet-port".into(), free_port()?.to_string().into(),
-///         "--engine-endpoint".into(), engine.endpoint().into(),
-///     ],
-///     dir.join("vk-edge.log"),
-/// )?;
+/// let flags: Vec<OsString> = vec![
+///     "--nodename".into(),
+///     "edge-1".into(),
+///     "--kubeconfig".into(),
+///     kubeconfig.into(),
+///     "--metrics-addr".into(),
+///     format!("127.0.0.1:{}", free_port()?).into(),
+///     "--kubelet-port".into(),
+///     free_port()?.to_string().into(),
+///     "--engine-endpoint".into(),
+///     engine.endpoint().into(),
+/// ];
+/// // env!("CARGO_BIN_EXE_vk-edge") in the edge provider's tests.
+/// let mut kubelet = KubeletProcess::start("/path/to/vk-edge", flags, dir.join("vk-edge.log"))?;
 /// kubelet.restart()?; // same flags, same log (appended)
 /// let status = kubelet.terminate(std::time::Duration::from_secs(10)); // SIGTERM
 /// # Ok(()) }
