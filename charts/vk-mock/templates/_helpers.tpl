@@ -72,6 +72,30 @@ vk-rs.io/provider: {{ include "vk.provider" . }}
 {{- end -}}
 {{- end -}}
 
+{{- /*
+Whether the chart runs the kubelet itself (the Deployment and its ConfigMap),
+or only creates the identity and RBAC of one that runs outside the cluster,
+e.g. as a systemd service on an edge device (deployment.enabled=false, in the
+charts whose values have it).
+*/ -}}
+{{- define "vk.deploymentEnabled" -}}
+{{- if dig "deployment" "enabled" true .Values.AsMap -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- /* The pod's securityContext: podSecurityContext, overlaid with what the provider needs (vk.providerPodSecurityContext). */ -}}
+{{- define "vk.podSecurityContext" -}}
+{{- $provider := include "vk.providerPodSecurityContext" . | fromYaml -}}
+{{- mergeOverwrite (deepCopy .Values.podSecurityContext) $provider | toYaml -}}
+{{- end -}}
+
+{{- /* The container's securityContext: securityContext, overlaid with vk.providerSecurityContext. */ -}}
+{{- define "vk.securityContext" -}}
+{{- $provider := include "vk.providerSecurityContext" . | fromYaml -}}
+{{- mergeOverwrite (deepCopy .Values.securityContext) $provider | toYaml -}}
+{{- end -}}
+
 {{- /* The container's arguments: the flags upstream virtual-kubelet also has, then the provider's, then extraArgs. */ -}}
 {{- define "vk.args" -}}
 - --nodename={{ include "vk.nodeName" . }}

@@ -34,6 +34,27 @@ keyed by node name; empty optional fields are left out.
 {{- define "vk.providerEnv" -}}
 {{- end -}}
 
+{{- /* Extra fields of the pod spec, e.g. hostNetwork (none for the mock). */ -}}
+{{- define "vk.providerPodSpec" -}}
+{{- end -}}
+
+{{- /*
+Fields laid over podSecurityContext and securityContext (YAML maps), e.g. a
+supplemental group that may read a socket (none for the mock).
+*/ -}}
+{{- define "vk.providerPodSecurityContext" -}}
+{{- end -}}
+
+{{- define "vk.providerSecurityContext" -}}
+{{- end -}}
+
+{{- /* Volume mounts of the container and volumes of the pod beyond the config and the serving certificate (none for the mock). */ -}}
+{{- define "vk.providerVolumeMounts" -}}
+{{- end -}}
+
+{{- define "vk.providerVolumes" -}}
+{{- end -}}
+
 {{- /*
 RBAC rules the provider needs beyond the shared ones (none for the mock: its
 backend lives in the process).
