@@ -1,18 +1,23 @@
-//! `cargo xtask build-images [--provider NAME]...`: one slim image per
-//! provider, written without a container engine.
+//! `cargo xtask build-images [--provider NAME]... [--arch amd64|arm64|all]...`:
+//! one slim image per provider and architecture, written without a container
+//! engine.
 //!
 //! For each provider (a workspace package under `providers/` with a binary
 //! `vk-<name>`): a release build linked statically for
-//! `x86_64-unknown-linux-musl`, then a `FROM scratch` image holding only that
-//! binary at `/vk-<name>`, the build machine's CA bundle and a non-root user
+//! `x86_64-unknown-linux-musl` (or `aarch64-unknown-linux-musl` with
+//! `--arch arm64`), then a `FROM scratch` image holding only that binary at
+//! `/vk-<name>`, the build machine's CA bundle and a non-root user
 //! (`nonroot`, uid/gid 65532), written by [`crate::oci`] to
-//! `target/images/<name>/`: an OCI image layout plus the `docker-archive`
-//! tarball `vk-<name>-<version>.tar` that `podman load`/`docker load` accept.
+//! `target/images/<name>/` (`target/images/<name>-arm64/`): an OCI image
+//! layout plus the `docker-archive` tarball `vk-<name>-<version>.tar`
+//! (`vk-<name>-<version>-arm64.tar`) that `podman load`/`docker load` accept.
 //!
-//! When the musl target cannot be installed, the binary is a static glibc
-//! build instead (`-C target-feature=+crt-static`), with a warning: glibc's
-//! name resolution then cannot load its NSS modules, so DNS lookups of cloud
-//! endpoints fail inside the image.
+//! When the amd64 musl target cannot be installed, the binary is a static
+//! glibc build instead (`-C target-feature=+crt-static`), with a warning:
+//! glibc's name resolution then cannot load its NSS modules, so DNS lookups of
+//! cloud endpoints fail inside the image. arm64 has no fallback: it needs the
+//! `aarch64-unknown-linux-musl` target and a C cross compiler for the C and
+//! assembly parts of the TLS stack (`ring`), and says which one is missing.
 //!
 //! Each image's path goes to stdout (the last line is the last image's
 //! tarball); progress and sizes go to stderr.
@@ -28,14 +33,13 @@ use serde_json::Value;
 
 use crate::oci::{self, ImageSpec, LayerEntry};
 use crate::progress::{self, format_duration};
-use crate::workspace;
+use crate::{options, workspace};
 
 /// Where the build machine keeps its CA bundle (Debian's `ca-certificates`),
 /// and where the image has it.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The non-root user the image runs as (the distroless convention).
 const NONROOT_ID: u64 = 65532;
-const MUSL: &str = "x86_64-unknown-linux-musl";
 const GNU: &str = "x86_64-unknown-linux-gnu";
 /// The registry-less repository the tarballs are tagged in.
 const REPOSITORY_PREFIX: &str = "vk-rs";
@@ -55,33 +59,116 @@ pub struct Provider {
     pub repository: String,
 }
 
+/// The CPU architecture of an image (OCI and Go names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Arch {
+    /// x86-64, the build machine's own: the default.
+    Amd64,
+    /// 64-bit ARM (ARMv8, e.g. Raspberry Pi 4 and 5): cross-compiled.
+    Arm64,
+}
+
+impl Arch {
+    const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    fn parse(name: &str) -> Result<Vec<Arch>> {
+        Ok(match name {
+            "amd64" | "x86_64" => vec![Arch::Amd64],
+            "arm64" | "aarch64" => vec![Arch::Arm64],
+            "all" => Arch::ALL.to_vec(),
+            other => bail!("unknown architecture {other:?}; expected amd64, arm64 or all"),
+        })
+    }
+
+    /// `amd64`, `arm64`: the image config's `architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The image config's `variant`.
+    fn variant(self) -> Option<&'static str> {
+        match self {
+            Arch::Amd64 => None,
+            Arch::Arm64 => Some("v8"),
+        }
+    }
+
+    fn musl_triple(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-unknown-linux-musl",
+            Arch::Arm64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// `e_machine` of its ELF binaries.
+    fn elf_machine(self) -> u16 {
+        match self {
+            Arch::Amd64 => 62,
+            Arch::Arm64 => 183,
+        }
+    }
+
+    /// What the output directory and tarball names carry after the provider
+    /// name: nothing for amd64 (the default), `-arm64` otherwise.
+    fn suffix(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "",
+            Arch::Arm64 => "-arm64",
+        }
+    }
+}
+
 /// How the static binary is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Linkage {
-    Musl,
-    /// The fallback: glibc with `+crt-static`.
+    Musl(Arch),
+    /// The amd64 fallback: glibc with `+crt-static`.
     GlibcStatic,
 }
 
 impl Linkage {
     fn triple(self) -> &'static str {
         match self {
-            Linkage::Musl => MUSL,
+            Linkage::Musl(arch) => arch.musl_triple(),
             Linkage::GlibcStatic => GNU,
+        }
+    }
+
+    fn arch(self) -> Arch {
+        match self {
+            Linkage::Musl(arch) => arch,
+            Linkage::GlibcStatic => Arch::Amd64,
         }
     }
 }
 
+/// What `cargo xtask build-images` was asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    /// Provider names; empty: all.
+    providers: Vec<String>,
+    /// Sorted, without repeats; amd64 when none was named.
+    arches: Vec<Arch>,
+}
+
 /// `cargo xtask build-images` with its arguments.
 pub fn run(args: &[String]) -> Result<()> {
-    let wanted = parse_providers(args)?;
+    let request = parse_args(args)?;
     let metadata = cargo_metadata()?;
-    let providers = select(providers(&metadata)?, &wanted)?;
+    let providers = select(providers(&metadata)?, &request.providers)?;
     let target_dir = metadata["target_directory"]
         .as_str()
         .map(PathBuf::from)
         .context("cargo metadata has no target_directory")?;
-    let linkage = choose_linkage()?;
+    // Every toolchain is checked before the first (long) build.
+    let linkages = request
+        .arches
+        .iter()
+        .map(|&arch| choose_linkage(arch))
+        .collect::<Result<Vec<_>>>()?;
     let source = SourceInfo::read();
     let images_root = workspace::root().join("target").join("images");
     // Concurrent runs (test processes started in parallel) would rewrite the
@@ -98,21 +185,25 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut built = Vec::new();
     for provider in &providers {
-        let binary = build_binary(provider, linkage, &target_dir)?;
-        let out_dir = images_root.join(&provider.name);
-        let image = write_image(provider, &binary, &source, &out_dir, linkage)?;
-        built.push((provider.clone(), binary, image));
+        for &linkage in &linkages {
+            let binary = build_binary(provider, linkage, &target_dir)?;
+            let arch = linkage.arch();
+            let out_dir = images_root.join(format!("{}{}", provider.name, arch.suffix()));
+            let image = write_image(provider, &binary, &source, &out_dir, linkage)?;
+            built.push((provider.clone(), arch, binary, image));
+        }
     }
 
     eprintln!("\nimages:");
-    for (provider, binary, image) in &built {
+    for (provider, arch, binary, image) in &built {
         let binary_size = fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "  {}:{}  binary {}, layer {} compressed ({} uncompressed), tarball {}\n    \
+            "  {}:{} ({})  binary {}, layer {} compressed ({} uncompressed), tarball {}\n    \
              image id {} (config), manifest {}, layer diff_id {}\n    \
              layout  {}\n    tarball {}",
             repository(provider),
-            provider.version,
+            image_tag(provider, *arch),
+            arch.name(),
             megabytes(binary_size),
             megabytes(image.layer_compressed_size),
             megabytes(image.layer_size),
@@ -124,28 +215,32 @@ pub fn run(args: &[String]) -> Result<()> {
             image.tarball.display(),
         );
     }
-    for (_, _, image) in &built {
+    for (_, _, _, image) in &built {
         println!("{}", image.tarball.display());
     }
     Ok(())
 }
 
-/// `--provider NAME` (repeatable, or `--provider=NAME`); none means all.
-fn parse_providers(args: &[String]) -> Result<Vec<String>> {
-    let mut wanted = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--provider" {
-            wanted.push(iter.next().context("--provider needs a value")?.clone());
-        } else if let Some(name) = arg.strip_prefix("--provider=") {
-            wanted.push(name.to_string());
-        } else {
-            bail!(
-                "unexpected argument {arg:?}; usage: cargo xtask build-images [--provider NAME]..."
-            );
+const USAGE: &str =
+    "usage: cargo xtask build-images [--provider NAME]... [--arch amd64|arm64|all]...";
+
+/// `--provider NAME` (repeatable; none means all) and `--arch NAME`
+/// (repeatable; none means amd64), each also as `--opt=VALUE`.
+fn parse_args(args: &[String]) -> Result<Request> {
+    let mut providers = Vec::new();
+    let mut arches = Vec::new();
+    for (name, value) in options::parse(args, &["--provider", "--arch"], USAGE)? {
+        match name.as_str() {
+            "--provider" => providers.push(value),
+            _ => arches.extend(Arch::parse(&value)?),
         }
     }
-    Ok(wanted)
+    if arches.is_empty() {
+        arches.push(Arch::Amd64);
+    }
+    arches.sort();
+    arches.dedup();
+    Ok(Request { providers, arches })
 }
 
 fn select(all: Vec<Provider>, wanted: &[String]) -> Result<Vec<Provider>> {
@@ -266,28 +361,43 @@ fn workspace_package_field(key: &str) -> Option<String> {
     None
 }
 
+/// `0.1.0` for amd64, `0.1.0-arm64` for arm64.
+pub fn image_tag(provider: &Provider, arch: Arch) -> String {
+    format!("{}{}", provider.version, arch.suffix())
+}
+
 /// `vk-rs/vk-mock`.
 pub fn repository(provider: &Provider) -> String {
     format!("{REPOSITORY_PREFIX}/{}", provider.binary)
 }
 
-/// Musl when its standard library is installed or `rustup` can add it;
-/// the static glibc build otherwise.
-fn choose_linkage() -> Result<Linkage> {
-    if target_installed(MUSL) {
-        return Ok(Linkage::Musl);
+/// Musl when its standard library is installed or `rustup` can add it; for
+/// amd64 the static glibc build otherwise, for arm64 an error. The C compiler
+/// is found (or installed) here too, so a missing one fails before any build.
+fn choose_linkage(arch: Arch) -> Result<Linkage> {
+    let musl = arch.musl_triple();
+    let installed = target_installed(musl) || {
+        eprintln!("the {musl} standard library is missing: rustup target add {musl}");
+        let added = Command::new("rustup")
+            .args(["target", "add", musl])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        added && target_installed(musl)
+    };
+    if installed {
+        musl_cc(arch)?;
+        return Ok(Linkage::Musl(arch));
     }
-    eprintln!("the {MUSL} standard library is missing: rustup target add {MUSL}");
-    let added = Command::new("rustup")
-        .args(["target", "add", MUSL])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if added && target_installed(MUSL) {
-        return Ok(Linkage::Musl);
+    if arch != Arch::Amd64 {
+        bail!(
+            "cannot build for {}: the Rust standard library for {musl} is not installed and \
+             `rustup target add {musl}` failed (offline, or no rustup?)",
+            arch.name()
+        );
     }
     eprintln!(
-        "warning: cannot install the {MUSL} target; falling back to a static glibc build \
+        "warning: cannot install the {musl} target; falling back to a static glibc build \
          ({GNU}, -C target-feature=+crt-static). Inside a FROM-scratch image glibc cannot load \
          its NSS modules, so host names resolve from /etc/hosts only: fine against a cluster \
          reached by IP, not for cloud endpoints."
@@ -312,30 +422,57 @@ fn target_installed(triple: &str) -> bool {
         .is_dir()
 }
 
-/// The C compiler for musl: `$CC_x86_64_unknown_linux_musl`, else `musl-gcc`
-/// (Debian's `musl-tools`, installed here when we are root and it is missing).
-fn musl_cc() -> Result<String> {
-    if let Some(cc) = std::env::var_os("CC_x86_64_unknown_linux_musl").filter(|v| !v.is_empty()) {
+/// `CC_<triple>`, the variable the `cc` crate reads for a target's C compiler.
+fn cc_variable(triple: &str) -> String {
+    format!("CC_{}", triple.replace('-', "_"))
+}
+
+/// The C compiler for `arch`'s musl target: `$CC_<triple>` when set, else
+/// the first of the candidates on PATH, else the candidate's Debian package
+/// installed (when we are root). amd64: `musl-gcc` (Debian's `musl-tools`).
+/// arm64: a musl cross compiler (`aarch64-linux-musl-gcc`, which Debian does
+/// not package), else Debian's `aarch64-linux-gnu-gcc`
+/// (`gcc-aarch64-linux-gnu`): `ring` needs only freestanding headers, and
+/// Rust links with its own self-contained musl start files and libc.
+fn musl_cc(arch: Arch) -> Result<String> {
+    let triple = arch.musl_triple();
+    let variable = cc_variable(triple);
+    if let Some(cc) = std::env::var_os(&variable).filter(|v| !v.is_empty()) {
         return Ok(cc.to_string_lossy().into_owned());
     }
-    if on_path("musl-gcc") {
-        return Ok("musl-gcc".to_string());
+    // (compiler, Debian package that has it)
+    let candidates: &[(&str, Option<&str>)] = match arch {
+        Arch::Amd64 => &[("musl-gcc", Some("musl-tools"))],
+        Arch::Arm64 => &[
+            ("aarch64-linux-musl-gcc", None),
+            ("aarch64-linux-gnu-gcc", Some("gcc-aarch64-linux-gnu")),
+        ],
+    };
+    if let Some((cc, _)) = candidates.iter().find(|(cc, _)| on_path(cc)) {
+        return Ok(cc.to_string());
     }
-    if is_root() && on_path("apt-get") {
-        eprintln!("musl-gcc is missing: installing the Debian package musl-tools");
-        let installed = Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "musl-tools"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if installed && on_path("musl-gcc") {
-            return Ok("musl-gcc".to_string());
+    for (cc, package) in candidates {
+        let Some(package) = package else { continue };
+        if is_root() && on_path("apt-get") {
+            eprintln!("{cc} is missing: installing the Debian package {package}");
+            let installed = Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", package])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if installed && on_path(cc) {
+                return Ok(cc.to_string());
+            }
         }
     }
+    let names: Vec<&str> = candidates.iter().map(|(cc, _)| *cc).collect();
+    let packages: Vec<&str> = candidates.iter().filter_map(|(_, p)| *p).collect();
     bail!(
-        "musl-gcc not found: the C and assembly parts of the TLS stack need it for {MUSL}; \
-         install it with `apt-get install musl-tools` (or set CC_x86_64_unknown_linux_musl)"
+        "no C compiler for {triple} ({} not found): the C and assembly parts of the TLS stack \
+         need one; install it with `apt-get install {}` (or set {variable})",
+        names.join(", "),
+        packages.join(" ")
     )
 }
 
@@ -367,8 +504,20 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
         .args(["--bin", &provider.binary])
         .stdin(Stdio::null());
     match linkage {
-        Linkage::Musl => {
-            cmd.env("CC_x86_64_unknown_linux_musl", musl_cc()?);
+        Linkage::Musl(arch) => {
+            let cc = musl_cc(arch)?;
+            if arch == Arch::Arm64 {
+                // Rust's default linker driver for a cross target is the
+                // host's `cc`, which cannot link aarch64 objects.
+                let linker = format!(
+                    "CARGO_TARGET_{}_LINKER",
+                    triple.replace('-', "_").to_uppercase()
+                );
+                if std::env::var_os(&linker).is_none() {
+                    cmd.env(&linker, &cc);
+                }
+            }
+            cmd.env(cc_variable(triple), cc);
         }
         Linkage::GlibcStatic => {
             // Target-specific, so build scripts and proc macros stay dynamic.
@@ -400,6 +549,15 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
         .join("release")
         .join(&provider.binary);
     let bytes = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    let machine = elf_machine(&bytes)?;
+    if machine != linkage.arch().elf_machine() {
+        bail!(
+            "{} is an ELF binary for machine {machine}, not {} ({})",
+            binary.display(),
+            linkage.arch().name(),
+            linkage.arch().elf_machine()
+        );
+    }
     if let Some(interpreter) = elf_interpreter(&bytes)? {
         bail!(
             "{} is dynamically linked (interpreter {interpreter}): it cannot run in a \
@@ -414,6 +572,14 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
         megabytes(bytes.len() as u64)
     );
     Ok(binary)
+}
+
+/// `e_machine` of a 64-bit little-endian ELF file (62 x86-64, 183 AArch64).
+fn elf_machine(bytes: &[u8]) -> Result<u16> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    Ok(u16::from_le_bytes([bytes[0x12], bytes[0x13]]))
 }
 
 /// The `PT_INTERP` of a 64-bit little-endian ELF file: `None` for a static
@@ -543,9 +709,15 @@ fn image_spec(
     );
     let group = format!("root:x:0:\nnonroot:x:{NONROOT_ID}:\n");
     let entrypoint = format!("/{}", provider.binary);
+    let arch = linkage.arch();
+    // A tag per architecture (`0.1.0`, `0.1.0-arm64`): loading the arm64
+    // tarball on an amd64 machine must not replace its amd64 image.
+    let tag = image_tag(provider, arch);
     ImageSpec {
-        repo_tag: format!("{}:{}", repository(provider), provider.version),
-        tag: provider.version.clone(),
+        repo_tag: format!("{}:{tag}", repository(provider)),
+        tag,
+        architecture: arch.name().to_string(),
+        variant: arch.variant().map(str::to_string),
         entrypoint: vec![entrypoint.clone()],
         user: format!("{NONROOT_ID}:{NONROOT_ID}"),
         env: vec![format!("SSL_CERT_FILE={CA_BUNDLE}")],
@@ -586,7 +758,12 @@ fn write_image(
     })?;
     let spec = image_spec(provider, binary_bytes, ca_bundle, source, linkage);
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let tarball = out_dir.join(format!("{}-{}.tar", provider.binary, provider.version));
+    let tarball = out_dir.join(format!(
+        "{}-{}{}.tar",
+        provider.binary,
+        provider.version,
+        linkage.arch().suffix()
+    ));
     eprintln!("writing image {} to {}", spec.repo_tag, out_dir.display());
     let started = Instant::now();
     let image = oci::write(&spec, out_dir, &tarball)?;
@@ -615,20 +792,166 @@ mod tests {
         }
     }
 
+    fn edge() -> Provider {
+        Provider {
+            name: "edge".into(),
+            package: "vk-edge".into(),
+            binary: "vk-edge".into(),
+            description: "the edge provider".into(),
+            ..provider()
+        }
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn provider_arguments() -> Result<()> {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_providers(&args(&[]))?, Vec::<String>::new());
+        assert_eq!(parse_args(&args(&[]))?.providers, Vec::<String>::new());
         assert_eq!(
-            parse_providers(&args(&["--provider", "mock", "--provider=aci"]))?,
-            vec!["mock", "aci"]
+            parse_args(&args(&["--provider", "mock", "--provider=edge"]))?.providers,
+            vec!["mock", "edge"]
         );
-        assert!(parse_providers(&args(&["--provider"])).is_err());
-        assert!(parse_providers(&args(&["mock"])).is_err());
-        let all = vec![provider()];
+        assert!(parse_args(&args(&["--provider"])).is_err());
+        assert!(parse_args(&args(&["mock"])).is_err());
+        let all = vec![edge(), provider()];
         assert_eq!(select(all.clone(), &["vk-mock".into()])?.len(), 1);
-        assert!(select(all, &["nope".into()]).is_err());
+        let picked = select(all.clone(), &["edge".into()])?;
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].binary, "vk-edge");
+        let err = select(all, &["nope".into()]).err().map(|e| e.to_string());
+        assert!(
+            err.is_some_and(|e| e.contains("edge, mock")),
+            "names the providers"
+        );
         Ok(())
+    }
+
+    #[test]
+    fn architecture_arguments() -> Result<()> {
+        assert_eq!(parse_args(&args(&[]))?.arches, vec![Arch::Amd64]);
+        assert_eq!(
+            parse_args(&args(&["--arch", "arm64"]))?.arches,
+            vec![Arch::Arm64]
+        );
+        assert_eq!(
+            parse_args(&args(&[
+                "--arch=aarch64",
+                "--arch",
+                "amd64",
+                "--arch=arm64"
+            ]))?
+            .arches,
+            vec![Arch::Amd64, Arch::Arm64]
+        );
+        assert_eq!(
+            parse_args(&args(&["--arch", "all", "--provider", "edge"]))?,
+            Request {
+                providers: vec!["edge".into()],
+                arches: vec![Arch::Amd64, Arch::Arm64],
+            }
+        );
+        assert!(parse_args(&args(&["--arch", "riscv64"])).is_err());
+        assert!(parse_args(&args(&["--arch"])).is_err());
+        assert_eq!(Arch::Arm64.musl_triple(), "aarch64-unknown-linux-musl");
+        assert_eq!(
+            cc_variable("aarch64-unknown-linux-musl"),
+            "CC_aarch64_unknown_linux_musl"
+        );
+        Ok(())
+    }
+
+    /// A package of `cargo metadata` under `dir` with the given binary targets.
+    fn package(name: &str, dir: &Path, bins: &[&str]) -> Value {
+        let mut targets: Vec<Value> = bins
+            .iter()
+            .map(|b| serde_json::json!({ "name": b, "kind": ["bin"] }))
+            .collect();
+        targets.push(serde_json::json!({ "name": name.replace('-', "_"), "kind": ["lib"] }));
+        serde_json::json!({
+            "name": name,
+            "version": "0.1.0",
+            "description": format!("the {name} package"),
+            "manifest_path": dir.join("Cargo.toml"),
+            "targets": targets,
+        })
+    }
+
+    #[test]
+    fn providers_are_the_vk_binaries_under_providers() -> Result<()> {
+        let root = workspace::root();
+        let metadata = serde_json::json!({ "packages": [
+            package("vk-mock", &root.join("providers/mock"), &["vk-mock"]),
+            package("vk-edge", &root.join("providers/edge"), &["vk-edge", "edge-helper"]),
+            // Not under providers/, or no vk-<name> binary: not providers.
+            package("vk-core", &root.join("crates/vk-core"), &[]),
+            package("xtask", &root.join("xtask"), &["xtask"]),
+            package("vk-lib-only", &root.join("providers/lib-only"), &[]),
+        ]});
+        let found = providers(&metadata)?;
+        let names: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|p| (p.name.as_str(), p.package.as_str(), p.binary.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("edge", "vk-edge", "vk-edge"),
+                ("mock", "vk-mock", "vk-mock")
+            ]
+        );
+        assert_eq!(found[0].description, "the vk-edge package");
+        // Not inherited in the test metadata: from [workspace.package].
+        assert_eq!(found[0].license, "Apache-2.0");
+        Ok(())
+    }
+
+    #[test]
+    fn the_workspace_has_the_mock_and_edge_providers() -> Result<()> {
+        let found = providers(&cargo_metadata()?)?;
+        for name in ["mock", "edge"] {
+            let provider = found.iter().find(|p| p.name == name);
+            let provider = provider.with_context(|| format!("no provider {name}"))?;
+            assert_eq!(provider.binary, format!("vk-{name}"));
+            assert!(!provider.description.is_empty(), "{name} has a description");
+            assert!(!provider.version.is_empty());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_arm64_image_is_an_arm64_v8_image_with_its_own_tag() {
+        let source = SourceInfo {
+            revision: None,
+            created_epoch: 0,
+        };
+        let spec = image_spec(
+            &edge(),
+            b"bin".to_vec(),
+            b"ca".to_vec(),
+            &source,
+            Linkage::Musl(Arch::Arm64),
+        );
+        assert_eq!(spec.repo_tag, "vk-rs/vk-edge:0.1.0-arm64");
+        assert_eq!(spec.tag, "0.1.0-arm64");
+        assert_eq!(spec.architecture, "arm64");
+        assert_eq!(spec.variant.as_deref(), Some("v8"));
+        assert_eq!(spec.entrypoint, vec!["/vk-edge"]);
+        assert!(spec.created_by.contains("aarch64-unknown-linux-musl"));
+        let amd64 = image_spec(
+            &edge(),
+            b"bin".to_vec(),
+            b"ca".to_vec(),
+            &source,
+            Linkage::Musl(Arch::Amd64),
+        );
+        assert_eq!(amd64.repo_tag, "vk-rs/vk-edge:0.1.0");
+        assert_eq!(amd64.architecture, "amd64");
+        assert_eq!(amd64.variant, None);
+        assert_eq!(Linkage::GlibcStatic.arch(), Arch::Amd64);
+        assert_eq!(Arch::Amd64.suffix(), "");
+        assert_eq!(Arch::Arm64.suffix(), "-arm64");
     }
 
     #[test]
@@ -642,7 +965,7 @@ mod tests {
             b"bin".to_vec(),
             b"ca".to_vec(),
             &source,
-            Linkage::Musl,
+            Linkage::Musl(Arch::Amd64),
         );
         assert_eq!(spec.repo_tag, "vk-rs/vk-mock:0.1.0");
         assert_eq!(spec.entrypoint, vec!["/vk-mock"]);
@@ -682,6 +1005,9 @@ mod tests {
         // Test binaries of the host target are dynamically linked.
         assert!(elf_interpreter(&me)?.is_some_and(|i| i.contains("ld-linux")));
         assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(elf_machine(&me)?, Arch::Amd64.elf_machine());
+        assert!(elf_machine(b"#!/bin/sh\n").is_err());
         Ok(())
     }
 }

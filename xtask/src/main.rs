@@ -19,6 +19,7 @@ mod images;
 mod kubectl;
 mod metrics_server_build;
 mod oci;
+mod options;
 mod process;
 mod progress;
 mod test;
@@ -47,12 +48,15 @@ commands:
                               clippy -D warnings, then all tests against a fresh test cluster
   demo                        cluster + the mock virtual kubelet + a 3-replica Deployment;
                               Ctrl-C stops everything
-  build-images [--provider NAME]...
+  build-images [--provider NAME]... [--arch amd64|arm64|all]...
                               static release build of each provider (all by default) and its
                               FROM-scratch image in target/images/NAME/ (OCI layout and
-                              docker-archive tarball); prints the tarball paths
-  charts [--kubeconfig PATH]  helm lint, helm template and a server-side dry run of every chart
-                              in charts/ (default cluster: target/cluster, started if needed)
+                              docker-archive tarball; arm64: target/images/NAME-arm64/);
+                              prints the tarball paths
+  charts [--chart NAME]... [--kubeconfig PATH]
+                              helm lint, helm template and a server-side dry run of every chart
+                              in charts/, or of the named ones (default cluster: target/cluster,
+                              started if needed)
   helm-path                   print the path of the pinned helm binary (building it if needed)
   metrics-server-path         print the path of the pinned metrics-server binary (building it
                               if needed)

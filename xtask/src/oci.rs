@@ -72,6 +72,10 @@ pub struct ImageSpec {
     /// The tag alone, recorded as `org.opencontainers.image.ref.name` in the
     /// layout's `index.json`.
     pub tag: String,
+    /// The platform: `config.architecture` (`amd64`, `arm64`) and
+    /// `config.variant` (`v8` for arm64), also in the layout's index.
+    pub architecture: String,
+    pub variant: Option<String>,
     /// `config.Entrypoint`.
     pub entrypoint: Vec<String>,
     /// `config.User` (`65532:65532`).
@@ -192,9 +196,9 @@ fn config_json(spec: &ImageSpec, diff_id: &str) -> Value {
         .iter()
         .map(|p| (p.as_str(), json!({})))
         .collect();
-    json!({
+    let mut config = json!({
         "created": created,
-        "architecture": "amd64",
+        "architecture": spec.architecture,
         "os": "linux",
         "config": {
             "User": spec.user,
@@ -206,7 +210,20 @@ fn config_json(spec: &ImageSpec, diff_id: &str) -> Value {
         },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{ "created": created, "created_by": spec.created_by }],
-    })
+    });
+    if let Some(variant) = &spec.variant {
+        config["variant"] = json!(variant);
+    }
+    config
+}
+
+/// The OCI `platform` object of the image.
+fn platform(spec: &ImageSpec) -> Value {
+    let mut platform = json!({ "architecture": spec.architecture, "os": "linux" });
+    if let Some(variant) = &spec.variant {
+        platform["variant"] = json!(variant);
+    }
+    platform
 }
 
 /// The uncompressed layer: a ustar archive with paths relative to `/`.
@@ -277,6 +294,7 @@ fn write_layout(
         "org.opencontainers.image.ref.name": spec.tag,
         "io.containerd.image.name": spec.repo_tag,
     });
+    descriptor["platform"] = platform(spec);
     let index = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_INDEX,
@@ -383,6 +401,8 @@ mod tests {
         ImageSpec {
             repo_tag: "vk-rs/vk-test:1.2.3".into(),
             tag: "1.2.3".into(),
+            architecture: "amd64".into(),
+            variant: None,
             entrypoint: vec!["/vk-test".into()],
             user: "65532:65532".into(),
             env: vec!["PATH=/".into()],
@@ -455,6 +475,12 @@ mod tests {
         assert_eq!(config["rootfs"]["diff_ids"][0], written.diff_id.as_str());
         assert_eq!(config["config"]["User"], "65532:65532");
         assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(config["architecture"], "amd64");
+        assert!(config.get("variant").is_none());
+        assert_eq!(
+            index["manifests"][0]["platform"],
+            json!({ "architecture": "amd64", "os": "linux" })
+        );
 
         // The layer decompresses to the diff_id, with the modes and owners asked for.
         let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap_or("");
@@ -506,6 +532,36 @@ mod tests {
         let again = write(&spec(), &dir, &dir.join("again.tar"))?;
         assert_eq!(again.manifest_digest, written.manifest_digest);
         assert_eq!(fs::read(&tarball)?, fs::read(dir.join("again.tar"))?);
+        fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_arm64_image_says_so_in_its_config_and_index() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("vk-oci-arm64-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let arm64 = ImageSpec {
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+            ..spec()
+        };
+        let written = write(&arm64, &dir, &dir.join("image.tar"))?;
+        let config = read_json(
+            &dir.join("blobs/sha256")
+                .join(written.config_digest.trim_start_matches("sha256:")),
+        );
+        assert_eq!(config["architecture"], "arm64");
+        assert_eq!(config["variant"], "v8");
+        assert_eq!(config["os"], "linux");
+        let index = read_json(&dir.join("index.json"));
+        assert_eq!(
+            index["manifests"][0]["platform"],
+            json!({ "architecture": "arm64", "os": "linux", "variant": "v8" })
+        );
+        // Another platform, another image.
+        let amd64 = write(&spec(), &dir, &dir.join("amd64.tar"))?;
+        assert_ne!(amd64.config_digest, written.config_digest);
         fs::remove_dir_all(&dir)?;
         Ok(())
     }
