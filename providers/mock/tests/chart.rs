@@ -15,14 +15,14 @@
 //! - `cargo xtask charts`: `helm lint --strict` is clean and the apiserver
 //!   accepts every rendering in a server-side dry run.
 
+#[path = "../../test-support/chart.rs"]
+mod chart;
 #[path = "support/kubelet_cert.rs"]
 mod kubelet_cert;
 mod support;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -31,252 +31,35 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
+use chart::{RbacExpectation, objects, of_kind, strings, write_token_kubeconfig};
 use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
 use support::*;
 
-/// What the core runtime calls, by (API group, resource) → verbs. The chart's
-/// ClusterRole must grant exactly this, no more (minimal) and no less (the
-/// scenario test shows it is sufficient).
-const CLUSTER_ALLOWED: &[(&str, &str, &[&str])] = &[
-    // pod/controller.rs: reflector over `watcher(Api::<Pod>::all, spec.nodeName=<node>)`,
-    // `delete` with a UID precondition.
-    ("", "pods", &["list", "watch", "delete"]),
-    // pod/controller.rs: `patch_status` (strategic merge).
-    ("", "pods/status", &["patch"]),
-    // node/mod.rs: `get_opt`, `create`, merge `patch` on adoption; `watch_deletion`
-    // lists and watches with metadata.name=<node>.
-    ("", "nodes", &["create", "get", "list", "watch", "patch"]),
-    // node/mod.rs: `patch_status`.
-    ("", "nodes/status", &["patch"]),
-    // objects.rs: `get_opt` of what env and volumes reference (cached, never listed);
-    // api/tls.rs reads kube-system/extension-apiserver-authentication.
-    ("", "configmaps", &["get"]),
-    ("", "secrets", &["get"]),
-    // runtime.rs: one reflector over `Api::<Service>::all` (service link variables).
-    ("", "services", &["list", "watch"]),
-    // objects.rs: TokenRequest (`create_subresource("token")`) for projected tokens.
-    ("", "serviceaccounts/token", &["create"]),
-    // context.rs: kube's event Recorder creates events and patches repeated ones.
-    ("events.k8s.io", "events", &["create", "patch"]),
-    // api/auth.rs: kubelet API callers' bearer tokens and their authorization.
-    ("authentication.k8s.io", "tokenreviews", &["create"]),
-    ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
-    // api/tls.rs: the serving certificate by CSR (tls.mode=csr only): `create`,
-    // then `get_opt` by name every second until it is issued.
-    (
-        "certificates.k8s.io",
-        "certificatesigningrequests",
-        &["create", "get"],
-    ),
-];
+/// The chart under test.
+const CHART: &str = "vk-mock";
 
-/// node/lease.rs: `get_opt`, `replace` (update) and `create` of the node's
-/// Lease, in kube-node-lease only.
-const LEASE_ALLOWED: (&str, &str, &[&str]) = (
-    "coordination.k8s.io",
-    "leases",
-    &["create", "get", "update"],
-);
-
-/// Verbs that change an object.
-const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
-
-fn chart_dir() -> PathBuf {
-    vk_test_support::workspace_root().join("charts/vk-mock")
-}
-
-/// The pinned helm, built by the xtask on first use.
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = vk_test_support::xtask(["helm-path"]).expect("cargo xtask helm-path");
-        PathBuf::from(out.last_line().expect("helm-path printed nothing"))
-    })
-}
-
-/// `helm template RELEASE charts/vk-mock --namespace NS [ARGS]`: Ok(stdout) or Err(stderr).
+/// Renders `charts/vk-mock`.
 fn template(release: &str, namespace: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(helm())
-        .arg("template")
-        .arg(release)
-        .arg(chart_dir())
-        .args(["--namespace", namespace])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running helm");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    chart::template(CHART, release, namespace, args)
 }
 
-/// The objects of a rendered chart.
-fn objects(manifest: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(manifest)
-        .expect("rendered chart is YAML")
-        .into_iter()
-        .filter(|v| v.is_object())
-        .collect()
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// (group, resource, verb) triples a set of rules grants, with the resource
-/// names each triple is limited to (empty: all).
-fn grants(rules: &Value) -> Vec<(String, String, String, Vec<String>)> {
-    let mut out = Vec::new();
-    for rule in rules.as_array().into_iter().flatten() {
-        let names = strings(&rule["resourceNames"]);
-        for group in strings(&rule["apiGroups"]) {
-            for resource in strings(&rule["resources"]) {
-                for verb in strings(&rule["verbs"]) {
-                    out.push((group.clone(), resource.clone(), verb, names.clone()));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn allowed_set(entries: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)> {
-    entries
-        .iter()
-        .flat_map(|(g, r, verbs)| {
-            verbs
-                .iter()
-                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// Checks one rendering's RBAC; `csr` says whether tls.mode is csr.
+/// The mock's provider adds no RBAC rules: its backend lives in the process.
 fn check_rbac(objects: &[Value], node: &str, namespace: &str, service_account: &str, csr: bool) {
-    // No wildcard and no non-resource URLs anywhere.
-    for role in of_kind(objects, "ClusterRole")
-        .into_iter()
-        .chain(of_kind(objects, "Role"))
-    {
-        for rule in role["rules"].as_array().into_iter().flatten() {
-            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
-                assert!(
-                    !strings(&rule[field]).iter().any(|s| s.contains('*')),
-                    "wildcard in {field}: {rule}"
-                );
-            }
-            assert!(
-                rule.get("nonResourceURLs").is_none(),
-                "non-resource URL rule: {rule}"
-            );
-        }
-    }
-
-    // The ClusterRole: exactly the allow-list (CSRs only in csr mode).
-    let cluster_roles = of_kind(objects, "ClusterRole");
-    assert_eq!(cluster_roles.len(), 1, "one ClusterRole");
-    let role = cluster_roles[0];
-    let granted = grants(&role["rules"]);
-    let granted_set: BTreeSet<(String, String, String)> = granted
-        .iter()
-        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
-        .collect();
-    let mut expected = allowed_set(CLUSTER_ALLOWED);
-    if !csr {
-        expected.retain(|(_, r, _)| r != "certificatesigningrequests");
-    }
-    let extra: Vec<_> = granted_set.difference(&expected).collect();
-    assert!(
-        extra.is_empty(),
-        "granted beyond what the code uses: {extra:?}"
+    chart::check_rbac(
+        objects,
+        &RbacExpectation {
+            node,
+            namespace,
+            service_account,
+            csr,
+            provider_allowed: &[],
+        },
     );
-    let missing: Vec<_> = expected.difference(&granted_set).collect();
-    assert!(
-        missing.is_empty(),
-        "the code uses what is not granted: {missing:?}"
-    );
-
-    for (group, resource, verb, names) in &granted {
-        // Read-only objects stay read-only.
-        if group.is_empty() && ["configmaps", "secrets", "services"].contains(&resource.as_str()) {
-            assert!(
-                !WRITE_VERBS.contains(&verb.as_str()),
-                "{verb} on {resource}"
-            );
-        }
-        // Everything on nodes but create is limited to this node.
-        if group.is_empty() && resource.starts_with("nodes") && verb != "create" {
-            assert_eq!(
-                names,
-                &vec![node.to_string()],
-                "{verb} {resource} not limited to the node"
-            );
-        }
-    }
-
-    // The lease Role: kube-node-lease only, get/update on this node's lease only.
-    let roles = of_kind(objects, "Role");
-    assert_eq!(roles.len(), 1, "one Role");
-    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
-    let lease_grants = grants(&roles[0]["rules"]);
-    let lease_set: BTreeSet<(String, String, String)> = lease_grants
-        .iter()
-        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
-        .collect();
-    assert_eq!(lease_set, allowed_set(&[LEASE_ALLOWED]));
-    for (_, _, verb, names) in &lease_grants {
-        if verb != "create" {
-            assert_eq!(
-                names,
-                &vec![node.to_string()],
-                "{verb} on leases not limited to the node"
-            );
-        }
-    }
-
-    // Bindings: the chart's own roles, to the chart's ServiceAccount; never cluster-admin.
-    let own_roles: Vec<String> = cluster_roles
-        .iter()
-        .chain(roles.iter())
-        .map(|r| r["metadata"]["name"].as_str().unwrap_or("").to_string())
-        .collect();
-    for binding in of_kind(objects, "ClusterRoleBinding")
-        .into_iter()
-        .chain(of_kind(objects, "RoleBinding"))
-    {
-        let role_name = binding["roleRef"]["name"].as_str().unwrap_or("");
-        assert!(
-            !["cluster-admin", "admin", "edit"].contains(&role_name),
-            "binds {role_name}"
-        );
-        assert!(
-            own_roles.iter().any(|r| r == role_name),
-            "binds a foreign role {role_name}"
-        );
-        assert_eq!(
-            binding["subjects"],
-            json!([{ "kind": "ServiceAccount", "name": service_account, "namespace": namespace }])
-        );
-    }
-    assert_eq!(of_kind(objects, "ClusterRoleBinding").len(), 1);
-    assert_eq!(of_kind(objects, "RoleBinding").len(), 1);
 }
 
 #[test]
 fn rendered_rbac_grants_exactly_what_the_code_uses() {
-    let ci = chart_dir().join("ci");
+    let ci = chart::chart_dir(CHART).join("ci");
     let secret_values = ci.join("secret-tls-values.yaml");
     let sa_values = ci.join("existing-serviceaccount-values.yaml");
     let cases: [(&[&str], &str, &str, bool); 3] = [
@@ -390,12 +173,7 @@ fn the_deployment_runs_the_node_as_the_values_say() {
 
 #[test]
 fn bad_values_are_rejected() {
-    let rejected = |args: &[&str], why: &str| {
-        let err = template("rel", "vk-system", args)
-            .err()
-            .unwrap_or_else(|| panic!("{args:?} was accepted"));
-        assert!(err.contains(why), "{args:?}: expected {why:?} in: {err}");
-    };
+    let rejected = |args: &[&str], why: &str| chart::assert_rejected(CHART, args, why);
     // helm names the offending value by its JSON pointer.
     rejected(&["--set", "tls.mode=secret"], "/tls/existingSecret");
     rejected(&["--set", "tls.mode=selfsigned"], "/tls/mode");
@@ -412,24 +190,14 @@ fn bad_values_are_rejected() {
 
 #[test]
 fn lint_is_clean_and_the_apiserver_accepts_every_rendering() {
-    // The shared test cluster's kubeconfig (started if needed).
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let kubeconfig = runtime.block_on(async {
-        let cluster = TestCluster::get().await.expect("test cluster");
-        cluster.kubeconfig().to_path_buf()
-    });
-    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    // Fails on any lint warning or error and on any object the apiserver refuses.
-    vk_test_support::xtask(["charts", "--kubeconfig", kubeconfig.as_str()])
-        .expect("cargo xtask charts");
-    let rendered = vk_test_support::workspace_root().join("target/charts");
-    for name in [
-        "vk-mock.yaml",
-        "vk-mock-secret-tls.yaml",
-        "vk-mock-existing-serviceaccount.yaml",
-    ] {
-        assert!(rendered.join(name).is_file(), "{name} not rendered");
-    }
+    chart::lint_and_dry_run(
+        CHART,
+        &[
+            "vk-mock.yaml",
+            "vk-mock-secret-tls.yaml",
+            "vk-mock-existing-serviceaccount.yaml",
+        ],
+    );
 }
 
 /// A `vk-mock` process started the way the chart's Deployment starts it.
@@ -706,27 +474,6 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         refused.join("\n")
     );
     drop(kubelet);
-}
-
-/// A kubeconfig for the admin kubeconfig's cluster, authenticated by `token`.
-fn write_token_kubeconfig(admin: &Path, token: &str, out: &Path) {
-    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
-    let admin: Value = serde_saphyr::from_str(&text).expect("kubeconfig YAML");
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    assert!(
-        cluster["server"].is_string(),
-        "no server in {}",
-        admin["clusters"]
-    );
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "local", "cluster": cluster }],
-        "users": [{ "name": "vk-mock", "user": { "token": token } }],
-        "contexts": [{ "name": "vk-mock", "context": { "cluster": "local", "user": "vk-mock" } }],
-        "current-context": "vk-mock",
-    });
-    std::fs::write(out, kubeconfig.to_string()).expect("write kubeconfig");
 }
 
 /// Three replicas on `node`, with env from a ConfigMap and a Secret.

@@ -1,0 +1,360 @@
+//! What the chart tests of every provider share (`providers/<name>/tests/chart.rs`
+//! include this file with `#[path = "../../test-support/chart.rs"] mod chart;`):
+//! rendering `charts/vk-<name>` with the pinned helm, picking objects out of
+//! the rendering, and the RBAC check against the allow-list of what the core
+//! runtime calls. Every chart shares the core's rules (`_helpers.tpl`), so
+//! the allow-list lives here once; a provider's own rules
+//! (`vk.providerRules`) are passed in as `provider_allowed`.
+//!
+//! Not a crate: a file compiled into each test binary, so it may use only
+//! what both test crates depend on (`serde_json`, `serde-saphyr`,
+//! `vk-test-support`, `tokio`).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+/// A rule set as (API group, resource) → verbs.
+pub type Allowed = [(&'static str, &'static str, &'static [&'static str])];
+
+/// What the core runtime calls, by (API group, resource) → verbs. A chart's
+/// ClusterRole must grant exactly this plus its provider's rules, no more
+/// (minimal) and no less (the mock's scenario test shows it is sufficient).
+pub const CLUSTER_ALLOWED: &Allowed = &[
+    // pod/controller.rs: reflector over `watcher(Api::<Pod>::all, spec.nodeName=<node>)`,
+    // `delete` with a UID precondition.
+    ("", "pods", &["list", "watch", "delete"]),
+    // pod/controller.rs: `patch_status` (strategic merge).
+    ("", "pods/status", &["patch"]),
+    // node/mod.rs: `get_opt`, `create`, merge `patch` on adoption; `watch_deletion`
+    // lists and watches with metadata.name=<node>.
+    ("", "nodes", &["create", "get", "list", "watch", "patch"]),
+    // node/mod.rs: `patch_status`.
+    ("", "nodes/status", &["patch"]),
+    // objects.rs: `get_opt` of what env and volumes reference (cached, never listed);
+    // api/tls.rs reads kube-system/extension-apiserver-authentication.
+    ("", "configmaps", &["get"]),
+    ("", "secrets", &["get"]),
+    // runtime.rs: one reflector over `Api::<Service>::all` (service link variables).
+    ("", "services", &["list", "watch"]),
+    // objects.rs: TokenRequest (`create_subresource("token")`) for projected tokens.
+    ("", "serviceaccounts/token", &["create"]),
+    // context.rs: kube's event Recorder creates events and patches repeated ones.
+    ("events.k8s.io", "events", &["create", "patch"]),
+    // api/auth.rs: kubelet API callers' bearer tokens and their authorization.
+    ("authentication.k8s.io", "tokenreviews", &["create"]),
+    ("authorization.k8s.io", "subjectaccessreviews", &["create"]),
+    // api/tls.rs: the serving certificate by CSR (tls.mode=csr only): `create`,
+    // then `get_opt` by name every second until it is issued.
+    (
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        &["create", "get"],
+    ),
+];
+
+/// node/lease.rs: `get_opt`, `replace` (update) and `create` of the node's
+/// Lease, in kube-node-lease only.
+pub const LEASE_ALLOWED: (&str, &str, &[&str]) = (
+    "coordination.k8s.io",
+    "leases",
+    &["create", "get", "update"],
+);
+
+/// Verbs that change an object.
+pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+/// `charts/<chart>` in the workspace.
+pub fn chart_dir(chart: &str) -> PathBuf {
+    vk_test_support::workspace_root().join("charts").join(chart)
+}
+
+/// The pinned helm, built by the xtask on first use.
+pub fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = vk_test_support::xtask(["helm-path"]).expect("cargo xtask helm-path");
+        PathBuf::from(out.last_line().expect("helm-path printed nothing"))
+    })
+}
+
+/// `helm template RELEASE charts/<chart> --namespace NS [ARGS]`: Ok(stdout) or Err(stderr).
+pub fn template(
+    chart: &str,
+    release: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let out = Command::new(helm())
+        .arg("template")
+        .arg(release)
+        .arg(chart_dir(chart))
+        .args(["--namespace", namespace])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running helm");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Asserts that `helm template` with `args` fails and names `why`.
+pub fn assert_rejected(chart: &str, args: &[&str], why: &str) {
+    let err = template(chart, "rel", "vk-system", args)
+        .err()
+        .unwrap_or_else(|| panic!("{args:?} was accepted"));
+    assert!(err.contains(why), "{args:?}: expected {why:?} in: {err}");
+}
+
+/// The objects of a rendered chart.
+pub fn objects(manifest: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(manifest)
+        .expect("rendered chart is YAML")
+        .into_iter()
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pod spec of the rendering's only Deployment.
+pub fn pod_spec(objects: &[Value]) -> &Value {
+    let deployments = of_kind(objects, "Deployment");
+    assert_eq!(deployments.len(), 1, "one Deployment");
+    &deployments[0]["spec"]["template"]["spec"]
+}
+
+/// The `config.json` of the rendering's provider-config ConfigMap.
+pub fn provider_config(objects: &[Value]) -> Value {
+    of_kind(objects, "ConfigMap")[0]["data"]["config.json"]
+        .as_str()
+        .map(|s| serde_json::from_str::<Value>(s).expect("config.json is JSON"))
+        .expect("config.json")
+}
+
+/// (group, resource, verb) triples a set of rules grants, with the resource
+/// names each triple is limited to (empty: all).
+pub fn grants(rules: &Value) -> Vec<(String, String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.push((group.clone(), resource.clone(), verb, names.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn allowed_set(entries: &Allowed) -> BTreeSet<(String, String, String)> {
+    entries
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// What one rendering should grant, and to whom.
+pub struct RbacExpectation<'a> {
+    pub node: &'a str,
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+    /// tls.mode is csr: the CSR rule is granted.
+    pub csr: bool,
+    /// The provider's rules (`vk.providerRules`) on top of [`CLUSTER_ALLOWED`].
+    pub provider_allowed: &'a Allowed,
+}
+
+/// Checks one rendering's RBAC: no wildcard, exactly the allow-list, read-only
+/// objects stay read-only, node and lease rights limited to the node, the
+/// bindings name the chart's own roles and ServiceAccount.
+pub fn check_rbac(objects: &[Value], want: &RbacExpectation) {
+    let node = want.node;
+    // No wildcard and no non-resource URLs anywhere.
+    for role in of_kind(objects, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(objects, "Role"))
+    {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+                assert!(
+                    !strings(&rule[field]).iter().any(|s| s.contains('*')),
+                    "wildcard in {field}: {rule}"
+                );
+            }
+            assert!(
+                rule.get("nonResourceURLs").is_none(),
+                "non-resource URL rule: {rule}"
+            );
+        }
+    }
+
+    // The ClusterRole: exactly the allow-list (CSRs only in csr mode).
+    let cluster_roles = of_kind(objects, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "one ClusterRole");
+    let role = cluster_roles[0];
+    let granted = grants(&role["rules"]);
+    let granted_set: BTreeSet<(String, String, String)> = granted
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    let mut expected = allowed_set(CLUSTER_ALLOWED);
+    expected.extend(allowed_set(want.provider_allowed));
+    if !want.csr {
+        expected.retain(|(_, r, _)| r != "certificatesigningrequests");
+    }
+    let extra: Vec<_> = granted_set.difference(&expected).collect();
+    assert!(
+        extra.is_empty(),
+        "granted beyond what the code uses: {extra:?}"
+    );
+    let missing: Vec<_> = expected.difference(&granted_set).collect();
+    assert!(
+        missing.is_empty(),
+        "the code uses what is not granted: {missing:?}"
+    );
+
+    for (group, resource, verb, names) in &granted {
+        // Read-only objects stay read-only.
+        if group.is_empty() && ["configmaps", "secrets", "services"].contains(&resource.as_str()) {
+            assert!(
+                !WRITE_VERBS.contains(&verb.as_str()),
+                "{verb} on {resource}"
+            );
+        }
+        // Everything on nodes but create is limited to this node.
+        if group.is_empty() && resource.starts_with("nodes") && verb != "create" {
+            assert_eq!(
+                names,
+                &vec![node.to_string()],
+                "{verb} {resource} not limited to the node"
+            );
+        }
+    }
+
+    // The lease Role: kube-node-lease only, get/update on this node's lease only.
+    let roles = of_kind(objects, "Role");
+    assert_eq!(roles.len(), 1, "one Role");
+    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
+    let lease_grants = grants(&roles[0]["rules"]);
+    let lease_set: BTreeSet<(String, String, String)> = lease_grants
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    assert_eq!(lease_set, allowed_set(&[LEASE_ALLOWED]));
+    for (_, _, verb, names) in &lease_grants {
+        if verb != "create" {
+            assert_eq!(
+                names,
+                &vec![node.to_string()],
+                "{verb} on leases not limited to the node"
+            );
+        }
+    }
+
+    // Bindings: the chart's own roles, to the chart's ServiceAccount; never cluster-admin.
+    let own_roles: Vec<String> = cluster_roles
+        .iter()
+        .chain(roles.iter())
+        .map(|r| r["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for binding in of_kind(objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(of_kind(objects, "RoleBinding"))
+    {
+        let role_name = binding["roleRef"]["name"].as_str().unwrap_or("");
+        assert!(
+            !["cluster-admin", "admin", "edit"].contains(&role_name),
+            "binds {role_name}"
+        );
+        assert!(
+            own_roles.iter().any(|r| r == role_name),
+            "binds a foreign role {role_name}"
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{
+                "kind": "ServiceAccount",
+                "name": want.service_account,
+                "namespace": want.namespace,
+            }])
+        );
+    }
+    assert_eq!(of_kind(objects, "ClusterRoleBinding").len(), 1);
+    assert_eq!(of_kind(objects, "RoleBinding").len(), 1);
+}
+
+/// `cargo xtask charts --chart <chart>` against the shared test cluster
+/// (started if needed): `helm lint --strict` clean and every rendering
+/// accepted by a server-side dry run; then checks that each of `renderings`
+/// (`<chart>[-<variant>].yaml`) was written to `target/charts/`.
+pub fn lint_and_dry_run(chart: &str, renderings: &[&str]) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let kubeconfig = runtime.block_on(async {
+        let cluster = vk_test_support::TestCluster::get()
+            .await
+            .expect("test cluster");
+        cluster.kubeconfig().to_path_buf()
+    });
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    // Fails on any lint warning or error and on any object the apiserver refuses.
+    vk_test_support::xtask([
+        "charts",
+        "--chart",
+        chart,
+        "--kubeconfig",
+        kubeconfig.as_str(),
+    ])
+    .expect("cargo xtask charts");
+    let rendered = vk_test_support::workspace_root().join("target/charts");
+    for name in renderings {
+        assert!(rendered.join(name).is_file(), "{name} not rendered");
+    }
+}
+
+/// A kubeconfig for the admin kubeconfig's cluster, authenticated by `token`.
+pub fn write_token_kubeconfig(admin: &Path, token: &str, out: &Path) {
+    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
+    let admin: Value = serde_saphyr::from_str(&text).expect("kubeconfig YAML");
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    assert!(
+        cluster["server"].is_string(),
+        "no server in {}",
+        admin["clusters"]
+    );
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": cluster }],
+        "users": [{ "name": "vk", "user": { "token": token } }],
+        "contexts": [{ "name": "vk", "context": { "cluster": "local", "user": "vk" } }],
+        "current-context": "vk",
+    });
+    std::fs::write(out, kubeconfig.to_string()).expect("write kubeconfig");
+}
