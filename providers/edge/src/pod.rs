@@ -494,7 +494,7 @@ impl Supervisor {
                 Err(e) if status_of(&e) == Some(404) => {
                     // Removed behind our back: the next attempt replaces it.
                     c.previous = c.current.take();
-                    c.previous.as_mut().map(|p| {
+                    if let Some(p) = c.previous.as_mut() {
                         p.observed = Observed::Exited {
                             code: 137,
                             oom: false,
@@ -502,7 +502,7 @@ impl Supervisor {
                             started_at: None,
                             finished_at: None,
                         }
-                    });
+                    }
                 }
                 Err(e) => debug!(pod = %self.shared.key, error = %e, "inspect failed"),
             }
@@ -687,6 +687,7 @@ impl Supervisor {
         let number = self.ctrs[i]
             .current
             .as_ref()
+            .or(self.ctrs[i].previous.as_ref())
             .map(|a| a.number + 1)
             .unwrap_or(0);
         let id = match self.create(i, infra_id, number).await {

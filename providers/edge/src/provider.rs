@@ -75,7 +75,16 @@ pub async fn list_containers(
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            other => return other.map_err(|e| map_error(e, "listing containers")),
+            other => {
+                // Podman ORs several label filters where Docker ANDs them.
+                let wanted = |c: &ContainerSummary| {
+                    label(c, LABEL_NODE) == Some(node)
+                        && uid.is_none_or(|u| label(c, LABEL_UID) == Some(u))
+                };
+                return other
+                    .map(|cs| cs.into_iter().filter(wanted).collect())
+                    .map_err(|e| map_error(e, "listing containers"));
+            }
         }
     }
 }

@@ -72,7 +72,16 @@ pub async fn remove_for_pod(engine: &Engine, node: &str, uid: &str) -> ProviderR
         }))
         .await
         .map_err(|e| map_error(e, "listing volumes"))?;
-    let volumes = list.volumes.unwrap_or_default();
+    // Podman ORs several label filters where Docker ANDs them: check both here.
+    let volumes: Vec<_> = list
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| {
+            v.labels.get(LABEL_NODE).map(String::as_str) == Some(node)
+                && v.labels.get(LABEL_UID).map(String::as_str) == Some(uid)
+        })
+        .collect();
     for v in &volumes {
         match docker
             .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))

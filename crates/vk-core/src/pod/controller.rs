@@ -608,6 +608,7 @@ impl PodController {
                     }
                 }
                 Err(e) => {
+                    warn!(pod = %pk, error = %e, "deleting the pod in the backend failed");
                     self.event(
                         pod,
                         true,

@@ -52,7 +52,17 @@ pub struct EdgeNode {
 impl EdgeNode {
     /// Starts `vk-edge` for node `name` on `endpoint` with extra arguments.
     pub fn start(cluster: &TestCluster, endpoint: &str, name: &str, extra: &[&str]) -> EdgeNode {
-        let kubeconfig = cluster.kubeconfig();
+        Self::start_with(cluster.vkcp(), cluster.kubeconfig(), endpoint, name, extra)
+    }
+
+    /// [`EdgeNode::start`] against any cluster's kubeconfig (`vkcp` runs kubectl for clean-up).
+    pub fn start_with(
+        vkcp: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        endpoint: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> EdgeNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port();
         let kubelet_port = free_port();
@@ -80,7 +90,7 @@ impl EdgeNode {
             kubelet_port,
             log,
             kubeconfig: kubeconfig.to_path_buf(),
-            vkcp: cluster.vkcp().to_path_buf(),
+            vkcp: vkcp.to_path_buf(),
             process,
             _dir: dir,
         }
