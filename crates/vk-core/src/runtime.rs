@@ -231,3 +231,59 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// What a provider binary's `main` does before and after its own set-up:
+/// parses its command line (`--help`/`--version` print and exit 0; a bad
+/// flag is one line on stderr and exit code 2), or runs the kubelet.
+pub mod binary {
+    use std::process::ExitCode;
+    use std::sync::Arc;
+
+    use crate::cli::KubeletArgs;
+    use crate::provider::Provider;
+
+    /// Parses the binary's command line; `Err` is the exit code to return.
+    pub fn parse<C: clap::Parser>(binary: &str) -> Result<C, ExitCode> {
+        match C::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                Err(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                eprintln!("{binary}: {}", first.trim_start_matches("error: "));
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+
+    /// A configuration error: one line on stderr, exit code 2.
+    pub fn usage_error(binary: &str, message: impl std::fmt::Display) -> ExitCode {
+        eprintln!("{binary}: {message}");
+        ExitCode::from(2)
+    }
+
+    /// Runs the nodes of this process on a new Tokio runtime until SIGINT or
+    /// SIGTERM (see [`super::run`]); the exit code says how it ended.
+    pub fn run<F>(binary: &str, args: KubeletArgs, provider_name: &str, provider_for: F) -> ExitCode
+    where
+        F: Fn(&str) -> anyhow::Result<Arc<dyn Provider>>,
+    {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{binary}: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(super::run(args, provider_name, provider_for)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{binary}: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

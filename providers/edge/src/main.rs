@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use vk_core::cli::KubeletArgs;
+use vk_core::runtime::binary;
 use vk_edge::EdgeProvider;
 use vk_edge::config::EdgeConfig;
 use vk_edge::engine::{Engine, EngineOptions};
@@ -53,34 +54,26 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match binary::parse("vk-edge") {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("vk-edge: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     vk_core::runtime::init_logging(&cli.kubelet);
     let config = match &cli.kubelet.provider_config {
         Some(path) => match EdgeConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("vk-edge: {e}");
-                return ExitCode::from(2);
+                return binary::usage_error("vk-edge", e);
             }
         },
         None => EdgeConfig::default(),
     };
     for prefix in &cli.allow_host_path {
         if !prefix.starts_with('/') {
-            eprintln!("vk-edge: --allow-host-path {prefix:?}: must be an absolute path");
-            return ExitCode::from(2);
+            return binary::usage_error(
+                "vk-edge",
+                format!("--allow-host-path {prefix:?}: must be an absolute path"),
+            );
         }
     }
     let engine = match Engine::connect(&EngineOptions {
@@ -91,8 +84,7 @@ fn main() -> ExitCode {
     }) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("vk-edge: {e}");
-            return ExitCode::from(2);
+            return binary::usage_error("vk-edge", e);
         }
     };
     let policy = Policy {
@@ -100,22 +92,8 @@ fn main() -> ExitCode {
         allowed_host_paths: cli.allow_host_path.clone(),
         network: cli.engine_network.clone(),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vk-edge: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(vk_core::runtime::run(cli.kubelet.clone(), "edge", |node| {
+    binary::run("vk-edge", cli.kubelet.clone(), "edge", |node| {
         let provider = EdgeProvider::new(node, engine.clone(), policy.clone(), config.node(node));
         Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
-    }));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vk-edge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -840,34 +840,7 @@ impl Supervisor {
             &self.pod, &id, &c.spec, c.role, number, infra_id, &self.plan, &ctx, flavor,
         )?;
         let name = spec::container_name(&id, &c.spec.name, number);
-        let opts = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        match docker
-            .create_container(Some(opts.clone()), body.clone())
-            .await
-        {
-            Ok(r) => Ok(r.id),
-            Err(e) if status_of(&e) == Some(409) => {
-                // Left over from an attempt that never got recorded: replace it.
-                let _ = docker
-                    .remove_container(
-                        &name,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-                docker
-                    .create_container(Some(opts), body)
-                    .await
-                    .map(|r| r.id)
-                    .map_err(|e| engine_message(&e))
-            }
-            Err(e) => Err(engine_message(&e)),
-        }
+        create_replacing(&docker, &name, body).await
     }
 
     /// Creates the volumes and the infra container, writes the volume files, starts it.
@@ -925,33 +898,7 @@ impl Supervisor {
         let id = self.identity();
         let body = spec::infra_body(&self.pod, &id, &self.plan, &self.node.policy);
         let cname = spec::container_name(&id, INFRA_CONTAINER, 0);
-        let opts = CreateContainerOptions {
-            name: Some(cname.clone()),
-            ..Default::default()
-        };
-        let infra_id = match docker
-            .create_container(Some(opts.clone()), body.clone())
-            .await
-        {
-            Ok(r) => r.id,
-            Err(e) if status_of(&e) == Some(409) => {
-                let _ = docker
-                    .remove_container(
-                        &cname,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-                docker
-                    .create_container(Some(opts), body)
-                    .await
-                    .map_err(|e| engine_message(&e))?
-                    .id
-            }
-            Err(e) => return Err(engine_message(&e)),
-        };
+        let infra_id = create_replacing(&docker, &cname, body).await?;
         self.infra = Some((infra_id.clone(), false));
         self.files_dirty = true;
         self.write_files().await;
@@ -1203,6 +1150,42 @@ impl Supervisor {
             init_container_statuses: (!inits.is_empty()).then(|| statuses(&inits, false)),
             ..Default::default()
         }
+    }
+}
+
+/// Creates a container named `name`; one of that name left over from an
+/// attempt that never got recorded (vk-edge stopped in between) is replaced.
+async fn create_replacing(
+    docker: &bollard::Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> Result<String, String> {
+    let opts = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    match docker
+        .create_container(Some(opts.clone()), body.clone())
+        .await
+    {
+        Ok(r) => Ok(r.id),
+        Err(e) if status_of(&e) == Some(409) => {
+            let _ = docker
+                .remove_container(
+                    name,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            docker
+                .create_container(Some(opts), body)
+                .await
+                .map(|r| r.id)
+                .map_err(|e| engine_message(&e))
+        }
+        Err(e) => Err(engine_message(&e)),
     }
 }
 

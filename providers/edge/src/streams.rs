@@ -98,6 +98,22 @@ fn pump_input(
     })
 }
 
+/// Hands every terminal size the client sends to `resize`, until the client stops.
+fn forward_resizes<F, Fut>(
+    mut rx: tokio::sync::mpsc::Receiver<vk_core::provider::TermSize>,
+    resize: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(vk_core::provider::TermSize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        while let Some(size) = rx.recv().await {
+            resize(size).await;
+        }
+    })
+}
+
 async fn pump_output(
     mut output: std::pin::Pin<
         Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
@@ -169,11 +185,13 @@ pub async fn exec(
     if let StartExecResults::Attached { output, input } = started {
         let has_stdin = stdin.is_some();
         let input_task = has_stdin.then(|| pump_input(stdin, input));
-        let resize_task = resize.map(|mut rx| {
+        let resize_task = resize.map(|rx| {
             let docker = docker.clone();
             let exec_id = created.id.clone();
-            tokio::spawn(async move {
-                while let Some(size) = rx.recv().await {
+            forward_resizes(rx, move |size| {
+                let docker = docker.clone();
+                let exec_id = exec_id.clone();
+                async move {
                     let _ = docker
                         .resize_exec(
                             &exec_id,
@@ -244,11 +262,13 @@ pub async fn attach(
         .await
         .map_err(|e| map_error(e, "attaching"))?;
     let input_task = stdin.is_some().then(|| pump_input(stdin, attached.input));
-    let resize_task = resize.map(|mut rx| {
+    let resize_task = resize.map(|rx| {
         let docker = docker.clone();
         let id = id.clone();
-        tokio::spawn(async move {
-            while let Some(size) = rx.recv().await {
+        forward_resizes(rx, move |size| {
+            let docker = docker.clone();
+            let id = id.clone();
+            async move {
                 let _ = docker
                     .resize_container_tty(
                         &id,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use vk_core::cli::KubeletArgs;
+use vk_core::runtime::binary;
 use vk_mock::config::MockConfig;
 use vk_mock::ipam::IpAllocator;
 use vk_mock::{MockOptions, MockProvider};
@@ -31,27 +32,16 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match binary::parse("vk-mock") {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("vk-mock: {}", first.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     vk_core::runtime::init_logging(&cli.kubelet);
     let config = match &cli.kubelet.provider_config {
         Some(path) => match MockConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("vk-mock: {e}");
-                return ExitCode::from(2);
+                return binary::usage_error("vk-mock", e);
             }
         },
         None => MockConfig::default(),
@@ -59,8 +49,7 @@ fn main() -> ExitCode {
     let ips = match IpAllocator::new(&cli.pod_cidr) {
         Ok(a) => Arc::new(a),
         Err(e) => {
-            eprintln!("vk-mock: --pod-cidr: {e}");
-            return ExitCode::from(2);
+            return binary::usage_error("vk-mock", format!("--pod-cidr: {e}"));
         }
     };
     let opts = MockOptions {
@@ -68,23 +57,9 @@ fn main() -> ExitCode {
         state_dir: cli.state_dir.clone(),
         unhealthy_file: cli.unhealthy_file.clone(),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vk-mock: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(vk_core::runtime::run(cli.kubelet.clone(), "mock", |node| {
+    binary::run("vk-mock", cli.kubelet.clone(), "mock", |node| {
         let resources = config.node(node).cloned().unwrap_or_default();
         let provider = MockProvider::new(node, resources, &opts).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
-    }));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vk-mock: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
