@@ -77,7 +77,6 @@ falls back to what the engine reports.
 - --engine-tls-cert={{ include "vk.engineTlsDir" . }}/cert.pem
 - --engine-tls-key={{ include "vk.engineTlsDir" . }}/key.pem
 {{- end }}
-- {{ printf "--state-dir=%s" .Values.stateDir.path | quote }}
 {{- if .Values.allowPrivileged }}
 - --allow-privileged
 {{- end }}
@@ -125,10 +124,21 @@ runAsGroup: 0
 {{- end -}}
 {{- end -}}
 
-{{- /* The state directory, the engine's client credentials and the host's engine socket. */ -}}
+{{- /*
+The engine's client credentials and the host's engine socket. Nothing
+writable: vk-edge keeps no state on disk (it is all in the engine, as labels
+on containers and engine volumes), so the read-only root file system is all
+it needs. Both lists may be empty or start with either item, hence trim.
+*/ -}}
 {{- define "vk.providerVolumeMounts" -}}
-- name: state
-  mountPath: {{ .Values.stateDir.path }}
+{{- include "vk.edgeVolumeMounts" . | trim -}}
+{{- end -}}
+
+{{- define "vk.providerVolumes" -}}
+{{- include "vk.edgeVolumes" . | trim -}}
+{{- end -}}
+
+{{- define "vk.edgeVolumeMounts" -}}
 {{- if .Values.engine.tls.secretName }}
 - name: engine-tls
   mountPath: {{ include "vk.engineTlsDir" . }}
@@ -141,15 +151,7 @@ runAsGroup: 0
 {{- end }}
 {{- end -}}
 
-{{- define "vk.providerVolumes" -}}
-- name: state
-{{- if .Values.stateDir.hostPath }}
-  hostPath:
-    path: {{ .Values.stateDir.path }}
-    type: DirectoryOrCreate
-{{- else }}
-  emptyDir: {}
-{{- end }}
+{{- define "vk.edgeVolumes" -}}
 {{- if .Values.engine.tls.secretName }}
 - name: engine-tls
   secret:

@@ -8,7 +8,8 @@
 //!   including the one that runs no Deployment;
 //! - the engine values become vk-edge's flags, volumes and security context:
 //!   the endpoint, the engine's TLS credentials, a host socket with its group
-//!   or root, the state directory, privileged pods and host path prefixes;
+//!   or root, privileged pods and host path prefixes; nothing writable, as
+//!   vk-edge keeps its state in the engine, not on disk;
 //! - every rendering's arguments are flags `vk-edge` accepts;
 //! - the device credentials (ServiceAccount token Secret) authenticate as the
 //!   chart's ServiceAccount with exactly the node's rights;
@@ -136,21 +137,30 @@ fn the_defaults_run_vk_edge_non_root_on_the_docker_socket() {
         "--provider-config=/etc/vk/config.json",
         "--engine-endpoint=unix:///var/run/docker.sock",
         "--engine-network=bridge",
-        "--state-dir=/var/lib/vk-edge",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
     }
-    for absent in ["--allow-privileged", "--allow-host-path", "--engine-tls"] {
+    for absent in [
+        "--allow-privileged",
+        "--allow-host-path",
+        "--engine-tls",
+        "--state-dir",
+    ] {
         assert!(
             !args.iter().any(|a| a.starts_with(absent)),
             "{absent} in {args:?}"
         );
     }
-    // Nothing from the host: the state directory is an emptyDir.
+    // Nothing from the host, nothing writable: vk-edge's state is in the
+    // engine (labels on containers, engine volumes), the root file system is
+    // read-only and the one mount is the provider config.
     assert!(host_paths(&rendered).is_empty());
-    let (mount, volume) = volume_at(&rendered, "/var/lib/vk-edge").expect("state volume");
-    assert!(volume["emptyDir"].is_object(), "{volume}");
-    assert!(mount.get("readOnly").is_none());
+    let mounts = container["volumeMounts"].as_array().expect("volumeMounts");
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    let (mount, volume) = volume_at(&rendered, "/etc/vk").expect("config volume");
+    assert_eq!(mount["readOnly"], true);
+    assert!(volume["configMap"].is_object(), "{volume}");
+    assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(1));
 
     // The provider config is keyed by the node, empty fields left out (the
     // engine's CPU and memory, vk-edge's pod count).
@@ -233,11 +243,8 @@ fn on_the_device_the_host_socket_is_mounted_with_its_group() {
         socket["hostPath"],
         json!({ "path": "/var/run/docker.sock", "type": "Socket" })
     );
-    let (_, state) = volume_at(&rendered, "/var/lib/vk-edge").expect("state volume");
-    assert_eq!(
-        state["hostPath"],
-        json!({ "path": "/var/lib/vk-edge", "type": "DirectoryOrCreate" })
-    );
+    // The socket is all it takes from the host.
+    assert_eq!(host_paths(&rendered), ["/var/run/docker.sock"]);
     // Ports off the device kubelet's.
     let ports: Vec<&Value> = container(&rendered)["ports"]
         .as_array()
@@ -327,7 +334,8 @@ fn bad_values_are_rejected() {
         &["--set", "engine.hostSocket.groupId=-1"],
         "/engine/hostSocket/groupId",
     );
-    rejected(&["--set", "stateDir.path=var/lib"], "/stateDir/path");
+    // vk-edge has no state directory: a leftover value is an error, not ignored.
+    rejected(&["--set", "stateDir.hostPath=true"], "stateDir");
     rejected(&["--set", "nodeName=Not_A_Name"], "/nodeName");
     rejected(&["--set", "tls.mode=secret"], "/tls/existingSecret");
     rejected(&["--set", "engine.unknown=1"], "unknown");
