@@ -93,7 +93,13 @@ fn main() -> ExitCode {
         network: cli.engine_network.clone(),
     };
     binary::run("vk-edge", cli.kubelet.clone(), "edge", |node| {
-        let provider = EdgeProvider::new(node, engine.clone(), policy.clone(), config.node(node));
+        let provider = EdgeProvider::new(
+            node,
+            engine.clone(),
+            policy.clone(),
+            config.node(node),
+            cli.kubelet.node_ip.to_string(),
+        );
         Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
     })
 }

@@ -60,6 +60,8 @@ pub struct NodeShared {
     pub engine: Engine,
     /// What the node allows.
     pub policy: Policy,
+    /// The node's IP: the pod IP of hostNetwork pods.
+    pub host_ip: String,
     /// Where status changes and events go (set once the core subscribes).
     pub notifier: std::sync::OnceLock<StatusNotifier>,
 }
@@ -193,6 +195,16 @@ impl Ctr {
 
     fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// An init container with `restartPolicy: Always`: runs beside the app containers.
+    fn sidecar(&self) -> bool {
+        self.role == Role::Init && self.spec.restart_policy.as_deref() == Some("Always")
+    }
+
+    /// Done as an init container: exited 0, or a sidecar that has started.
+    fn init_done(&self) -> bool {
+        self.exit() == Some(0) || (self.sidecar() && self.started())
     }
 
     fn exit(&self) -> Option<i64> {
@@ -431,19 +443,20 @@ impl Supervisor {
                 Ok(info) => {
                     let running = info.state.as_ref().and_then(|s| s.running) == Some(true);
                     self.infra = Some((id, running));
-                    self.ip = info
-                        .network_settings
-                        .and_then(|n| n.networks)
-                        .and_then(|nets| nets.into_values().find_map(|e| e.ip_address))
-                        .filter(|ip| !ip.is_empty())
-                        .or_else(|| {
-                            self.pod
-                                .spec
-                                .as_ref()
-                                .and_then(|s| s.host_network)
-                                .filter(|h| *h)
-                                .and(self.ip.clone())
-                        });
+                    let host_network = self
+                        .pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.host_network)
+                        .unwrap_or(false);
+                    self.ip = if host_network {
+                        Some(self.node.host_ip.clone())
+                    } else {
+                        info.network_settings
+                            .and_then(|n| n.networks)
+                            .and_then(|nets| nets.into_values().find_map(|e| e.ip_address))
+                            .filter(|ip| !ip.is_empty())
+                    };
                 }
                 Err(e) if status_of(&e) == Some(404) => {
                     warn!(pod = %self.shared.key, "the infra container is gone; recreating the pod's sandbox");
@@ -558,6 +571,17 @@ impl Supervisor {
         for i in 0..self.ctrs.len() {
             if self.ctrs[i].role != Role::Init {
                 continue;
+            }
+            if self.ctrs[i].sidecar() {
+                // A sidecar lets the next init container start once it has
+                // started, and is restarted whenever it ends.
+                if let Some(at) = self.step(i, "Always", &infra_id, now).await {
+                    next = next.min(at);
+                }
+                if self.ctrs[i].started() {
+                    continue;
+                }
+                return next;
             }
             match self.ctrs[i].exit() {
                 Some(0) => continue,
@@ -907,16 +931,6 @@ impl Supervisor {
             .await
             .map_err(|e| engine_message(&e))?;
         self.observe().await;
-        if self.ip.is_none()
-            && self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false)
-        {
-            self.ip = self.pod.status.as_ref().and_then(|s| s.host_ip.clone());
-        }
         Ok(())
     }
 
@@ -957,7 +971,11 @@ impl Supervisor {
         let ip = self.ip.clone();
         let mut kills = Vec::new();
         let mut events = Vec::new();
-        for c in self.ctrs.iter_mut().filter(|c| c.role == Role::App) {
+        for c in self
+            .ctrs
+            .iter_mut()
+            .filter(|c| c.role == Role::App || c.sidecar())
+        {
             if !c.running() || c.stopping {
                 continue;
             }
@@ -1104,7 +1122,7 @@ impl Supervisor {
         let policy = spec::restart_policy(&self.pod);
         let inits: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::Init).collect();
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::App).collect();
-        let init_done = inits.iter().all(|c| c.exit() == Some(0));
+        let init_done = inits.iter().all(|c| c.init_done());
         let app_terminal = |c: &&Ctr| c.exit().is_some_and(|code| !should_restart(policy, code));
         let phase = if self.failed.is_some() {
             "Failed"

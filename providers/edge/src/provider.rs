@@ -94,12 +94,13 @@ fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
 }
 
 impl EdgeProvider {
-    /// A provider for `node` on `engine`.
+    /// A provider for `node` on `engine`; `host_ip` is the node's IP.
     pub fn new(
         node: &str,
         engine: Engine,
         policy: Policy,
         resources: NodeResources,
+        host_ip: String,
     ) -> EdgeProvider {
         EdgeProvider {
             inner: Arc::new(Inner {
@@ -107,6 +108,7 @@ impl EdgeProvider {
                     node: node.to_string(),
                     engine,
                     policy,
+                    host_ip,
                     notifier: std::sync::OnceLock::new(),
                 }),
                 resources,
