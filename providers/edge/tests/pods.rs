@@ -663,3 +663,51 @@ async fn image_pull_policy_never_with_a_missing_image() {
     let _ = BUSYBOX_IMAGE;
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_init_container_runs_beside_the_app() {
+    let (cluster, ns, node) = rig!("edge-sidecar");
+    let client = cluster.client();
+    let n = ns.name();
+    let sidecar = json!({"name": "web", "image": BUSYBOX_HTTPD_IMAGE, "imagePullPolicy": "IfNotPresent",
+                         "restartPolicy": "Always"});
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "sidecar",
+            &node.name,
+            json!([sh(
+                "main",
+                "until wget -qO- http://localhost:8080/; do sleep 1; done; sleep 3600"
+            )]),
+            json!({"initContainers": [sidecar]}),
+        ),
+    )
+    .await;
+    running(&cluster, n, "sidecar").await;
+    wait_for(
+        Duration::from_secs(30),
+        "the app reached the sidecar over localhost",
+        || async {
+            kubectl(&cluster, &["-n", n, "logs", "sidecar", "-c", "main"])
+                .await
+                .1
+                == "vk-test busybox\n"
+        },
+    )
+    .await;
+    let p = get_pod(&cluster, n, "sidecar").await;
+    let web = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert!(
+        web.state.as_ref().unwrap().running.is_some(),
+        "the sidecar is not running: {web:?}"
+    );
+    drop(node);
+}
