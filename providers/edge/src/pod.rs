@@ -279,6 +279,8 @@ pub struct Supervisor {
     failed: Option<(String, String)>,
     last_published: Option<PodStatus>,
     first_publish: bool,
+    /// The engine answered the last observation.
+    engine_reachable: bool,
 }
 
 impl Supervisor {
@@ -318,6 +320,7 @@ impl Supervisor {
             failed: None,
             last_published: None,
             first_publish: true,
+            engine_reachable: false,
         };
         s.publish();
         Ok(s)
@@ -385,6 +388,11 @@ impl Supervisor {
             let pass = async {
                 self.apply_update().await;
                 self.observe().await;
+                if !self.engine_reachable {
+                    // Nothing can be done or known until the engine answers;
+                    // an outage is no reason to fail, pull or restart anything.
+                    return Instant::now() + crate::engine::RECONNECT_DELAY;
+                }
                 let next = self.act().await;
                 let next_probe = self.probes().await;
                 self.publish();
@@ -435,6 +443,7 @@ impl Supervisor {
     }
 
     async fn observe(&mut self) {
+        self.engine_reachable = false;
         let Ok(docker) = self.node.engine.docker() else {
             return;
         };
@@ -468,6 +477,7 @@ impl Supervisor {
                 }
             }
         }
+        let mut reachable = true;
         for c in self.ctrs.iter_mut() {
             let Some(a) = c.current.as_mut() else {
                 continue;
@@ -517,9 +527,13 @@ impl Supervisor {
                         }
                     }
                 }
-                Err(e) => debug!(pod = %self.shared.key, error = %e, "inspect failed"),
+                Err(e) => {
+                    reachable &= status_of(&e).is_some();
+                    debug!(pod = %self.shared.key, error = %e, "inspect failed");
+                }
             }
         }
+        self.engine_reachable = reachable;
     }
 
     /// Does the next step for every container; returns when to come back.
