@@ -19,6 +19,10 @@ use vk_core::{PodKey, ProviderError, ProviderResult};
 use crate::engine::{Engine, map_error};
 use crate::pod::PodView;
 
+/// The engine id of a container's current (or previous) attempt. An attempt
+/// that does not exist is `InvalidInput`, a 400 as from a real kubelet: the
+/// apiserver shows a 400's body to `kubectl logs` but replaces a 404's with
+/// "the server could not find the requested resource".
 fn container_id(view: &PodView, container: &str, previous: bool) -> ProviderResult<String> {
     let (current, prev) = view
         .containers
@@ -26,7 +30,7 @@ fn container_id(view: &PodView, container: &str, previous: bool) -> ProviderResu
         .ok_or_else(|| ProviderError::NotFound(format!("container {container}")))?;
     let id = if previous { prev } else { current };
     id.clone().ok_or_else(|| {
-        ProviderError::NotFound(if previous {
+        ProviderError::InvalidInput(if previous {
             format!("previous terminated container \"{container}\" not found")
         } else {
             format!("container \"{container}\" has not started yet")
@@ -394,4 +398,30 @@ pub async fn usage(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_attempt_is_invalid_input_with_the_kubelet_wording() {
+        let mut view = PodView::default();
+        view.containers
+            .insert("main".into(), (Some("abc".into()), None));
+        assert!(matches!(container_id(&view, "main", false), Ok(id) if id == "abc"));
+        assert!(matches!(
+            container_id(&view, "main", true),
+            Err(ProviderError::InvalidInput(m)) if m == "previous terminated container \"main\" not found"
+        ));
+        view.containers.insert("late".into(), (None, None));
+        assert!(matches!(
+            container_id(&view, "late", false),
+            Err(ProviderError::InvalidInput(m)) if m.contains("has not started yet")
+        ));
+        assert!(matches!(
+            container_id(&view, "other", false),
+            Err(ProviderError::NotFound(_))
+        ));
+    }
 }
