@@ -355,19 +355,26 @@ async fn container_logs(
     Path((ns, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // Errors in plain text, as a kubelet writes them (see `status::plain`).
     let opts = match logs::parse_log_query(query.as_deref().unwrap_or("")) {
         Ok(o) => o,
-        Err(e) => return status::bad_request(e),
+        Err(e) => return status::plain(StatusCode::BAD_REQUEST, e),
     };
     let Some((node, api_pod, key)) = state.find_pod(&ns, &pod) else {
-        return status::not_found(format!("pod {ns}/{pod} not found on this node"));
+        return status::plain(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on this node"),
+        );
     };
     if !has_container(&api_pod, &container) {
-        return status::bad_request(format!("container {container} is not valid for pod {pod}"));
+        return status::plain(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not valid for pod {pod}"),
+        );
     }
     match node.provider.container_logs(&key, &container, &opts).await {
         Ok(stream) => logs::stream_response(stream, opts.limit_bytes),
-        Err(e) => status::provider_error(&e),
+        Err(e) => status::provider_error_plain(&e),
     }
 }
 

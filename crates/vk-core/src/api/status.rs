@@ -22,6 +22,35 @@ pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Re
         .into_response()
 }
 
+/// A plain-text error, as a kubelet answers `/containerLogs`: the apiserver
+/// hands a 4xx body from the kubelet to the client as the message, so a JSON
+/// `Status` would reach `kubectl logs` users as JSON.
+pub fn plain(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        message.into(),
+    )
+        .into_response()
+}
+
+/// [`provider_error`] as plain text (see [`plain`]).
+pub fn provider_error_plain(e: &crate::ProviderError) -> Response {
+    use crate::ProviderError::*;
+    match e {
+        NotFound(m) => plain(StatusCode::NOT_FOUND, m.clone()),
+        InvalidInput(m) => plain(StatusCode::BAD_REQUEST, m.clone()),
+        Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+        NotImplemented(what) => plain(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{what} is not supported by this provider"),
+        ),
+    }
+}
+
 /// 400 Bad Request.
 pub fn bad_request(message: impl Into<String>) -> Response {
     failure(StatusCode::BAD_REQUEST, "BadRequest", message)
@@ -69,5 +98,18 @@ mod tests {
         assert_eq!(nf.status(), StatusCode::NOT_FOUND);
         let un = provider_error(&crate::ProviderError::Unavailable("down".into()));
         assert_eq!(un.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn log_errors_are_plain_text() {
+        let resp = provider_error_plain(&crate::ProviderError::InvalidInput(
+            "previous terminated container \"main\" not found".into(),
+        ));
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        assert_eq!(
+            &body[..],
+            b"previous terminated container \"main\" not found"
+        );
     }
 }
