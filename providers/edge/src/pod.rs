@@ -1402,7 +1402,11 @@ pub async fn remove_pod(
             }
         });
     futures::future::join_all(stops).await;
-    for c in &containers {
+    // The infra container last: Podman refuses to remove a container others
+    // still join ("has dependent containers").
+    let mut ordered: Vec<&ContainerSummary> = containers.iter().collect();
+    ordered.sort_by_key(|c| label(c, LABEL_ROLE) == Some("infra"));
+    for c in ordered {
         let Some(id) = &c.id else { continue };
         if label(c, LABEL_ROLE) == Some("infra") {
             let _ = docker
