@@ -141,6 +141,16 @@ pub struct KubeletArgs {
     #[arg(long = "kube-api-burst", default_value_t = 400)]
     pub kube_api_burst: u32,
 
+    /// Events per second the process records, a budget of their own beside
+    /// --kube-api-qps (the kubelet's --event-qps): a burst of pod events
+    /// never delays a status write.
+    #[arg(long = "event-qps", default_value_t = 100.0)]
+    pub event_qps: f64,
+
+    /// Burst above the event QPS.
+    #[arg(long = "event-burst", default_value_t = 200)]
+    pub event_burst: u32,
+
     /// Do not record ProviderCreateSuccess/ProviderDeleteSuccess events (fewer API writes).
     #[arg(long = "no-success-events")]
     pub no_success_events: bool,

@@ -51,6 +51,8 @@ pub struct NodeContext {
     pub config: NodeConfig,
     /// The process-wide API rate limiter.
     pub limiter: Arc<RateLimiter>,
+    /// The process-wide rate limiter of events (their own budget, as the kubelet's).
+    event_limiter: Arc<RateLimiter>,
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -62,6 +64,7 @@ impl NodeContext {
         client: Client,
         config: NodeConfig,
         limiter: Arc<RateLimiter>,
+        event_limiter: Arc<RateLimiter>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
@@ -73,6 +76,7 @@ impl NodeContext {
             client,
             config,
             limiter,
+            event_limiter,
             metrics,
             recorder,
         }
@@ -81,7 +85,7 @@ impl NodeContext {
     /// Records an event on an object. Failures are logged, never returned: an
     /// event is not worth failing a sync for.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
-        self.limiter.acquire().await;
+        self.event_limiter.acquire().await;
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -116,7 +120,7 @@ impl NodeContext {
         let ctx = self.clone();
         tokio::spawn(async move {
             let event = ctx.normal_event(&object, reason, note);
-            ctx.limiter.acquire().await;
+            ctx.event_limiter.acquire().await;
             let res = crate::pod::writes::create_event(&ctx.client, &event).await;
             ctx.metrics.api("create", "events", res.is_ok());
             if let Err(e) = res {

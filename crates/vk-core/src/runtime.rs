@@ -68,6 +68,7 @@ where
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let limiter = Arc::new(RateLimiter::new(args.kube_api_qps, args.kube_api_burst));
+    let event_limiter = Arc::new(RateLimiter::new(args.event_qps, args.event_burst));
     let stop = CancellationToken::new();
 
     // One Service watch for every node: service link variables need them.
@@ -128,6 +129,7 @@ where
             client.clone(),
             config,
             limiter.clone(),
+            event_limiter.clone(),
             metrics.clone(),
         ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
