@@ -167,16 +167,7 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
     let client = client_for_kubeconfig(&kubeconfig).await.unwrap();
     let name = unique("edge-outage");
     let mut node = EdgeNode::start_with(shared.vkcp(), &kubeconfig, &engine.endpoint(), &name, &[]);
-    wait_for(Duration::from_secs(30), "node Ready", || {
-        let client = client.clone();
-        let name = name.clone();
-        async move {
-            node_ready(&client, &name)
-                .await
-                .is_some_and(|(s, _)| s == "True")
-        }
-    })
-    .await;
+    wait_node_condition(&client, &name, "True", Duration::from_secs(30)).await;
     let ns = "default";
     create_pod(
         &client,
@@ -237,16 +228,7 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
 
     private.up().await;
     let client = client_for_kubeconfig(&kubeconfig).await.unwrap();
-    wait_for(Duration::from_secs(90), "node Ready again", || {
-        let client = client.clone();
-        let name = name.clone();
-        async move {
-            node_ready(&client, &name)
-                .await
-                .is_some_and(|(s, _)| s == "True")
-        }
-    })
-    .await;
+    wait_node_condition(&client, &name, "True", Duration::from_secs(90)).await;
     let p = wait_pod(&client, ns, "flaky", RUN, "restartCount caught up", |p| {
         container(p, "main").is_some_and(|c| c.restart_count >= attempt_during)
     })
@@ -264,6 +246,16 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
     );
     node.kill();
     private.down().await;
+}
+
+/// Waits until the node's Ready condition has `status` (`True`, `False`).
+async fn wait_node_condition(client: &kube::Client, name: &str, status: &str, timeout: Duration) {
+    wait_for(timeout, &format!("node {name} Ready={status}"), || async {
+        node_ready(client, name)
+            .await
+            .is_some_and(|(s, _)| s == status)
+    })
+    .await;
 }
 
 async fn get_uid(client: &kube::Client, ns: &str, name: &str) -> String {
@@ -311,16 +303,7 @@ async fn an_unreachable_engine_turns_the_node_not_ready_and_back() {
     let _ = service.wait();
     let _ = std::fs::remove_file(&socket);
     let client = cluster.client();
-    wait_for(Duration::from_secs(40), "node NotReady", || {
-        let client = client.clone();
-        let name = name.clone();
-        async move {
-            node_ready(&client, &name)
-                .await
-                .is_some_and(|(s, _)| s == "False")
-        }
-    })
-    .await;
+    wait_node_condition(&client, &name, "False", Duration::from_secs(40)).await;
     let mut service = start();
     wait_node_ready(&cluster, &name, Duration::from_secs(40)).await;
     service.kill().unwrap();
