@@ -211,3 +211,31 @@ pub async fn wait_node_ready(cluster: &TestCluster, name: &str, timeout: Duratio
     })
     .await;
 }
+
+/// `GET https://127.0.0.1:<port><path>` on a node's kubelet API, as the
+/// apiserver and metrics-server call it: the cluster CA verifies the node's
+/// serving certificate, the apiserver's kubelet-client certificate
+/// authenticates. (The apiserver refuses to proxy `nodes/<n>/proxy` to
+/// loopback node addresses, so tests call the kubelet directly.) Returns
+/// (HTTP status, body).
+pub async fn kubelet_get(
+    cluster: &TestCluster,
+    port: impl std::fmt::Display,
+    path: &str,
+) -> (String, String) {
+    let pki = cluster.dir().join("pki");
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "--cacert"])
+        .arg(cluster.ca_cert_path())
+        .arg("--cert")
+        .arg(pki.join("apiserver-kubelet-client.crt"))
+        .arg("--key")
+        .arg(pki.join("apiserver-kubelet-client.key"))
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}

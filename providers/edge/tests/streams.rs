@@ -61,29 +61,6 @@ async fn next_line(
     }
 }
 
-/// `GET https://127.0.0.1:<port><path>` on the node's kubelet API, as the
-/// apiserver calls it: the cluster CA verifies the node's serving
-/// certificate, and the apiserver's kubelet-client certificate authenticates.
-/// The apiserver refuses to proxy `nodes/<n>/proxy` to loopback node
-/// addresses, so the test calls the kubelet directly. Returns (status, body).
-async fn kubelet_get(cluster: &TestCluster, port: u16, path: &str) -> (String, String) {
-    let pki = cluster.dir().join("pki");
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "--cacert"])
-        .arg(cluster.ca_cert_path())
-        .arg("--cert")
-        .arg(pki.join("apiserver-kubelet-client.crt"))
-        .arg("--key")
-        .arg(pki.join("apiserver-kubelet-client.key"))
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.to_string(), body.to_string())
-}
-
 /// The terminated state of container `c`, if it has one.
 fn terminated(
     p: &k8s_openapi::api::core::v1::Pod,

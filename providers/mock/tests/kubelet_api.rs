@@ -97,26 +97,6 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
     delete_node(&cluster.client(), &node.name).await;
 }
 
-/// GETs a kubelet path the way the apiserver and metrics-server do: TLS verified
-/// against the cluster CA, authenticated with the apiserver's kubelet client certificate.
-async fn kubelet_get(cluster: &TestCluster, port: i32, path: &str) -> (String, String) {
-    let pki = cluster.dir().join("pki");
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-        .arg(cluster.ca_cert_path())
-        .arg("--cert")
-        .arg(pki.join("apiserver-kubelet-client.crt"))
-        .arg("--key")
-        .arg(pki.join("apiserver-kubelet-client.key"))
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.to_string(), body.to_string())
-}
-
 async fn kubelet_port(cluster: &TestCluster, node: &str) -> i32 {
     let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(node).await.unwrap();
     n.status
