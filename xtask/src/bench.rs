@@ -36,6 +36,8 @@ usage: cargo xtask bench [OPTIONS]
                            filled in
   --qps Q, --burst B       passed to the kubelet as --kube-api-qps/--kube-api-burst
   --kubelet-args 'ARGS'    more arguments for the kubelet (e.g. '--no-success-events')
+  --mock-bin PATH          this vk-mock (or a wrapper that execs one, e.g. under perf)
+                           instead of the release build
   --with-floor             run the floor first (own fresh cluster) and report the ratios
   --name NAME              output name: target/bench/NAME.json (default from the options)
   --steady-secs S          steady-state window (default 60)
@@ -53,6 +55,7 @@ struct Options {
     kubelet_cmd: Option<String>,
     /// Only for the kubelet under test, not for the floor.
     kubelet_args: Option<String>,
+    mock_bin: Option<String>,
     pods: Option<String>,
     nodes: Option<String>,
     mode: Option<String>,
@@ -92,6 +95,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--kubelet" => o.kubelet = Some(value(flag)?),
             "--kubelet-cmd" => o.kubelet_cmd = Some(value(flag)?),
             "--kubelet-args" => o.kubelet_args = Some(value(flag)?),
+            "--mock-bin" => o.mock_bin = Some(value(flag)?),
             "--pods" => o.pods = Some(value(flag)?),
             "--nodes" => o.nodes = Some(value(flag)?),
             "--mode" => o.mode = Some(value(flag)?),
@@ -107,6 +111,9 @@ fn parse(args: &[String]) -> Result<Options> {
         && k != "floor"
     {
         bail!("--kubelet is mock or floor, not {k:?}");
+    }
+    if o.mock_bin.is_some() && o.kind() != "mock" {
+        bail!("--mock-bin is for the mock kubelet");
     }
     if o.kubelet.is_some() && o.kubelet_cmd.is_some() {
         bail!("give --kubelet or --kubelet-cmd, not both");
@@ -166,7 +173,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let name = opts.name.clone().unwrap_or_else(|| opts.default_name());
     let out_dir = root.join("target").join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let needs_mock = opts.kind() == "mock";
+    let needs_mock = opts.kind() == "mock" && opts.mock_bin.is_none();
     let bins = build(&root, needs_mock)?;
     let vkcp = controlplane_build::ensure_built()?;
     let dir = root.join("target").join("bench-cluster");
@@ -187,7 +194,9 @@ pub fn run(args: &[String]) -> Result<()> {
         ("custom", Some(cmd)) => a.push(format!("--kubelet-cmd={cmd}")),
         ("floor", _) => a.extend(["--kubelet".to_string(), "floor".to_string()]),
         _ => {
-            if let Some(mock) = &bins.mock {
+            if let Some(mock) = &opts.mock_bin {
+                a.extend(["--mock-bin".to_string(), mock.clone()]);
+            } else if let Some(mock) = &bins.mock {
                 a.extend([
                     "--mock-bin".to_string(),
                     mock.to_string_lossy().into_owned(),

@@ -1,7 +1,7 @@
 //! What every controller of one node shares: the API client, the node's settings,
 //! the process-wide rate limiter, metrics and the event recorder.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Taint};
@@ -11,6 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::ObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -56,6 +58,57 @@ pub struct NodeContext {
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
+    /// The queue of [`NodeContext::success_event`], with its sender task
+    /// started on first use.
+    success_events: OnceLock<mpsc::UnboundedSender<PendingEvent>>,
+}
+
+/// Success events wait until the API client has been this long without a
+/// request of the main budget...
+pub const EVENTS_YIELD: Duration = Duration::from_millis(250);
+/// ...but no longer than this after they were raised.
+pub const EVENTS_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Success events in flight at once (each is one short POST).
+const EVENTS_IN_FLIGHT: usize = 32;
+
+/// A success event waiting for its turn.
+struct PendingEvent {
+    event: ApiEvent,
+    reason: &'static str,
+    raised: Instant,
+}
+
+/// Sends the queued success events in order (see [`NodeContext::success_event`]),
+/// until the context is gone.
+async fn send_success_events(
+    ctx: std::sync::Weak<NodeContext>,
+    mut queue: mpsc::UnboundedReceiver<PendingEvent>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT));
+    while let Some(pending) = queue.recv().await {
+        let Some((limiter, event_limiter)) = ctx
+            .upgrade()
+            .map(|c| (c.limiter.clone(), c.event_limiter.clone()))
+        else {
+            return;
+        };
+        limiter
+            .wait_quiet(EVENTS_YIELD, pending.raised + EVENTS_MAX_DELAY)
+            .await;
+        event_limiter.acquire().await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(ctx) = ctx.upgrade() else { return };
+        tokio::spawn(async move {
+            let res = crate::pod::writes::create_event(&ctx.client, &pending.event).await;
+            ctx.metrics.api("create", "events", res.is_ok());
+            if let Err(e) = res {
+                tracing::debug!(reason = pending.reason, error = %e, "could not record event");
+            }
+            drop(permit);
+        });
+    }
 }
 
 impl NodeContext {
@@ -79,6 +132,7 @@ impl NodeContext {
             event_limiter,
             metrics,
             recorder,
+            success_events: OnceLock::new(),
         }
     }
 
@@ -111,22 +165,35 @@ impl NodeContext {
     /// every event of the last minutes: with thousands of pods that scan was
     /// the largest CPU cost of a sync. The event is the one the recorder
     /// would create (same name scheme and fields).
+    ///
+    /// They also yield to the writes that pods wait on: queued in order, each
+    /// is sent once the API client has been quiet for [`EVENTS_YIELD`]
+    /// (status patches, deletions, node writes), or [`EVENTS_MAX_DELAY`]
+    /// after it was raised, whichever comes first. Under a burst of new pods
+    /// the apiserver's capacity goes to making them Running; the events
+    /// follow, at the event budget, when the burst is over.
     pub fn success_event(
         self: &Arc<Self>,
         object: ObjectReference,
         reason: &'static str,
         note: String,
     ) {
-        let ctx = self.clone();
-        tokio::spawn(async move {
-            let event = ctx.normal_event(&object, reason, note);
-            ctx.event_limiter.acquire().await;
-            let res = crate::pod::writes::create_event(&ctx.client, &event).await;
-            ctx.metrics.api("create", "events", res.is_ok());
-            if let Err(e) = res {
-                tracing::debug!(reason, error = %e, "could not record event");
-            }
+        let event = self.normal_event(&object, reason, note);
+        let queue = self.success_events.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_success_events(Arc::downgrade(self), rx));
+            tx
         });
+        if queue
+            .send(PendingEvent {
+                event,
+                reason,
+                raised: Instant::now(),
+            })
+            .is_err()
+        {
+            tracing::debug!(reason, "event sender stopped; event dropped");
+        }
     }
 
     fn normal_event(&self, object: &ObjectReference, reason: &str, note: String) -> ApiEvent {

@@ -12,6 +12,12 @@ use vk_edge::config::EdgeConfig;
 use vk_edge::engine::{Engine, EngineOptions};
 use vk_edge::spec::Policy;
 
+// Every provider binary brings its allocator: the static (musl) images
+// would otherwise run on musl's malloc, and glibc's cost the mock a sixth
+// of its CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A virtual kubelet that runs pods as containers on a Docker or Podman engine.
 #[derive(Parser, Debug)]
 #[command(name = "vk-edge", version, about)]

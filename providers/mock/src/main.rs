@@ -11,6 +11,12 @@ use vk_mock::config::MockConfig;
 use vk_mock::ipam::IpAllocator;
 use vk_mock::{MockOptions, MockProvider};
 
+// Every provider binary brings its allocator: the static (musl) images
+// would otherwise run on musl's malloc, and glibc's cost the mock a sixth
+// of its CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A virtual kubelet backed by an in-process mock: pods run instantly, nothing is pulled.
 #[derive(Parser, Debug)]
 #[command(name = "vk-mock", version, about)]

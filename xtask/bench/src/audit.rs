@@ -132,6 +132,79 @@ pub fn tally<R: BufRead>(log: R, username: &str, windows: &[Window]) -> Result<V
     Ok(out)
 }
 
+/// Follows a growing audit log and remembers when `username`'s requests were
+/// received, so the benchmark can tell when the kubelet has gone quiet
+/// (events still draining, deletions still being cleaned up) before it
+/// opens a measuring window.
+pub struct Follower {
+    reader: std::io::BufReader<std::fs::File>,
+    username: String,
+    partial: String,
+    started: HashSet<String>,
+    received: Vec<Timestamp>,
+}
+
+impl Follower {
+    /// Starts at the current end of `path`: only requests logged from now on count.
+    pub fn open(path: &std::path::Path, username: &str) -> Result<Self> {
+        use std::io::Seek;
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
+        file.seek(std::io::SeekFrom::End(0))
+            .context("seeking to the end of the audit log")?;
+        Ok(Follower {
+            reader: std::io::BufReader::new(file),
+            username: username.to_string(),
+            partial: String::new(),
+            started: HashSet::new(),
+            received: Vec::new(),
+        })
+    }
+
+    /// Reads what was appended since the last call.
+    pub fn poll(&mut self) -> Result<()> {
+        loop {
+            let n = self
+                .reader
+                .read_line(&mut self.partial)
+                .context("reading the audit log")?;
+            if n == 0 || !self.partial.ends_with('\n') {
+                // End of what is written so far; a torn line is completed next time.
+                return Ok(());
+            }
+            let line = std::mem::take(&mut self.partial);
+            if !line.contains(&self.username) {
+                continue;
+            }
+            let Ok(event) = serde_json::from_str::<Event>(&line) else {
+                continue;
+            };
+            if event.user.username != self.username {
+                continue;
+            }
+            match event.stage.as_str() {
+                "ResponseStarted" => {
+                    self.started.insert(event.audit_id);
+                }
+                "ResponseComplete" | "Panic" => {
+                    if self.started.remove(&event.audit_id) {
+                        continue;
+                    }
+                }
+                _ => continue,
+            }
+            self.received.push(event.request_received_timestamp);
+        }
+    }
+
+    /// Requests received in `[from, to)`; forgets those before `from`.
+    pub fn count(&mut self, from: Timestamp, to: Timestamp) -> usize {
+        // Batches are written in completion order: not strictly sorted.
+        self.received.retain(|t| *t >= from);
+        self.received.iter().filter(|t| **t < to).count()
+    }
+}
+
 fn request_key(event: &Event) -> String {
     let resource = event
         .object_ref
@@ -279,5 +352,77 @@ mod tests {
             .collect();
         assert_eq!(second, vec![("create events", 1), ("update leases", 1)]);
         assert_eq!(t[1].per(2.0).get("update leases"), Some(&0.5));
+    }
+
+    #[test]
+    fn the_follower_counts_new_requests_of_the_user_and_waits_for_torn_lines() {
+        use std::io::Write;
+        let u = "vk-bench:kubelet";
+        let path = std::env::temp_dir().join(format!("vk-bench-follow-{}.log", std::process::id()));
+        let before = line(
+            "0",
+            "ResponseComplete",
+            "patch",
+            u,
+            "pods",
+            "status",
+            "2025-01-01T00:00:01Z",
+        );
+        std::fs::write(&path, format!("{before}\n")).unwrap();
+        let mut f = Follower::open(&path, u).unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let watch_start = line(
+            "1",
+            "ResponseStarted",
+            "watch",
+            u,
+            "pods",
+            "",
+            "2025-01-01T00:00:02Z",
+        );
+        let watch_end = line(
+            "1",
+            "ResponseComplete",
+            "watch",
+            u,
+            "pods",
+            "",
+            "2025-01-01T00:00:02Z",
+        );
+        let other = line(
+            "2",
+            "ResponseComplete",
+            "create",
+            "someone",
+            "pods",
+            "",
+            "2025-01-01T00:00:03Z",
+        );
+        let event = line(
+            "3",
+            "ResponseComplete",
+            "create",
+            u,
+            "events",
+            "",
+            "2025-01-01T00:00:04Z",
+        );
+        write!(log, "{watch_start}\n{watch_end}\n{other}\n{}", &event[..40]).unwrap();
+        log.flush().unwrap();
+        f.poll().unwrap();
+        let all = (ts("2025-01-01T00:00:00Z"), ts("2025-01-01T00:01:00Z"));
+        // The line before the follower opened is not counted; the watch once.
+        assert_eq!(f.count(all.0, all.1), 1);
+        write!(log, "{}\n", &event[40..]).unwrap();
+        log.flush().unwrap();
+        f.poll().unwrap();
+        assert_eq!(f.count(all.0, all.1), 2);
+        // Requests before `from` are forgotten.
+        assert_eq!(f.count(ts("2025-01-01T00:00:03Z"), all.1), 1);
+        assert_eq!(f.count(all.0, all.1), 1);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -13,6 +13,10 @@ pub struct Sample {
     pub rss_kib: u64,
     /// Peak resident set size (VmHWM), summed over the tree, KiB.
     pub hwm_kib: u64,
+    /// Of `rss_kib`, anonymous memory (RssAnon: heap, stacks), KiB.
+    pub anon_kib: u64,
+    /// Of `rss_kib`, pages of mapped files (RssFile: mostly the binary's code), KiB.
+    pub file_kib: u64,
     /// Processes in the tree.
     pub processes: usize,
 }
@@ -123,6 +127,8 @@ pub fn sample(root: u32, ticks_per_second: f64) -> Option<Sample> {
         if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
             s.rss_kib += parse_status_kib(&status, "VmRSS").unwrap_or(0);
             s.hwm_kib += parse_status_kib(&status, "VmHWM").unwrap_or(0);
+            s.anon_kib += parse_status_kib(&status, "RssAnon").unwrap_or(0);
+            s.file_kib += parse_status_kib(&status, "RssFile").unwrap_or(0);
         }
     }
     root_seen.then_some(s)

@@ -107,6 +107,12 @@ pub struct ProcessFigures {
     pub startup_rss_mib: f64,
     /// RSS at the end of the steady-state window, MiB.
     pub steady_rss_mib: f64,
+    /// Of the steady RSS, anonymous memory (heap and stacks), MiB.
+    #[serde(default)]
+    pub steady_rss_anon_mib: f64,
+    /// Of the steady RSS, mapped file pages (the binary's code), MiB.
+    #[serde(default)]
+    pub steady_rss_file_mib: f64,
 }
 
 /// API requests of the kubelet.
@@ -135,6 +141,21 @@ pub struct Steady {
     pub api_writes_per_s: f64,
     /// `"<verb> <resource>"` → requests in the window.
     pub requests: BTreeMap<String, u64>,
+    /// How long the kubelet took to go quiet after the settle pause that
+    /// follows all pods Running (the window opens only then), seconds.
+    #[serde(default)]
+    pub quiet_after_running_s: f64,
+    /// The same after all pods are gone (the lifecycle's count ends then).
+    #[serde(default)]
+    pub quiet_after_deleted_s: f64,
+    /// False when the kubelet did not go quiet within `--quiet-max-secs` and
+    /// the window was opened anyway.
+    #[serde(default = "yes")]
+    pub quiet: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// This run next to the floor run of the same invocation.

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::Api;
 
-use crate::audit::{self, Window};
+use crate::audit::{self, Follower, Window};
 use crate::kubelet::Kubelet;
 use crate::observe::Observer;
 use crate::report::{
@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// Pause after start-up and after all pods are Running, seconds.
     #[arg(long, default_value_t = 10)]
     pub settle_secs: u64,
+    /// Longest wait for the kubelet to go quiet before the steady window and
+    /// after the deletions, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub quiet_max_secs: u64,
     /// Creates and deletes the benchmark sends at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -140,15 +144,14 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         admin.clone(),
         args.kubelet_user.clone(),
     ));
-    let result = measure(&args, &admin, &observer, &mut kubelet, &nodes).await;
+    let audit_log = args.cluster_dir.join("logs").join("audit.log");
+    let result = measure(&args, &admin, &observer, &mut kubelet, &nodes, &audit_log).await;
     kubelet.stop().await;
     approver.abort();
     let phases = result?;
 
     // The audit backend writes in batches: wait until the log stops growing.
-    let audit_log = args.cluster_dir.join("logs").join("audit.log");
     wait_stable(&audit_log).await;
-    let slack = SignedDuration::from_secs(2);
     let windows = [
         Window {
             from: phases.create_wall,
@@ -156,10 +159,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         },
         Window {
             from: phases.delete_wall,
-            to: phases
-                .deleted_wall
-                .checked_add(slack)
-                .unwrap_or(phases.deleted_wall),
+            to: phases.quiet_after_delete_wall,
         },
         Window {
             from: phases.steady_wall.0,
@@ -208,7 +208,9 @@ pub async fn run(args: RunArgs) -> Result<Report> {
             cpu_ms_per_pod_lifecycle: round3(phases.cpu_lifecycle * 1000.0 / n),
             peak_rss_mib: mib(phases.peak_rss_kib),
             startup_rss_mib: mib(phases.startup_rss_kib),
-            steady_rss_mib: mib(phases.steady_rss_kib),
+            steady_rss_mib: mib(phases.steady.rss_kib),
+            steady_rss_anon_mib: mib(phases.steady.anon_kib),
+            steady_rss_file_mib: mib(phases.steady.file_kib),
         },
         api: ApiFigures {
             per_pod_lifecycle: lifecycle.per(n),
@@ -222,6 +224,9 @@ pub async fn run(args: RunArgs) -> Result<Report> {
             api_requests_per_s: round3(steady.total() as f64 / steady_secs),
             api_writes_per_s: round3(steady.writes() as f64 / steady_secs),
             requests: steady.by_request,
+            quiet_after_running_s: round3(phases.quiet_after_running.waited.as_secs_f64()),
+            quiet_after_deleted_s: round3(phases.quiet_after_deleted.waited.as_secs_f64()),
+            quiet: phases.quiet_after_running.reached && phases.quiet_after_deleted.reached,
         },
         floor: None,
         targets: Vec::new(),
@@ -247,7 +252,9 @@ struct Phases {
     create_wall: Timestamp,
     steady_wall: (Timestamp, Timestamp),
     delete_wall: Timestamp,
-    deleted_wall: Timestamp,
+    quiet_after_delete_wall: Timestamp,
+    quiet_after_running: Quiet,
+    quiet_after_deleted: Quiet,
     time_to_running: Duration,
     time_to_deleted: Duration,
     steady_secs: f64,
@@ -257,7 +264,7 @@ struct Phases {
     cpu_steady: f64,
     peak_rss_kib: u64,
     startup_rss_kib: u64,
-    steady_rss_kib: u64,
+    steady: crate::procfs::Sample,
 }
 
 async fn measure(
@@ -266,6 +273,7 @@ async fn measure(
     observer: &Observer,
     kubelet: &mut Kubelet,
     nodes: &[String],
+    audit_log: &Path,
 ) -> Result<Phases> {
     wait_nodes_ready(admin, nodes, kubelet).await?;
     eprintln!(
@@ -318,7 +326,9 @@ async fn measure(
         time_to_running.as_secs_f64(),
         args.settle_secs
     );
+    let mut follower = Follower::open(audit_log, &args.kubelet_user)?;
     pause(kubelet, Duration::from_secs(args.settle_secs)).await?;
+    let quiet_after_running = wait_quiet(kubelet, &mut follower, nodes.len(), args).await?;
 
     // Steady state.
     let s0 = kubelet.sample()?;
@@ -334,6 +344,7 @@ async fn measure(
     eprintln!("bench: deleting {} pods", args.pods);
     let delete_wall = Timestamp::now();
     let d0 = Instant::now();
+    let mut follower = Follower::open(audit_log, &args.kubelet_user)?;
     let deleting = workload::delete_all(admin, args.mode, args.pods, args.concurrency);
     let waiting = wait_for(
         kubelet,
@@ -346,20 +357,22 @@ async fn measure(
     deleted?;
     waited?;
     let time_to_deleted = d0.elapsed();
-    let deleted_wall = Timestamp::now();
     eprintln!(
         "bench: all pods gone after {:.2} s",
         time_to_deleted.as_secs_f64()
     );
     // Late work of the kubelet (events, forgetting pods) belongs to the lifecycle.
-    pause(kubelet, Duration::from_secs(2)).await?;
+    let quiet_after_deleted = wait_quiet(kubelet, &mut follower, nodes.len(), args).await?;
     let end = kubelet.sample()?;
+    let quiet_after_delete_wall = Timestamp::now();
 
     Ok(Phases {
         create_wall,
         steady_wall: (steady_from, steady_to),
         delete_wall,
-        deleted_wall,
+        quiet_after_delete_wall,
+        quiet_after_running,
+        quiet_after_deleted,
         time_to_running,
         time_to_deleted,
         steady_secs,
@@ -369,8 +382,74 @@ async fn measure(
         cpu_steady: s1.cpu_seconds - s0.cpu_seconds,
         peak_rss_kib: kubelet.peak_rss_kib().max(end.hwm_kib),
         startup_rss_kib: startup.rss_kib,
-        steady_rss_kib: s1.rss_kib,
+        steady: s1,
     })
+}
+
+/// How long the quiet wait took, and whether quiet was reached.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    waited: Duration,
+    reached: bool,
+}
+
+/// The window over which the kubelet's request rate is judged.
+const QUIET_WINDOW: Duration = Duration::from_secs(10);
+/// How far behind the audit log may be (it is written in batches).
+const AUDIT_LAG: Duration = Duration::from_secs(2);
+
+/// Most requests an idle kubelet of `nodes` nodes makes in [`QUIET_WINDOW`]:
+/// twice what lease renewals (one per node per 10 s) and node status
+/// refreshes (one per node per minute) need, plus 0.5 per second.
+fn quiet_limit(nodes: usize) -> usize {
+    let per_s = 2.0 * nodes as f64 * (0.1 + 1.0 / 60.0) + 0.5;
+    (per_s * QUIET_WINDOW.as_secs_f64()).ceil() as usize
+}
+
+/// Waits until the kubelet's requests over the last [`QUIET_WINDOW`] (on the
+/// apiserver's audit log) are down to what an idle kubelet makes, at most
+/// `--quiet-max-secs`. A window opened earlier would measure events still
+/// draining or deletions still being cleaned up as "steady state".
+async fn wait_quiet(
+    kubelet: &mut Kubelet,
+    follower: &mut Follower,
+    nodes: usize,
+    args: &RunArgs,
+) -> Result<Quiet> {
+    let started = Instant::now();
+    let max = Duration::from_secs(args.quiet_max_secs);
+    let limit = quiet_limit(nodes);
+    let mut next_progress = started + PROGRESS_EVERY;
+    loop {
+        kubelet.check_alive()?;
+        follower.poll()?;
+        let to = Timestamp::now() - AUDIT_LAG;
+        let from = to - QUIET_WINDOW;
+        let recent = follower.count(from, to);
+        if recent <= limit {
+            return Ok(Quiet {
+                waited: started.elapsed(),
+                reached: true,
+            });
+        }
+        if started.elapsed() >= max {
+            eprintln!(
+                "bench: the kubelet is not quiet after {max:?} ({recent} requests in {QUIET_WINDOW:?}, idle is at most {limit}); measuring anyway"
+            );
+            return Ok(Quiet {
+                waited: started.elapsed(),
+                reached: false,
+            });
+        }
+        if Instant::now() >= next_progress {
+            eprintln!(
+                "bench: waiting for the kubelet to go quiet: {recent} requests in the last {QUIET_WINDOW:?} (idle: at most {limit}) ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            next_progress += PROGRESS_EVERY;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Sleeps, failing early if the kubelet exits.

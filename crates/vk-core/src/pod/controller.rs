@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -986,16 +986,8 @@ impl PodController {
             // yet; when it does, the pod is synced again against it.
             return Outcome::Done;
         }
-        // The uid in the patch is a precondition: a recreated pod is never written to.
-        let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": new });
         self.ctx.limiter.acquire().await;
-        let res = writes::patch_pod_status(
-            &self.ctx.client,
-            ns,
-            &pod.name_any(),
-            &Patch::Strategic(patch),
-        )
-        .await;
+        let res = writes::patch_pod_status(&self.ctx.client, ns, &pod.name_any(), uid, &new).await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
         match res {
             Ok(_) => {

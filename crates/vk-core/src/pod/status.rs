@@ -166,11 +166,15 @@ fn merge_containers(
 /// `startedAt`) is no change once the API holds it. Compared in memory, it
 /// would be a change on every sync: a no-op status write per pod per event
 /// and per resync.
+///
+/// The JSON is compared as bytes: both sides are the same type, whose fields
+/// serialise in declaration order and whose maps are sorted, so equal bytes
+/// is equal JSON, without building two `Value` trees per sync.
 pub fn status_changed(current: Option<&PodStatus>, new: &PodStatus) -> bool {
     let Some(current) = current else { return true };
     match (
-        serde_json::to_value(normalised(current)),
-        serde_json::to_value(normalised(new)),
+        serde_json::to_vec(&normalised(current)),
+        serde_json::to_vec(&normalised(new)),
     ) {
         (Ok(a), Ok(b)) => a != b,
         _ => normalised(current) != normalised(new),

@@ -8,11 +8,12 @@
 //! allocations per pod lifecycle. Errors are the same as with `Api`
 //! (`kube::Error::Api` for a refusal, with its code).
 
+use k8s_openapi::api::core::v1::PodStatus;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Request;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Any JSON object, skipped while parsing.
 #[derive(Deserialize)]
@@ -30,16 +31,36 @@ fn pods(namespace: &str) -> Request {
     Request::new(format!("/api/v1/namespaces/{namespace}/pods"))
 }
 
-/// `PATCH pods/<name>/status` (as `Api::<Pod>::patch_status`).
+/// The body of a status write: the pod's UID, a precondition (a recreated
+/// pod of the same name is never written to), and the status. Serialised
+/// straight from the status, with no `serde_json::Value` tree in between.
+#[derive(Serialize, Debug)]
+struct StatusPatch<'a> {
+    metadata: UidPrecondition<'a>,
+    status: &'a PodStatus,
+}
+
+#[derive(Serialize, Debug)]
+struct UidPrecondition<'a> {
+    uid: &'a str,
+}
+
+/// `PATCH pods/<name>/status` (as `Api::<Pod>::patch_status`) with a
+/// strategic merge patch of `status`, preconditioned on `uid`.
 pub async fn patch_pod_status(
     client: &Client,
     namespace: &str,
     name: &str,
-    patch: &Patch<serde_json::Value>,
+    uid: &str,
+    status: &PodStatus,
 ) -> Result<(), kube::Error> {
+    let patch = Patch::Strategic(StatusPatch {
+        metadata: UidPrecondition { uid },
+        status,
+    });
     send(
         client,
-        pods(namespace).patch_subresource("status", name, &PatchParams::default(), patch),
+        pods(namespace).patch_subresource("status", name, &PatchParams::default(), &patch),
     )
     .await
 }
