@@ -10,11 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodIP, PodStatus,
+    ContainerStatus, Pod, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -31,8 +32,47 @@ use crate::ipam::IpAllocator;
 use crate::script::{FailCreate, Script};
 use crate::state::{self, StoredPod};
 
+/// The resolved pod as the backend keeps it: its JSON, as a real backend
+/// keeps the definition it was given. A small pod is about a kilobyte of
+/// JSON and several as a `Pod` (every optional field of the spec, its
+/// containers and their probes is stored inline), so at 10,000 pods the
+/// parsed copy was the largest part of the process's memory. It is parsed
+/// back only on the rare paths: exec, listing for adoption, the state file.
+/// The API's status at the time is left out: the backend has its own.
+struct PodJson(Box<str>);
+
+/// What [`PodJson`] stores: a `Pod` without its status.
+#[derive(Serialize)]
+struct PodDefinition<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: &'a ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<&'a PodSpec>,
+}
+
+impl PodJson {
+    fn of(pod: &Pod) -> ProviderResult<Self> {
+        let definition = PodDefinition {
+            api_version: "v1",
+            kind: "Pod",
+            metadata: &pod.metadata,
+            spec: pod.spec.as_ref(),
+        };
+        serde_json::to_string(&definition)
+            .map(|s| PodJson(s.into_boxed_str()))
+            .map_err(|e| ProviderError::InvalidInput(format!("pod cannot be stored: {e}")))
+    }
+
+    fn pod(&self) -> ProviderResult<Pod> {
+        serde_json::from_str(&self.0)
+            .map_err(|e| ProviderError::Unavailable(format!("stored pod is unreadable: {e}")))
+    }
+}
+
 struct MockPod {
-    pod: Pod,
+    pod: PodJson,
     volumes: BTreeMap<String, VolumeFiles>,
     /// Container → registry of the pull credential its image would be pulled
     /// with (what a real backend hands its image pull).
@@ -100,12 +140,14 @@ impl MockProvider {
                     .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
                 opts.ips.reserve(ip);
                 let script = Script::of(&sp.pod).ok().flatten();
+                let pod = PodJson::of(&sp.pod)
+                    .map_err(|e| format!("state file {}: {e}", path.display()))?;
                 pods.insert(
                     sp.key.clone(),
                     Box::new(MockPod {
                         volumes: state::decode_volumes(&sp.volumes),
                         pulls: sp.pulls,
-                        pod: sp.pod,
+                        pod,
                         ip,
                         status: sp.status,
                         script,
@@ -136,7 +178,7 @@ impl MockProvider {
         self.inner
             .lock()
             .get(key)
-            .map(|p| (p.pod.clone(), p.volumes.clone()))
+            .and_then(|p| Some((p.pod.pod().ok()?, p.volumes.clone())))
     }
 
     fn healthy(&self) -> Result<(), ProviderError> {
@@ -221,13 +263,19 @@ async fn persist_loop(inner: Weak<Inner>) {
         let snapshot: Vec<StoredPod> = strong
             .lock()
             .iter()
-            .map(|(k, p)| StoredPod {
-                key: k.clone(),
-                pod: p.pod.clone(),
-                status: p.status.clone(),
-                ip: p.ip.to_string(),
-                volumes: state::encode_volumes(&p.volumes),
-                pulls: p.pulls.clone(),
+            .filter_map(|(k, p)| match p.pod.pod() {
+                Ok(pod) => Some(StoredPod {
+                    key: k.clone(),
+                    pod,
+                    status: p.status.clone(),
+                    ip: p.ip.to_string(),
+                    volumes: state::encode_volumes(&p.volumes),
+                    pulls: p.pulls.clone(),
+                }),
+                Err(e) => {
+                    warn!(pod = %k, error = %e, "left out of the mock state file");
+                    None
+                }
             })
             .collect();
         drop(strong);
@@ -509,6 +557,7 @@ impl Provider for MockProvider {
         })?;
         validate(&resolved.pod)?;
         let script = Script::of(&resolved.pod).map_err(ProviderError::InvalidInput)?;
+        let pod = PodJson::of(&resolved.pod)?;
         match script.as_ref().and_then(|s| s.fail_create) {
             Some(FailCreate::Invalid) => {
                 return Err(ProviderError::InvalidInput(
@@ -581,7 +630,7 @@ impl Provider for MockProvider {
         pods.insert(
             key,
             Box::new(MockPod {
-                pod: resolved.pod.clone(),
+                pod,
                 volumes: resolved.volumes.clone(),
                 pulls: pull_registries(resolved),
                 ip,
@@ -600,11 +649,12 @@ impl Provider for MockProvider {
         let key = resolved.key().ok_or_else(|| {
             ProviderError::InvalidInput("pod has no namespace, name or uid".into())
         })?;
+        let pod = PodJson::of(&resolved.pod)?;
         let mut pods = self.inner.lock();
         let p = pods
             .get_mut(&key)
             .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
-        p.pod = resolved.pod.clone();
+        p.pod = pod;
         p.volumes = resolved.volumes.clone();
         p.pulls = pull_registries(resolved);
         drop(pods);
@@ -648,16 +698,17 @@ impl Provider for MockProvider {
     }
 
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {
-        Ok(self
-            .inner
+        self.inner
             .lock()
             .iter()
-            .map(|(k, p)| BackendPod {
-                key: k.clone(),
-                pod: p.pod.clone(),
-                status: p.status.clone(),
+            .map(|(k, p)| {
+                Ok(BackendPod {
+                    key: k.clone(),
+                    pod: p.pod.pod()?,
+                    status: p.status.clone(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {
@@ -717,8 +768,8 @@ impl Provider for MockProvider {
             .inner
             .lock()
             .get(key)
-            .map(|p| p.pod.clone())
-            .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+            .map(|p| p.pod.pod())
+            .ok_or_else(|| ProviderError::NotFound(key.to_string()))??;
         Ok(streams::exec(&pod, container, &command, io).await)
     }
 
@@ -811,8 +862,14 @@ impl Provider for MockProvider {
                 && p.timeline.is_none()
                 && !terminal
             {
-                let policy = p
-                    .pod
+                let pod = match p.pod.pod() {
+                    Ok(pod) => pod,
+                    Err(e) => {
+                        warn!(pod = %key, error = %e, "scripted timeline not restarted");
+                        continue;
+                    }
+                };
+                let policy = pod
                     .spec
                     .as_ref()
                     .and_then(|s| s.restart_policy.clone())
@@ -822,7 +879,7 @@ impl Provider for MockProvider {
                     key.clone(),
                     s,
                     policy,
-                    container_names(&p.pod),
+                    container_names(&pod),
                 )));
             }
         }
