@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::env::{self, EnvSources};
+use super::lean::LeanPod;
 use super::queue::{Backoff, WorkQueue};
 use super::status::{merge_status, status_changed, status_fingerprint};
 use super::volumes;
@@ -168,20 +169,20 @@ impl PodController {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| anyhow::anyhow!("pod controller for {node} started twice"))?;
-        let api: Api<Pod> = Api::all(self.ctx.client.clone());
+        // Parsed without managed fields (see `lean`): only what the sync reads.
+        let api: Api<LeanPod> = Api::all(self.ctx.client.clone());
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let (init_tx, mut init_rx) = mpsc::channel::<()>(1);
         let queue = self.queue.clone();
         let stream = reflector::reflector(
             writer,
             watcher(api, cfg).map(|ev| {
-                ev.map(|e| {
-                    e.modify(|pod| {
-                        // Only what the sync reads stays in memory.
-                        pod.managed_fields_mut().clear();
-                        pod.annotations_mut()
-                            .remove("kubectl.kubernetes.io/last-applied-configuration");
-                    })
+                ev.map(|e| match e {
+                    watcher::Event::Apply(p) => watcher::Event::Apply(p.0),
+                    watcher::Event::Delete(p) => watcher::Event::Delete(p.0),
+                    watcher::Event::InitApply(p) => watcher::Event::InitApply(p.0),
+                    watcher::Event::Init => watcher::Event::Init,
+                    watcher::Event::InitDone => watcher::Event::InitDone,
                 })
             }),
         );

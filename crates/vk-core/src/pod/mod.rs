@@ -2,6 +2,7 @@
 //!
 //! - [`controller`]: the watch, the work queue and the sync of one pod.
 //! - [`env`]: environment resolution (pure).
+//! - [`lean`]: the pod as the watch parses it (no managed fields).
 //! - [`volumes`]: configMap/secret/downwardAPI/projected volume files and tokens.
 //! - [`status`]: merging backend status into the API status (pure).
 //! - [`queue`]: the work queue with per-key serialisation and backoff.
@@ -9,6 +10,7 @@
 
 pub mod controller;
 pub mod env;
+pub mod lean;
 pub mod queue;
 pub mod status;
 pub mod volumes;
