@@ -68,8 +68,10 @@ pub struct NodeContext {
 pub const EVENTS_YIELD: Duration = Duration::from_millis(250);
 /// ...but no longer than this after they were raised.
 pub const EVENTS_MAX_DELAY: Duration = Duration::from_secs(30);
-/// Success events in flight at once (each is one short POST).
-const EVENTS_IN_FLIGHT: usize = 32;
+/// Success events in flight at once. Each is one short POST, so a few
+/// carry the whole event budget; each one more can be one more pooled
+/// connection, with its TLS and read buffers, held for the pool's idle time.
+const EVENTS_IN_FLIGHT: usize = 8;
 
 /// A success event waiting for its turn.
 struct PendingEvent {
