@@ -73,10 +73,15 @@ pub const EVENTS_MAX_DELAY: Duration = Duration::from_secs(30);
 /// connection, with its TLS and read buffers, held for the pool's idle time.
 const EVENTS_IN_FLIGHT: usize = 8;
 
-/// A success event waiting for its turn.
+/// A success event waiting for its turn: what it is made from (an
+/// `events.k8s.io/v1` Event is about a kilobyte of mostly empty fields, and
+/// a burst of 10,000 pods queues 10,000 of these).
 struct PendingEvent {
-    event: ApiEvent,
+    object: ObjectReference,
     reason: &'static str,
+    note: String,
+    /// When it happened (its `eventTime`).
+    at: Timestamp,
     raised: Instant,
 }
 
@@ -103,7 +108,8 @@ async fn send_success_events(
         };
         let Some(ctx) = ctx.upgrade() else { return };
         tokio::spawn(async move {
-            let res = crate::pod::writes::create_event(&ctx.client, &pending.event).await;
+            let event = ctx.normal_event(&pending.object, pending.reason, pending.note, pending.at);
+            let res = crate::pod::writes::create_event(&ctx.client, &event).await;
             ctx.metrics.api("create", "events", res.is_ok());
             if let Err(e) = res {
                 tracing::debug!(reason = pending.reason, error = %e, "could not record event");
@@ -180,7 +186,6 @@ impl NodeContext {
         reason: &'static str,
         note: String,
     ) {
-        let event = self.normal_event(&object, reason, note);
         let queue = self.success_events.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(send_success_events(Arc::downgrade(self), rx));
@@ -188,8 +193,10 @@ impl NodeContext {
         });
         if queue
             .send(PendingEvent {
-                event,
+                object,
                 reason,
+                note,
+                at: Timestamp::now(),
                 raised: Instant::now(),
             })
             .is_err()
@@ -198,8 +205,13 @@ impl NodeContext {
         }
     }
 
-    fn normal_event(&self, object: &ObjectReference, reason: &str, note: String) -> ApiEvent {
-        let now = Timestamp::now();
+    fn normal_event(
+        &self,
+        object: &ObjectReference,
+        reason: &str,
+        note: String,
+        now: Timestamp,
+    ) -> ApiEvent {
         let controller = "vk-rs".to_string();
         ApiEvent {
             action: Some(reason.to_string()),

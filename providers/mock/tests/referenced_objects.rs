@@ -275,3 +275,52 @@ async fn image_pull_secrets_reach_the_backend_and_a_missing_one_does_not_block()
     );
     delete_node(&client, &node.name).await;
 }
+
+/// `vk_backend_pods` of a process serving two nodes.
+async fn backend_pods(node: &MockNode) -> f64 {
+    counter(&metrics(node).await, "vk_backend_pods", &[])
+}
+
+#[tokio::test]
+async fn the_backend_pods_gauge_counts_the_pods_of_every_node_of_the_process() {
+    let (cluster, ns) = cluster_and_namespace("gauge").await;
+    let node = MockNode::start(&cluster, &unique("gauge"), &["--nodes", "2"]);
+    let names = [format!("{}-0", node.name), format!("{}-1", node.name)];
+    for n in &names {
+        wait_node_ready(&cluster, n, Duration::from_secs(20)).await;
+    }
+    let client = cluster.client();
+    for (pod_name, node_name) in [("a", &names[0]), ("b", &names[1]), ("c", &names[1])] {
+        create_pod(&client, ns.name(), pod(pod_name, node_name)).await;
+        wait_pod(
+            &client,
+            ns.name(),
+            pod_name,
+            Duration::from_secs(20),
+            "Running",
+            |p| phase(p) == "Running",
+        )
+        .await;
+    }
+    let node = &node;
+    wait_for(
+        Duration::from_secs(10),
+        "3 backend pods on the gauge",
+        move || async move { backend_pods(node).await == 3.0 },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    pods.delete("a", &Default::default()).await.unwrap();
+    let pods = &pods;
+    wait_for(
+        Duration::from_secs(30),
+        "pod a gone and 2 on the gauge",
+        move || async move {
+            pods.get_opt("a").await.unwrap().is_none() && backend_pods(node).await == 2.0
+        },
+    )
+    .await;
+    for n in &names {
+        delete_node(&client, n).await;
+    }
+}

@@ -334,10 +334,7 @@ impl PodController {
                             backend.entry(key.clone()).or_default().push(entry);
                             keys.push(key);
                         }
-                        self.ctx
-                            .metrics
-                            .backend_pods
-                            .set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                        self.ctx.metrics.backend_pods.inc_by(n as i64);
                     }
                     for k in keys {
                         self.queue.add(k);
@@ -367,7 +364,12 @@ impl PodController {
             match update.status {
                 Some(s) => entry.status = Some(s),
                 None => {
+                    let before = entries.len();
                     entries.retain(|e| e.uid != update.key.uid);
+                    self.ctx
+                        .metrics
+                        .backend_pods
+                        .dec_by((before - entries.len()) as i64);
                     if entries.is_empty() {
                         backend.remove(&key);
                     }
@@ -574,15 +576,19 @@ impl PodController {
                 let key = (pk.namespace.clone(), pk.name.clone());
                 let mut backend = self.backend_lock();
                 if let Some(es) = backend.get_mut(&key) {
+                    let before = es.len();
                     es.retain(|e| e.uid != pk.uid);
+                    // Counted up and down, not re-summed: the gauge is the
+                    // process's (every node's), and a sum per call would be
+                    // quadratic in the node's pods.
+                    self.ctx
+                        .metrics
+                        .backend_pods
+                        .dec_by((before - es.len()) as i64);
                     if es.is_empty() {
                         backend.remove(&key);
                     }
                 }
-                self.ctx
-                    .metrics
-                    .backend_pods
-                    .set(backend.values().map(Vec::len).sum::<usize>() as i64);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -835,10 +841,7 @@ impl PodController {
                         .entry((pk.namespace.clone(), pk.name.clone()))
                         .or_default()
                         .push(entry.clone());
-                    self.ctx
-                        .metrics
-                        .backend_pods
-                        .set(backend.values().map(Vec::len).sum::<usize>() as i64);
+                    self.ctx.metrics.backend_pods.inc();
                 }
                 if self.ctx.config.success_events {
                     self.ctx.success_event(

@@ -141,7 +141,11 @@ mod tests {
         let lean: LeanPod = serde_json::from_value(json.clone()).unwrap();
         let mut full: Pod = serde_json::from_value(json).unwrap();
         full.metadata.managed_fields = None;
-        full.metadata.annotations.as_mut().unwrap().remove(LAST_APPLIED);
+        full.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(LAST_APPLIED);
         assert_eq!(lean.0, full);
         assert_eq!(lean.0.metadata.annotations.unwrap().len(), 1);
     }
