@@ -416,7 +416,7 @@ mod tests {
         let all = (ts("2025-01-01T00:00:00Z"), ts("2025-01-01T00:01:00Z"));
         // The line before the follower opened is not counted; the watch once.
         assert_eq!(f.count(all.0, all.1), 1);
-        write!(log, "{}\n", &event[40..]).unwrap();
+        writeln!(log, "{}", &event[40..]).unwrap();
         log.flush().unwrap();
         f.poll().unwrap();
         assert_eq!(f.count(all.0, all.1), 2);
