@@ -42,6 +42,9 @@ usage: cargo xtask bench [OPTIONS]
   --name NAME              output name: target/bench/NAME.json (default from the options)
   --steady-secs S          steady-state window (default 60)
   --settle-secs S          pause after start-up and after all Running (default 10)
+  --quiet-max-secs S       longest wait for the kubelet to go quiet (its requests over 10 s
+                           down to an idle kubelet's, on the audit log) before the steady
+                           window and after the deletions (default 300)
   --concurrency C          creates/deletes in flight from the benchmark client (default 64)
   --timeout-secs T         limit per phase (default 300 + 0.1 per pod)
 ";
@@ -68,6 +71,7 @@ const FORWARDED_WITH_VALUE: &[&str] = &[
     "--burst",
     "--steady-secs",
     "--settle-secs",
+    "--quiet-max-secs",
     "--concurrency",
     "--timeout-secs",
 ];
@@ -401,6 +405,21 @@ mod tests {
         assert!(parse(&s(&["--kubelet", "kind"])).is_err());
         assert!(parse(&s(&["--kubelet", "floor", "--kubelet-cmd", "x"])).is_err());
         assert!(parse(&s(&["--pods"])).is_err());
+        assert!(parse(&s(&["--kubelet", "floor", "--mock-bin", "/x"])).is_err());
+    }
+
+    #[test]
+    fn mock_bin_and_quiet_wait() {
+        let o = parse(&s(&[
+            "--mock-bin",
+            "/tmp/wrap.sh",
+            "--quiet-max-secs",
+            "60",
+        ]))
+        .unwrap();
+        assert_eq!(o.mock_bin.as_deref(), Some("/tmp/wrap.sh"));
+        assert_eq!(o.kind(), "mock");
+        assert_eq!(o.forwarded, s(&["--quiet-max-secs", "60"]));
     }
 
     #[test]
