@@ -42,7 +42,8 @@ pub type ObjectKey = (String, String);
 #[derive(Debug, Clone)]
 struct BackendEntry {
     uid: String,
-    status: Option<PodStatus>,
+    /// Shared, not copied: a sync reads the entry several times.
+    status: Option<Arc<PodStatus>>,
     spec_hash: u64,
     /// Of the volume files the backend last received; 0: none, or not known.
     volumes_hash: u64,
@@ -324,7 +325,7 @@ impl PodController {
                             // pushes them when the pod has any.
                             let entry = BackendEntry {
                                 uid: bp.key.uid.clone(),
-                                status: Some(bp.status),
+                                status: Some(Arc::new(bp.status)),
                                 spec_hash: spec_hash(&bp.pod),
                                 volumes_hash: 0,
                                 downward_hash: 0,
@@ -362,7 +363,7 @@ impl PodController {
                 return;
             };
             match update.status {
-                Some(s) => entry.status = Some(s),
+                Some(s) => entry.status = Some(Arc::new(s)),
                 None => {
                     let before = entries.len();
                     entries.retain(|e| e.uid != update.key.uid);
@@ -394,7 +395,7 @@ impl PodController {
                         backend
                             .get(&(key.namespace.clone(), key.name.clone()))
                             .and_then(|es| es.iter().find(|e| e.uid == key.uid))
-                            .is_some_and(|e| e.status.as_ref() != Some(&status))
+                            .is_some_and(|e| e.status.as_deref() != Some(&status))
                     };
                     if changed {
                         self.intake(StatusUpdate {
@@ -720,7 +721,7 @@ impl PodController {
                 src.pod_ip = self
                     .entry(&key, &pk.uid)
                     .and_then(|e| e.status)
-                    .and_then(|s| s.pod_ip)
+                    .and_then(|s| s.pod_ip.clone())
                     .or_else(|| pod.status.as_ref().and_then(|s| s.pod_ip.clone()));
             }
         }
@@ -820,7 +821,7 @@ impl PodController {
             Ok(()) => {
                 self.ctx.metrics.backend("create", "ok");
                 let status = match self.provider.get_pod_status(pk).await {
-                    Ok(s) => Some(s),
+                    Ok(s) => Some(Arc::new(s)),
                     Err(e) => {
                         debug!(pod = %pk, error = %e, "status not available right after create");
                         None
