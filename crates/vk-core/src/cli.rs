@@ -154,8 +154,14 @@ pub struct KubeletArgs {
     #[arg(long = "event-burst", default_value_t = 500)]
     pub event_burst: u32,
 
-    /// Do not record ProviderCreateSuccess/ProviderDeleteSuccess events (fewer API writes).
-    #[arg(long = "no-success-events")]
+    /// Which `Provider*Success` events to record: `all` (upstream's set),
+    /// `live` (create and update: the events `kubectl describe` of a live pod
+    /// shows; a delete event names a pod gone a moment later) or `none`.
+    #[arg(long = "success-events", value_enum, default_value_t = SuccessEvents::Live)]
+    pub success_events: SuccessEvents,
+
+    /// Shorthand for `--success-events none`.
+    #[arg(long = "no-success-events", conflicts_with = "success_events")]
     pub no_success_events: bool,
 
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
@@ -165,6 +171,38 @@ pub struct KubeletArgs {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Which success events a node records (`--success-events`).
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SuccessEvents {
+    /// `ProviderCreateSuccess`, `ProviderUpdateSuccess` and `ProviderDeleteSuccess`.
+    All,
+    /// `ProviderCreateSuccess` and `ProviderUpdateSuccess`.
+    Live,
+    /// None; failures are always recorded.
+    None,
+}
+
+impl SuccessEvents {
+    /// The setting after `--no-success-events`.
+    pub fn effective(self, no_success_events: bool) -> SuccessEvents {
+        if no_success_events {
+            SuccessEvents::None
+        } else {
+            self
+        }
+    }
+
+    /// Whether create and update successes are recorded.
+    pub fn live(self) -> bool {
+        self != SuccessEvents::None
+    }
+
+    /// Whether delete successes are recorded.
+    pub fn delete(self) -> bool {
+        self == SuccessEvents::All
+    }
 }
 
 /// Log output format.

@@ -14,6 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::cli::SuccessEvents;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -41,8 +42,8 @@ pub struct NodeConfig {
     pub volume_refresh_period: Duration,
     /// Cluster domain for DNS (kept for providers that configure DNS).
     pub cluster_domain: String,
-    /// Record `ProviderCreateSuccess`/`ProviderDeleteSuccess` events (upstream does).
-    pub success_events: bool,
+    /// Which `Provider*Success` events to record (`--success-events`).
+    pub success_events: SuccessEvents,
 }
 
 /// The shared context of one node's controllers.

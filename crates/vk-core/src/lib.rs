@@ -43,8 +43,8 @@
 //!     async fn delete_pod(&self, key: &PodKey, _grace: Duration) -> ProviderResult<()> {
 //!         self.0.lock().unwrap().remove(key).map(|_| ()).ok_or_else(|| ProviderError::NotFound(key.to_string()))
 //!     }
-//!     async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus> {
-//!         let running = PodStatus { phase: Some("Running".into()), ..Default::default() };
+//!     async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
+//!         let running = Arc::new(PodStatus { phase: Some("Running".into()), ..Default::default() });
 //!         self.0.lock().unwrap().get(key).map(|_| running).ok_or_else(|| ProviderError::NotFound(key.to_string()))
 //!     }
 //!     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,7 +151,9 @@ pub struct StatusUpdate {
     /// Which pod.
     pub key: PodKey,
     /// Its new status. `None` means the workload is gone from the backend.
-    pub status: Option<PodStatus>,
+    /// Shared: the core keeps it as it is, so a backend that keeps the same
+    /// `Arc` holds one copy of each pod's status between the two, not two.
+    pub status: Option<Arc<PodStatus>>,
 }
 
 /// A Kubernetes event about a pod, reported by a provider (image pulls, probe
@@ -204,10 +207,10 @@ impl StatusNotifier {
     }
 
     /// Tell the core that a pod's status changed. Never blocks; a closed core is ignored.
-    pub fn pod_status(&self, key: PodKey, status: PodStatus) {
+    pub fn pod_status(&self, key: PodKey, status: impl Into<Arc<PodStatus>>) {
         let _ = self.tx.send(StatusUpdate {
             key,
-            status: Some(status),
+            status: Some(status.into()),
         });
     }
 
@@ -332,8 +335,8 @@ pub trait Provider: Send + Sync + 'static {
     /// once the backend no longer runs it; [`ProviderError::NotFound`] when it was already gone.
     async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()>;
 
-    /// Status of one workload.
-    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus>;
+    /// Status of one workload (shared, as in [`StatusUpdate`]).
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>>;
 
     /// Every workload this backend holds for this node (adoption, orphan removal, resync).
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>>;

@@ -123,7 +123,7 @@ where
             full_resync_period: args.full_resync_period.max(Duration::from_secs(1)),
             volume_refresh_period: args.volume_refresh_period.max(Duration::from_secs(1)),
             cluster_domain: args.cluster_domain.clone(),
-            success_events: !args.no_success_events,
+            success_events: args.success_events.effective(args.no_success_events),
         };
         let ctx = Arc::new(NodeContext::new(
             client.clone(),

@@ -384,8 +384,8 @@ impl Provider for EdgeProvider {
         Ok(())
     }
 
-    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus> {
-        Ok(self.shared(key)?.status())
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
+        Ok(Arc::new(self.shared(key)?.status()))
     }
 
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {

@@ -78,7 +78,8 @@ struct MockPod {
     /// with (what a real backend hands its image pull).
     pulls: BTreeMap<String, String>,
     ip: Ipv4Addr,
-    status: PodStatus,
+    /// Shared with the core (see `StatusUpdate`): changed copy-on-write.
+    status: Arc<PodStatus>,
     script: Option<Script>,
     timeline: Option<JoinHandle<()>>,
 }
@@ -149,7 +150,7 @@ impl MockProvider {
                         pulls: sp.pulls,
                         pod,
                         ip,
-                        status: sp.status,
+                        status: Arc::new(sp.status),
                         script,
                         timeline: None,
                     }),
@@ -234,7 +235,7 @@ impl Inner {
         let status = {
             let mut pods = self.lock();
             let Some(p) = pods.get_mut(key) else { return };
-            f(&mut p.status);
+            f(Arc::make_mut(&mut p.status));
             p.status.clone()
         };
         if let Some(n) = self.notifier.get() {
@@ -267,7 +268,7 @@ async fn persist_loop(inner: Weak<Inner>) {
                 Ok(pod) => Some(StoredPod {
                     key: k.clone(),
                     pod,
-                    status: p.status.clone(),
+                    status: PodStatus::clone(&p.status),
                     ip: p.ip.to_string(),
                     volumes: state::encode_volumes(&p.volumes),
                     pulls: p.pulls.clone(),
@@ -634,7 +635,7 @@ impl Provider for MockProvider {
                 volumes: resolved.volumes.clone(),
                 pulls: pull_registries(resolved),
                 ip,
-                status,
+                status: Arc::new(status),
                 script,
                 timeline: timeline_task,
             }),
@@ -689,7 +690,7 @@ impl Provider for MockProvider {
         Ok(())
     }
 
-    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<PodStatus> {
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
         self.inner
             .lock()
             .get(key)
@@ -705,7 +706,7 @@ impl Provider for MockProvider {
                 Ok(BackendPod {
                     key: k.clone(),
                     pod: p.pod.pod()?,
-                    status: p.status.clone(),
+                    status: PodStatus::clone(&p.status),
                 })
             })
             .collect()
@@ -716,7 +717,7 @@ impl Provider for MockProvider {
             .inner
             .lock()
             .iter()
-            .map(|(k, p)| (k.clone(), p.status.clone()))
+            .map(|(k, p)| (k.clone(), PodStatus::clone(&p.status)))
             .collect())
     }
 

@@ -593,6 +593,71 @@ async fn sigkill_restart_adopts_without_recreating() {
     delete_node(&client, &node.name).await;
 }
 
+/// Pod `a` is created and deleted, then pod `b` created; returns the
+/// namespace's events once `b`'s `ProviderCreateSuccess` is there (success
+/// events are sent in order, so `a`'s would have been sent before it).
+async fn events_of_a_deleted_and_a_live_pod(prefix: &str, extra: &[&str]) -> Vec<(String, String)> {
+    let (cluster, ns, node) = setup(prefix, extra).await;
+    let client = cluster.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    for name in ["a", "b"] {
+        create_pod(&client, ns.name(), pod(name, &node.name)).await;
+        wait_pod(
+            &client,
+            ns.name(),
+            name,
+            Duration::from_secs(20),
+            "Running",
+            |p| phase(p) == "Running",
+        )
+        .await;
+        if name == "a" {
+            // Graceful: the kubelet confirms it (the path with the event).
+            pods.delete("a", &DeleteParams::default()).await.unwrap();
+            wait_for(Duration::from_secs(20), "pod a gone", || {
+                let pods = pods.clone();
+                async move { pods.get_opt("a").await.ok().flatten().is_none() }
+            })
+            .await;
+        }
+    }
+    let created = |evs: &[(String, String)], name: &str| {
+        evs.iter()
+            .any(|(r, n)| r == "ProviderCreateSuccess" && n == name)
+    };
+    wait_for(Duration::from_secs(40), "b's ProviderCreateSuccess", || {
+        let client = client.clone();
+        let ns = ns.name().to_string();
+        async move { created(&events(&client, &ns).await, "b") }
+    })
+    .await;
+    // The events in flight beside b's (several are sent at once).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let evs = events(&client, ns.name()).await;
+    assert!(created(&evs, "a"), "{evs:?}");
+    delete_node(&client, &node.name).await;
+    evs
+}
+
+#[tokio::test]
+async fn by_default_no_success_event_names_a_deleted_pod() {
+    let evs = events_of_a_deleted_and_a_live_pod("evlive", &[]).await;
+    assert!(
+        !evs.iter().any(|(r, _)| r == "ProviderDeleteSuccess"),
+        "{evs:?}"
+    );
+}
+
+#[tokio::test]
+async fn success_events_all_records_the_delete_as_upstream_does() {
+    let evs = events_of_a_deleted_and_a_live_pod("evall", &["--success-events", "all"]).await;
+    assert!(
+        evs.iter()
+            .any(|(r, n)| r == "ProviderDeleteSuccess" && n == "a"),
+        "{evs:?}"
+    );
+}
+
 #[tokio::test]
 async fn backend_outage_turns_the_node_not_ready_and_back() {
     let (cluster, _ns, node) = setup("outage", &[]).await;
@@ -857,6 +922,7 @@ async fn bad_config_and_bad_flags_exit_2_with_one_line() {
         vec!["--nodes".into(), "zero".into()],
         vec!["--full-resync-period".into(), "soon".into()],
         vec!["--pod-cidr".into(), "10.0.0.0/99".into()],
+        vec!["--success-events".into(), "some".into()],
     ];
     for args in cases {
         let out = std::process::Command::new(bin)

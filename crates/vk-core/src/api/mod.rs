@@ -100,7 +100,7 @@ struct PeerIdentity(Option<Identity>);
 
 impl AppState {
     /// The node and key of a pod served by this process.
-    fn find_pod(&self, ns: &str, name: &str) -> Option<(NodeHandle, Arc<Pod>, PodKey)> {
+    fn find_pod(&self, ns: &str, name: &str) -> Option<(NodeHandle, Pod, PodKey)> {
         self.nodes.iter().find_map(|n| {
             let pod = n.pods.find(ns, name)?;
             let key = PodKey::of(&pod)?;
@@ -326,12 +326,7 @@ fn node_for_path(state: &AppState, path: &str) -> String {
 }
 
 async fn pods(State(state): State<AppState>) -> Response {
-    let items: Vec<Pod> = state
-        .nodes
-        .iter()
-        .flat_map(|n| n.pods.api_pods())
-        .map(|p| (*p).clone())
-        .collect();
+    let items: Vec<Pod> = state.nodes.iter().flat_map(|n| n.pods.api_pods()).collect();
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
 }
 

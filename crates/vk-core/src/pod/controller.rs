@@ -76,8 +76,9 @@ pub struct PodController {
     ctx: Arc<NodeContext>,
     provider: Arc<dyn Provider>,
     objects: Arc<ApiObjects>,
-    store: Store<Pod>,
-    writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    /// The node's pods as the watch last showed them (see [`LeanPod`]).
+    store: Store<LeanPod>,
+    writer: Mutex<Option<reflector::store::Writer<LeanPod>>>,
     queue: WorkQueue<ObjectKey>,
     backend: Mutex<HashMap<ObjectKey, Vec<BackendEntry>>>,
     node_allocatable: Mutex<BTreeMap<String, String>>,
@@ -140,13 +141,18 @@ impl PodController {
     }
 
     /// A pod of this node by namespace and name, as the API shows it.
-    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let lean = self.store.get(&ObjectRef::new(name).within(namespace))?;
+        readable(&lean)
     }
 
     /// Pods of this node as the API shows them (for the kubelet API's `/pods`).
-    pub fn api_pods(&self) -> Vec<Arc<Pod>> {
-        self.store.state()
+    pub fn api_pods(&self) -> Vec<Pod> {
+        self.store
+            .state()
+            .iter()
+            .filter_map(|lean| readable(lean))
+            .collect()
     }
 
     fn written_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, StatusWrite>> {
@@ -170,23 +176,12 @@ impl PodController {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| anyhow::anyhow!("pod controller for {node} started twice"))?;
-        // Parsed without managed fields (see `lean`): only what the sync reads.
+        // Kept lean (see `lean`): parsed when a sync reads the pod.
         let api: Api<LeanPod> = Api::all(self.ctx.client.clone());
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let (init_tx, mut init_rx) = mpsc::channel::<()>(1);
         let queue = self.queue.clone();
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, cfg).map(|ev| {
-                ev.map(|e| match e {
-                    watcher::Event::Apply(p) => watcher::Event::Apply(p.0),
-                    watcher::Event::Delete(p) => watcher::Event::Delete(p.0),
-                    watcher::Event::InitApply(p) => watcher::Event::InitApply(p.0),
-                    watcher::Event::Init => watcher::Event::Init,
-                    watcher::Event::InitDone => watcher::Event::InitDone,
-                })
-            }),
-        );
+        let stream = reflector::reflector(writer, watcher(api, cfg));
         let watch_task = tokio::spawn(
             async move {
                 let mut stream = std::pin::pin!(stream);
@@ -363,7 +358,7 @@ impl PodController {
                 return;
             };
             match update.status {
-                Some(s) => entry.status = Some(Arc::new(s)),
+                Some(s) => entry.status = Some(s),
                 None => {
                     let before = entries.len();
                     entries.retain(|e| e.uid != update.key.uid);
@@ -400,7 +395,7 @@ impl PodController {
                     if changed {
                         self.intake(StatusUpdate {
                             key,
-                            status: Some(status),
+                            status: Some(Arc::new(status)),
                         });
                     }
                 }
@@ -445,7 +440,7 @@ impl PodController {
     /// Reconciles one pod key. Idempotent.
     async fn sync(&self, key: &ObjectKey) -> Outcome {
         let pod = self.store.get(&ObjectRef::new(&key.1).within(&key.0));
-        let uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        let uid = pod.as_ref().and_then(|p| p.uid());
 
         // 1. Backend workloads of another UID (or of a pod gone from the API) are stale: remove them.
         let stale: Vec<String> = self
@@ -473,9 +468,14 @@ impl PodController {
             }
             self.objects.forget_pod(&stale_uid);
         }
-        let Some(pod) = pod else {
+        let Some(lean) = pod else {
             self.api_deleted_lock().remove(key);
             self.written_lock().remove(key);
+            return Outcome::Done;
+        };
+        // Not retried: the same text would fail the same way; the next watch
+        // event of the pod brings a new one.
+        let Some(pod) = readable(&lean) else {
             return Outcome::Done;
         };
         let Some(pk) = PodKey::of(&pod) else {
@@ -607,7 +607,7 @@ impl PodController {
             );
             match self.backend_delete(pk, grace).await {
                 Ok(()) => {
-                    if self.ctx.config.success_events {
+                    if self.ctx.config.success_events.delete() {
                         self.ctx.success_event(
                             pod.object_ref(&()),
                             "ProviderDeleteSuccess",
@@ -821,7 +821,7 @@ impl PodController {
             Ok(()) => {
                 self.ctx.metrics.backend("create", "ok");
                 let status = match self.provider.get_pod_status(pk).await {
-                    Ok(s) => Some(Arc::new(s)),
+                    Ok(s) => Some(s),
                     Err(e) => {
                         debug!(pod = %pk, error = %e, "status not available right after create");
                         None
@@ -844,7 +844,7 @@ impl PodController {
                         .push(entry.clone());
                     self.ctx.metrics.backend_pods.inc();
                 }
-                if self.ctx.config.success_events {
+                if self.ctx.config.success_events.live() {
                     self.ctx.success_event(
                         pod.object_ref(&()),
                         "ProviderCreateSuccess",
@@ -920,7 +920,7 @@ impl PodController {
             match self.provider.update_pod(&resolved).await {
                 Ok(()) => {
                     self.ctx.metrics.backend("update", "ok");
-                    if self.ctx.config.success_events && new_spec != entry.spec_hash {
+                    if self.ctx.config.success_events.live() && new_spec != entry.spec_hash {
                         self.ctx.success_event(
                             pod.object_ref(&()),
                             "ProviderUpdateSuccess",
@@ -1029,10 +1029,13 @@ impl PodController {
         else {
             return;
         };
-        if pod.metadata.uid.as_deref() != Some(ev.key.uid.as_str()) {
+        if pod.meta().uid.as_deref() != Some(ev.key.uid.as_str()) {
             return;
         }
-        self.event(&pod, ev.warning, &ev.reason, ev.message).await;
+        // The event names the pod: its metadata is all it needs.
+        self.ctx
+            .event(&pod.object_ref(&()), ev.warning, &ev.reason, ev.message)
+            .await;
     }
 
     async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
@@ -1043,6 +1046,21 @@ impl PodController {
 }
 
 /// Hash of what a provider can act on when a running pod's spec changes.
+/// The pod a store entry holds, parsed; `None` (logged) when its text is not
+/// a pod's.
+fn readable(lean: &LeanPod) -> Option<Pod> {
+    lean.pod()
+        .inspect_err(|e| {
+            warn!(
+                namespace = lean.namespace().unwrap_or_default(),
+                pod = %lean.name_any(),
+                error = %e,
+                "the pod's spec or status cannot be read; it is ignored until it changes"
+            );
+        })
+        .ok()
+}
+
 fn spec_hash(pod: &Pod) -> u64 {
     let mut h = DefaultHasher::new();
     if let Some(spec) = &pod.spec {

@@ -1,11 +1,18 @@
-//! Pods as the controller's watch parses them: a `Pod` without
-//! `metadata.managedFields`.
+//! Pods as the controller's watch keeps them: metadata parsed (without
+//! `managedFields` and the last-applied annotation), spec and status as the
+//! compact JSON text they arrived in, parsed when a sync reads the pod.
 //!
 //! Every watch event carries the pod's managed fields, a tree of nested maps
 //! per field manager that `FieldsV1` parses into a `serde_json::Value`. The
-//! controller never reads them (they were dropped right after parsing), yet
-//! building and freeing those trees was the largest cost of parsing a watch
-//! event. Here the parser skips them instead, without allocating.
+//! controller never reads them, yet building and freeing those trees was the
+//! largest cost of parsing a watch event: the parser skips them here without
+//! allocating.
+//!
+//! A parsed `Pod` stores every optional field of its spec, its containers,
+//! volumes and probes inline: a small pod is several kilobytes parsed and
+//! about half of that as JSON. The store holds every pod of the node for as
+//! long as it lives, and a pod is read only when its key is synced, so the
+//! text is what is kept.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,14 +20,64 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Resource;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
 /// The annotation `kubectl apply` keeps a copy of the whole object in; never read here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A pod parsed without its managed fields and the last-applied annotation.
+/// A pod without its managed fields and the last-applied annotation, its
+/// spec and status kept as JSON text ([`LeanPod::pod`] parses them).
 #[derive(Clone, Debug, Default)]
-pub struct LeanPod(pub Pod);
+pub struct LeanPod {
+    metadata: ObjectMeta,
+    spec: Option<Json>,
+    status: Option<Json>,
+}
+
+impl LeanPod {
+    /// The whole pod, parsed. Fails only on a spec or status that is valid
+    /// JSON but not a pod's (an apiserver never sends one).
+    pub fn pod(&self) -> Result<Pod, serde_json::Error> {
+        Ok(Pod {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(Json::parse::<PodSpec>).transpose()?,
+            status: self
+                .status
+                .as_ref()
+                .map(Json::parse::<PodStatus>)
+                .transpose()?,
+        })
+    }
+}
+
+/// A JSON value as compact text, taken from whatever the deserializer reads
+/// (the watch's text, or the buffered fields of a list's items).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Json(Box<str>);
+
+impl Json {
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl Default for Json {
+    fn default() -> Self {
+        Json("null".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::with_capacity(512);
+        serde_transcode::transcode(d, &mut serde_json::Serializer::new(&mut out))
+            .map_err(D::Error::custom)?;
+        String::from_utf8(out)
+            .map(|s| Json(s.into_boxed_str()))
+            .map_err(D::Error::custom)
+    }
+}
 
 impl Resource for LeanPod {
     type DynamicType = ();
@@ -39,20 +96,23 @@ impl Resource for LeanPod {
         Cow::Borrowed("pods")
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
+        &self.metadata
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        &mut self.metadata
     }
 }
 
-/// The pod on the wire; `apiVersion` and `kind` are not read.
+/// The pod on the wire; `apiVersion` and `kind` are not read. A `null`
+/// spec or status is as good as none.
 #[derive(Deserialize)]
 struct Wire {
     #[serde(default)]
     metadata: Meta,
-    spec: Option<PodSpec>,
-    status: Option<PodStatus>,
+    #[serde(default)]
+    spec: Option<Json>,
+    #[serde(default)]
+    status: Option<Json>,
 }
 
 /// `ObjectMeta` without `managedFields`: unknown keys are skipped by the
@@ -87,7 +147,8 @@ impl<'de> Deserialize<'de> for LeanPod {
             a.remove(LAST_APPLIED);
             a
         });
-        Ok(LeanPod(Pod {
+        let present = |j: Option<Json>| j.filter(|j| &*j.0 != "null");
+        Ok(LeanPod {
             metadata: ObjectMeta {
                 annotations,
                 creation_timestamp: m.creation_timestamp,
@@ -105,9 +166,9 @@ impl<'de> Deserialize<'de> for LeanPod {
                 self_link: m.self_link,
                 uid: m.uid,
             },
-            spec,
-            status,
-        }))
+            spec: present(spec),
+            status: present(status),
+        })
     }
 }
 
@@ -138,7 +199,7 @@ mod tests {
             "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1"}
         });
-        let lean: LeanPod = serde_json::from_value(json.clone()).unwrap();
+        let lean: LeanPod = serde_json::from_str(&json.to_string()).unwrap();
         let mut full: Pod = serde_json::from_value(json).unwrap();
         full.metadata.managed_fields = None;
         full.metadata
@@ -146,14 +207,47 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove(LAST_APPLIED);
-        assert_eq!(lean.0, full);
-        assert_eq!(lean.0.metadata.annotations.unwrap().len(), 1);
+        let parsed = lean.pod().unwrap();
+        assert_eq!(parsed, full);
+        assert_eq!(parsed.metadata.annotations.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn items_of_a_list_parse_too() {
+        // A list's items reach the parser buffered (kube's `ObjectList`
+        // flattens its fields), not as text.
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
+            "items": [{"metadata": {"name": "p", "namespace": "ns"},
+                       "spec": {"containers": [{"name": "c", "image": "i", "args": ["a \"b\"", "\u{e9}\\"]}]},
+                       "status": {"phase": "Pending"}}]
+        });
+        let parsed: kube::core::ObjectList<LeanPod> =
+            serde_json::from_str(&list.to_string()).unwrap();
+        let pod = parsed.items[0].pod().unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            spec.containers[0].args.as_deref(),
+            Some(&["a \"b\"".to_string(), "\u{e9}\\".to_string()][..])
+        );
+        assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
+    fn a_spec_that_is_not_a_pods_fails_when_read_not_when_watched() {
+        let lean: LeanPod = serde_json::from_str(
+            r#"{"metadata": {"name": "p"}, "spec": {"containers": "none"}, "status": null}"#,
+        )
+        .unwrap();
+        assert_eq!(lean.metadata.name.as_deref(), Some("p"));
+        assert!(lean.status.is_none());
+        assert!(lean.pod().is_err());
     }
 
     #[test]
     fn a_pod_without_metadata_or_spec_parses() {
         let lean: LeanPod = serde_json::from_str(r#"{"apiVersion":"v1","kind":"Pod"}"#).unwrap();
-        assert_eq!(lean.0, Pod::default());
+        assert_eq!(lean.pod().unwrap(), Pod::default());
         assert!(serde_json::from_str::<LeanPod>(r#"{"metadata": 3}"#).is_err());
     }
 }
