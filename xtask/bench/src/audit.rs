@@ -55,6 +55,15 @@ impl Window {
     }
 }
 
+/// Whether a `"<verb> <resource>"` key is a write.
+fn is_write(key: &str) -> bool {
+    let verb = key.split(' ').next().unwrap_or("");
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+}
+
 /// Requests counted by `"<verb> <resource>[/<subresource>]"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -70,15 +79,22 @@ impl Tally {
 
     /// Requests that change state: create, update, patch, delete, deletecollection.
     pub fn writes(&self) -> u64 {
+        self.sum(is_write)
+    }
+
+    /// Writes to anything but the node's own upkeep (its Lease and Node
+    /// object): what the pods themselves cost.
+    pub fn pod_writes(&self) -> u64 {
+        self.sum(|k| {
+            let resource = k.split(' ').nth(1).unwrap_or("");
+            is_write(k) && !matches!(resource, "leases" | "nodes" | "nodes/status")
+        })
+    }
+
+    fn sum(&self, counted: impl Fn(&str) -> bool) -> u64 {
         self.by_request
             .iter()
-            .filter(|(k, _)| {
-                let verb = k.split(' ').next().unwrap_or("");
-                matches!(
-                    verb,
-                    "create" | "update" | "patch" | "delete" | "deletecollection"
-                )
-            })
+            .filter(|(k, _)| counted(k))
             .map(|(_, v)| v)
             .sum()
     }
@@ -246,6 +262,27 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn pod_writes_leave_out_the_nodes_upkeep() {
+        let t = Tally {
+            by_request: [
+                ("patch pods/status", 10),
+                ("delete pods", 10),
+                ("create events", 10),
+                ("update leases", 2),
+                ("patch nodes/status", 1),
+                ("watch pods", 1),
+                ("get pods", 3),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        assert_eq!(t.writes(), 33);
+        assert_eq!(t.pod_writes(), 30);
+        assert_eq!(t.total(), 37);
     }
 
     #[test]

@@ -215,6 +215,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         api: ApiFigures {
             per_pod_lifecycle: lifecycle.per(n),
             writes_per_pod_lifecycle: round3(lifecycle.writes() as f64 / n),
+            pod_writes_per_pod_lifecycle: round3(lifecycle.pod_writes() as f64 / n),
             requests_per_pod_lifecycle: round3(lifecycle.total() as f64 / n),
             startup: startup.by_request,
         },

@@ -29,8 +29,11 @@ use crate::context::NodeContext;
 use crate::pod::PodController;
 use crate::provider::{NodeCapacity, Provider};
 
-/// How often status is written even when nothing changed.
-pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+/// How often status is written even when nothing changed: the kubelet's
+/// `nodeStatusReportFrequency` default. The lease (every 10 s) is what tells
+/// the node lifecycle controller the node is alive; this refresh only keeps
+/// the conditions' heartbeat times from going stale.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 
 /// The version this kubelet reports in `nodeInfo.kubeletVersion`.
 pub fn kubelet_version() -> String {

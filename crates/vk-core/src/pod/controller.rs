@@ -56,6 +56,12 @@ struct BackendEntry {
     /// When the queued re-sync for `refresh_at` fires, so that the syncs in
     /// between (watch events, resyncs) do not queue a timer each.
     timer: Option<Instant>,
+    /// Counts the backend statuses this entry has held.
+    status_gen: u64,
+    /// The pod's resourceVersion and the `status_gen` at which a sync last
+    /// found nothing to do: until either changes (or `refresh_at` comes), a
+    /// sync of the pod has nothing to do either and skips reading it.
+    settled: Option<(String, u64)>,
 }
 
 /// Why a pod is resolved, which decides what the resolution may cost and report.
@@ -106,6 +112,8 @@ struct StatusWrite {
 
 enum Outcome {
     Done,
+    /// Done, and the API already shows the backend's status.
+    Settled,
     Retry,
 }
 
@@ -278,7 +286,7 @@ impl PodController {
                     let outcome = this.sync(&key).instrument(span).await;
                     this.ctx.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
                     match outcome {
-                        Outcome::Done => this.queue.forget(&key),
+                        Outcome::Done | Outcome::Settled => this.queue.forget(&key),
                         Outcome::Retry => {
                             let delay = this.queue.add_rate_limited(key.clone());
                             debug!(pod = %format!("{}/{}", key.0, key.1), ?delay, "sync will be retried");
@@ -326,6 +334,8 @@ impl PodController {
                                 downward_hash: 0,
                                 refresh_at: Some(SystemTime::UNIX_EPOCH),
                                 timer: None,
+                                status_gen: 0,
+                                settled: None,
                             };
                             backend.entry(key.clone()).or_default().push(entry);
                             keys.push(key);
@@ -358,7 +368,10 @@ impl PodController {
                 return;
             };
             match update.status {
-                Some(s) => entry.status = Some(s),
+                Some(s) => {
+                    entry.status = Some(s);
+                    entry.status_gen += 1;
+                }
                 None => {
                     let before = entries.len();
                     entries.retain(|e| e.uid != update.key.uid);
@@ -473,6 +486,9 @@ impl PodController {
             self.written_lock().remove(key);
             return Outcome::Done;
         };
+        if self.settled(key, &lean) {
+            return Outcome::Done;
+        }
         // Not retried: the same text would fail the same way; the next watch
         // event of the pod brings a new one.
         let Some(pod) = readable(&lean) else {
@@ -534,10 +550,39 @@ impl PodController {
         }
 
         // 4. Status.
-        let Some(backend_status) = self.entry(key, &pk.uid).and_then(|e| e.status) else {
+        let Some((backend_status, status_gen)) = self
+            .entry(key, &pk.uid)
+            .and_then(|e| Some((e.status?, e.status_gen)))
+        else {
             return Outcome::Done;
         };
-        self.write_status(&pod, &backend_status).await
+        let outcome = self.write_status(&pod, &backend_status).await;
+        if let (Outcome::Settled, Some(rv)) = (&outcome, &pod.metadata.resource_version) {
+            self.with_entry(key, &pk.uid, |e| e.settled = Some((rv.clone(), status_gen)));
+        }
+        outcome
+    }
+
+    /// Whether the pod is as the last sync that found nothing to do left it
+    /// (see [`BackendEntry::settled`]): the periodic resync of an idle node
+    /// then costs a lookup per pod, not a parse and a status comparison.
+    fn settled(&self, key: &ObjectKey, lean: &LeanPod) -> bool {
+        let meta = lean.meta();
+        let (Some(uid), Some(rv)) = (meta.uid.as_deref(), meta.resource_version.as_deref()) else {
+            return false;
+        };
+        if meta.deletion_timestamp.is_some() {
+            return false;
+        }
+        self.backend_lock()
+            .get(key)
+            .and_then(|es| es.iter().find(|e| e.uid == uid))
+            .is_some_and(|e| {
+                e.settled
+                    .as_ref()
+                    .is_some_and(|(r, g)| r == rv && *g == e.status_gen)
+                    && e.refresh_at.is_none_or(|t| t > SystemTime::now())
+            })
     }
 
     fn entry(&self, key: &ObjectKey, uid: &str) -> Option<BackendEntry> {
@@ -835,6 +880,8 @@ impl PodController {
                     downward_hash: volumes::downward_inputs_hash(pod),
                     refresh_at,
                     timer: None,
+                    status_gen: 0,
+                    settled: None,
                 };
                 {
                     let mut backend = self.backend_lock();
@@ -972,7 +1019,7 @@ impl PodController {
             &now,
         );
         if !status_changed(pod.status.as_ref(), &new) {
-            return Outcome::Done;
+            return Outcome::Settled;
         }
         let (Some(ns), Some(uid)) = (
             pod.metadata.namespace.as_deref(),
