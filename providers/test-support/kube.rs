@@ -99,6 +99,14 @@ pub async fn wait_pod(
     );
 }
 
+/// Waits up to 20 s for the pod to be Running; returns it.
+pub async fn wait_running(client: &Client, ns: &str, name: &str) -> Pod {
+    wait_pod(client, ns, name, Duration::from_secs(20), "Running", |p| {
+        phase(p) == "Running"
+    })
+    .await
+}
+
 /// Phase of a pod.
 pub fn phase(p: &Pod) -> &str {
     p.status

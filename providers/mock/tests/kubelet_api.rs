@@ -786,15 +786,7 @@ async fn serving_certificate_from_files_is_reloaded_when_they_change() {
     })
     .await;
     create_pod(&client, ns.name(), pod("app", &node.name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "app",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "app").await;
     let port = kubelet_port(&cluster, &node.name).await;
     let first = served_cert(port).await;
     // The apiserver trusts the operator's certificate: logs work without any CSR.

@@ -51,15 +51,7 @@ async fn node_proxy_stats_summary_through_the_apiserver() {
     .await;
     approve_serving_csr(&cluster, &name).await;
     create_pod(&client, ns.name(), pod("app", &name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "app",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "app").await;
 
     let path = format!("/api/v1/nodes/{name}/proxy/stats/summary");
     let out = cluster

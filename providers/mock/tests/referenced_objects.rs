@@ -106,15 +106,7 @@ async fn volume_files_follow_their_config_map_and_the_pods_labels() {
     ]);
     create_pod(&client, ns.name(), mounted).await;
     for name in ["plain", "mounted"] {
-        wait_pod(
-            &client,
-            ns.name(),
-            name,
-            Duration::from_secs(20),
-            "Running",
-            |p| phase(p) == "Running",
-        )
-        .await;
+        wait_running(&client, ns.name(), name).await;
     }
     wait_backend_file(&node, "mounted", "conf", "app.conf", "v=1").await;
     wait_backend_file(&node, "mounted", "meta", "labels", "app=\"mounted\"").await;
@@ -292,15 +284,7 @@ async fn the_backend_pods_gauge_counts_the_pods_of_every_node_of_the_process() {
     let client = cluster.client();
     for (pod_name, node_name) in [("a", &names[0]), ("b", &names[1]), ("c", &names[1])] {
         create_pod(&client, ns.name(), pod(pod_name, node_name)).await;
-        wait_pod(
-            &client,
-            ns.name(),
-            pod_name,
-            Duration::from_secs(20),
-            "Running",
-            |p| phase(p) == "Running",
-        )
-        .await;
+        wait_running(&client, ns.name(), pod_name).await;
     }
     let node = &node;
     wait_for(

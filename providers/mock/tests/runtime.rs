@@ -264,15 +264,7 @@ async fn missing_mandatory_config_map_blocks_until_created_optional_does_not() {
         json!([{ "configMapRef": { "name": "absent", "optional": true } }]);
     create_pod(&client, ns.name(), o).await;
 
-    wait_pod(
-        &client,
-        ns.name(),
-        "optional-cm",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "optional-cm").await;
     let events = events(&client, ns.name()).await;
     assert!(
         events
@@ -350,15 +342,7 @@ async fn env_is_resolved_before_the_backend_sees_it() {
         { "name": "GREETING", "value": "hello $(MY_NAME) in $(MY_NS) with $(CFG_A)" }
     ]);
     create_pod(&client, ns.name(), p).await;
-    let api_pod = wait_pod(
-        &client,
-        ns.name(),
-        "env",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    let api_pod = wait_running(&client, ns.name(), "env").await;
     let backend = node
         .backend_pod(ns.name(), "env")
         .await
@@ -401,15 +385,7 @@ async fn graceful_forced_and_same_name_deletion() {
     slow["metadata"]["annotations"] =
         json!({ "mock.vk-rs.io/script": "{\"terminationSeconds\": 3}" });
     create_pod(&client, ns.name(), slow).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "slow",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "slow").await;
     let asked = Instant::now();
     pods.delete(
         "slow",
@@ -439,15 +415,7 @@ async fn graceful_forced_and_same_name_deletion() {
 
     // Forced: gone from the backend within 2 s.
     create_pod(&client, ns.name(), pod("forced", &node.name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "forced",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "forced").await;
     pods.delete(
         "forced",
         &DeleteParams {
@@ -472,15 +440,7 @@ async fn graceful_forced_and_same_name_deletion() {
 
     // Delete and recreate with the same name: the new pod keeps running.
     create_pod(&client, ns.name(), pod("same", &node.name)).await;
-    let old = wait_pod(
-        &client,
-        ns.name(),
-        "same",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    let old = wait_running(&client, ns.name(), "same").await;
     pods.delete(
         "same",
         &DeleteParams {
@@ -496,15 +456,7 @@ async fn graceful_forced_and_same_name_deletion() {
     })
     .await;
     create_pod(&client, ns.name(), pod("same", &node.name)).await;
-    let new = wait_pod(
-        &client,
-        ns.name(),
-        "same",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    let new = wait_running(&client, ns.name(), "same").await;
     assert_ne!(old.uid(), new.uid());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = pods.get("same").await.unwrap();
@@ -602,15 +554,7 @@ async fn events_of_a_deleted_and_a_live_pod(prefix: &str, extra: &[&str]) -> Vec
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     for name in ["a", "b"] {
         create_pod(&client, ns.name(), pod(name, &node.name)).await;
-        wait_pod(
-            &client,
-            ns.name(),
-            name,
-            Duration::from_secs(20),
-            "Running",
-            |p| phase(p) == "Running",
-        )
-        .await;
+        wait_running(&client, ns.name(), name).await;
         if name == "a" {
             // Graceful: the kubelet confirms it (the path with the event).
             pods.delete("a", &DeleteParams::default()).await.unwrap();
@@ -767,15 +711,7 @@ async fn projected_token_authenticates_as_the_pods_service_account() {
     let (cluster, ns, node) = setup("token", &[]).await;
     let client = cluster.client();
     create_pod(&client, ns.name(), pod("tok", &node.name)).await;
-    let p = wait_pod(
-        &client,
-        ns.name(),
-        "tok",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    let p = wait_running(&client, ns.name(), "tok").await;
     let vol = p
         .spec
         .as_ref()
@@ -1010,15 +946,7 @@ async fn malformed_and_rejected_pods_never_crash_the_kubelet() {
             "{name}"
         );
     }
-    wait_pod(
-        &client,
-        ns.name(),
-        "badref",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "badref").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let un = Api::<Pod>::namespaced(client.clone(), ns.name())
         .get("unavailable")
@@ -1053,15 +981,7 @@ async fn sigterm_stops_cleanly_and_leaves_backend_pods_alone() {
     let (cluster, ns, mut node) = setup("sigterm", &[]).await;
     let client = cluster.client();
     create_pod(&client, ns.name(), pod("keep", &node.name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "keep",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "keep").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = node
         .terminate(Duration::from_secs(15))

@@ -104,15 +104,7 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
     .await;
     approve_serving_csr(&cluster, &name).await;
     create_pod(&client, ns.name(), pod("app", &name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "app",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    wait_running(&client, ns.name(), "app").await;
 
     let role = format!("{}-metrics-server", ns.name());
     let sa = "metrics-server";

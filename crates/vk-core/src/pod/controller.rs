@@ -373,15 +373,7 @@ impl PodController {
                     entry.status_gen += 1;
                 }
                 None => {
-                    let before = entries.len();
-                    entries.retain(|e| e.uid != update.key.uid);
-                    self.ctx
-                        .metrics
-                        .backend_pods
-                        .dec_by((before - entries.len()) as i64);
-                    if entries.is_empty() {
-                        backend.remove(&key);
-                    }
+                    self.remove_entry(&mut backend, &key, &update.key.uid);
                     drop(backend);
                     self.mark_vanished(update.key.clone());
                 }
@@ -585,6 +577,30 @@ impl PodController {
             })
     }
 
+    /// Forgets the backend entry of `uid` under `key`, keeping the
+    /// `vk_backend_pods` gauge. The gauge is counted up and down, not
+    /// re-summed: it is the process's (every node's), and a sum per call
+    /// would be quadratic in the node's pods.
+    fn remove_entry(
+        &self,
+        backend: &mut HashMap<ObjectKey, Vec<BackendEntry>>,
+        key: &ObjectKey,
+        uid: &str,
+    ) {
+        let Some(es) = backend.get_mut(key) else {
+            return;
+        };
+        let before = es.len();
+        es.retain(|e| e.uid != uid);
+        self.ctx
+            .metrics
+            .backend_pods
+            .dec_by((before - es.len()) as i64);
+        if es.is_empty() {
+            backend.remove(key);
+        }
+    }
+
     fn entry(&self, key: &ObjectKey, uid: &str) -> Option<BackendEntry> {
         self.backend_lock()
             .get(key)
@@ -620,21 +636,7 @@ impl PodController {
         match res {
             Ok(()) | Err(ProviderError::NotFound(_)) => {
                 let key = (pk.namespace.clone(), pk.name.clone());
-                let mut backend = self.backend_lock();
-                if let Some(es) = backend.get_mut(&key) {
-                    let before = es.len();
-                    es.retain(|e| e.uid != pk.uid);
-                    // Counted up and down, not re-summed: the gauge is the
-                    // process's (every node's), and a sum per call would be
-                    // quadratic in the node's pods.
-                    self.ctx
-                        .metrics
-                        .backend_pods
-                        .dec_by((before - es.len()) as i64);
-                    if es.is_empty() {
-                        backend.remove(&key);
-                    }
-                }
+                self.remove_entry(&mut self.backend_lock(), &key, &pk.uid);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -1092,7 +1094,6 @@ impl PodController {
     }
 }
 
-/// Hash of what a provider can act on when a running pod's spec changes.
 /// The pod a store entry holds, parsed; `None` (logged) when its text is not
 /// a pod's.
 fn readable(lean: &LeanPod) -> Option<Pod> {
@@ -1108,6 +1109,7 @@ fn readable(lean: &LeanPod) -> Option<Pod> {
         .ok()
 }
 
+/// Hash of what a provider can act on when a running pod's spec changes.
 fn spec_hash(pod: &Pod) -> u64 {
     let mut h = DefaultHasher::new();
     if let Some(spec) = &pod.spec {

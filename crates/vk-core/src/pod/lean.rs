@@ -62,12 +62,6 @@ impl Json {
     }
 }
 
-impl Default for Json {
-    fn default() -> Self {
-        Json("null".into())
-    }
-}
-
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut out = Vec::with_capacity(512);
@@ -109,9 +103,7 @@ impl Resource for LeanPod {
 struct Wire {
     #[serde(default)]
     metadata: Meta,
-    #[serde(default)]
     spec: Option<Json>,
-    #[serde(default)]
     status: Option<Json>,
 }
 
