@@ -44,6 +44,13 @@ pub struct KubeletArgs {
     #[arg(long = "volume-refresh-period", default_value = "30s", value_parser = parse_duration)]
     pub volume_refresh_period: Duration,
 
+    /// How long one provider call (create, update, delete, status, list) may
+    /// take before it counts as failed and is retried; a deletion gets the
+    /// pod's grace period on top. A hung cloud API call then never holds a
+    /// sync worker for good.
+    #[arg(long = "provider-call-timeout", default_value = "2m", value_parser = parse_duration)]
+    pub provider_call_timeout: Duration,
+
     /// Give up when the node is not registered within this time (0: wait forever).
     #[arg(long = "startup-timeout", default_value = "0s", value_parser = parse_duration)]
     pub startup_timeout: Duration,

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub cluster_domain: String,
     /// Which `Provider*Success` events to record (`--success-events`).
     pub success_events: SuccessEvents,
+    /// How long one provider call may take (`--provider-call-timeout`);
+    /// a deletion gets its grace period on top.
+    pub provider_call_timeout: Duration,
 }
 
 /// The shared context of one node's controllers.

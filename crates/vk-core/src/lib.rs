@@ -75,6 +75,6 @@ pub mod registry;
 pub mod runtime;
 
 pub use provider::{
-    BackendPod, NodeCapacity, PodEvent, PodKey, Provider, ProviderError, ProviderResult,
-    RegistryCredential, ResolvedPod, StatusNotifier, VolumeFiles,
+    BackendPod, CallRateLimit, NodeCapacity, PodEvent, PodKey, Provider, ProviderError,
+    ProviderResult, RegistryCredential, ResolvedPod, StatusNotifier, VolumeFiles,
 };

@@ -39,6 +39,19 @@ pub struct Metrics {
     pub backend_calls: Family<BackendLabels, Counter>,
     /// Pods known to the backend.
     pub backend_pods: Gauge,
+    /// Seconds per backend call, by operation.
+    pub backend_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Labels of a backend call's duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// create, update, refresh, delete, status, list, allocate_ip.
+    pub operation: &'static str,
+}
+
+fn backend_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
 }
 
 impl Metrics {
@@ -50,6 +63,7 @@ impl Metrics {
             api_calls: Family::default(),
             backend_calls: Family::default(),
             backend_pods: Gauge::default(),
+            backend_seconds: Family::new_with_constructor(backend_buckets as fn() -> Histogram),
         };
         let r = registry.sub_registry_with_prefix("vk");
         r.register(
@@ -71,6 +85,11 @@ impl Metrics {
             "backend_calls",
             "Provider calls by operation and result",
             m.backend_calls.clone(),
+        );
+        r.register(
+            "backend_call_seconds",
+            "Duration of provider calls by operation",
+            m.backend_seconds.clone(),
         );
         r.register(
             "backend_pods",

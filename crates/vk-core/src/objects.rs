@@ -129,6 +129,14 @@ impl ObjectSource for ApiObjects {
         self.cached(&self.secrets, "secrets", namespace, name).await
     }
 
+    fn services_for(&self, namespace: &str, enable_links: bool) -> Vec<Service> {
+        ApiObjects::services_for(self, namespace, enable_links)
+    }
+
+    fn forget_pod(&self, uid: &str) {
+        ApiObjects::forget_pod(self, uid);
+    }
+
     async fn token(
         &self,
         pod: &Pod,

@@ -9,7 +9,7 @@
 //! ([`PodKey`]). A pod deleted and recreated with the same name has a new UID, so
 //! the core can always tell the old workload from the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +31,59 @@ pub enum ProviderError {
     /// reason `ProviderFailed` and does not retry.
     #[error("invalid pod for this backend: {0}")]
     InvalidInput(String),
-    /// The backend is unavailable or answered with a transient error: retried with backoff.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
+    /// The backend is unavailable or answered with a transient error: retried
+    /// with backoff, or after `retry_after` when the backend said when (a
+    /// throttled cloud API's `Retry-After`). Build it with
+    /// [`ProviderError::unavailable`] and [`ProviderError::retry_after`].
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// What went wrong.
+        message: String,
+        /// When the backend asked to be called again, if it did.
+        retry_after: Option<Duration>,
+    },
     /// The operation is not offered by this provider.
     #[error("not implemented by this provider: {0}")]
     NotImplemented(&'static str),
+}
+
+impl ProviderError {
+    /// A transient failure without a retry hint: the core backs off.
+    pub fn unavailable(message: impl Into<String>) -> ProviderError {
+        ProviderError::Unavailable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same error, asking the core to retry no sooner than `after`
+    /// (only [`ProviderError::Unavailable`] carries it; others are unchanged).
+    pub fn retry_after(self, after: Duration) -> ProviderError {
+        match self {
+            ProviderError::Unavailable { message, .. } => ProviderError::Unavailable {
+                message,
+                retry_after: Some(after),
+            },
+            other => other,
+        }
+    }
+
+    /// The retry hint of an [`ProviderError::Unavailable`], if any.
+    pub fn retry_hint(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The error's message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            ProviderError::NotFound(m) | ProviderError::InvalidInput(m) => m,
+            ProviderError::Unavailable { message, .. } => message,
+            ProviderError::NotImplemented(what) => what,
+        }
+    }
 }
 
 /// Result alias for provider calls.
@@ -90,6 +137,18 @@ pub struct VolumeFiles {
     pub files: BTreeMap<String, Vec<u8>>,
     /// File mode requested for the files (defaultMode or item mode), if any.
     pub default_mode: Option<i32>,
+    /// The paths (keys of `files`) whose content is a secret: taken from a
+    /// Secret (a secret volume, a projected secret source) or a
+    /// service-account token. A cloud backend keeps them out of anything it
+    /// does not treat as secret (task definitions, tags, plain values).
+    pub sensitive: BTreeSet<String>,
+}
+
+impl VolumeFiles {
+    /// Whether the file at `path` holds secret content.
+    pub fn is_sensitive(&self, path: &str) -> bool {
+        self.sensitive.contains(path)
+    }
 }
 
 /// A pod as handed to a provider: the API object with every container's `env`
@@ -108,12 +167,25 @@ pub struct ResolvedPod {
     /// `FailedToRetrieveImagePullSecret` event); the pod still runs, as with
     /// the kubelet. Pick the one for an image with [`RegistryCredential::for_image`].
     pub pull_credentials: Vec<RegistryCredential>,
+    /// Which env values came from Secrets, by container name (init
+    /// containers included): `secretKeyRef`, `envFrom` of a Secret, and
+    /// literals whose `$(VAR)` expansion took in one of those. A backend
+    /// sends them as its secret kind of value (ACI `secureValue`, ECS
+    /// `secrets`), never as plain values. See [`ResolvedPod::is_secret_env`].
+    pub secret_env: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ResolvedPod {
     /// The backend identity of this pod.
     pub fn key(&self) -> Option<PodKey> {
         PodKey::of(&self.pod)
+    }
+
+    /// Whether env `name` of container `container` holds a value from a Secret.
+    pub fn is_secret_env(&self, container: &str, name: &str) -> bool {
+        self.secret_env
+            .get(container)
+            .is_some_and(|names| names.contains(name))
     }
 }
 
@@ -298,6 +370,17 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
 }
 
+/// A request budget for a provider's backend calls: a cloud API's rate limit
+/// (ECS, ARM), kept by the core for the pod lifecycle calls so that a burst
+/// of pods waits in the core's queue instead of being throttled by the cloud.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CallRateLimit {
+    /// Calls per second, sustained.
+    pub qps: f64,
+    /// Calls allowed at once after a quiet period.
+    pub burst: u32,
+}
+
 /// The backend contract. All methods must be idempotent: the core retries after
 /// errors and after restarts.
 #[async_trait]
@@ -323,13 +406,24 @@ pub trait Provider: Send + Sync + 'static {
     /// Start the workload. Called only when the backend does not hold this [`PodKey`].
     async fn create_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
 
-    /// Apply a changed spec or changed volume files to an existing workload.
-    /// The core calls it only when something the backend holds differs: the
-    /// images, or the files of a volume (a renewed token, a ConfigMap or
-    /// Secret that changed, seen within `--volume-refresh-period`; labels read
-    /// by a downwardAPI file). Spec updates are reported as `ProviderUpdateSuccess`;
-    /// file refreshes are not.
+    /// Apply a changed spec to an existing workload: the core calls it when
+    /// what a backend can act on changed (images, `activeDeadlineSeconds`),
+    /// with the volume files as they are now. Reported as `ProviderUpdateSuccess`.
     async fn update_pod(&self, pod: &ResolvedPod) -> ProviderResult<()>;
+
+    /// New contents of the materialised volume files of a running workload:
+    /// a renewed service-account token, a ConfigMap or Secret that changed
+    /// (seen within `--volume-refresh-period`), labels read by a downwardAPI
+    /// file. Called only when a file differs from what the backend last got.
+    ///
+    /// The default keeps the files the workload started with, which is what
+    /// a backend that cannot swap files into a running workload (most cloud
+    /// APIs) does: the core records that and calls again only at the next
+    /// refresh. An error is retried at the next refresh too, never in a
+    /// tight loop, and never fails the pod.
+    async fn refresh_volumes(&self, _pod: &ResolvedPod) -> ProviderResult<()> {
+        Err(ProviderError::NotImplemented("volume refresh"))
+    }
 
     /// Stop and remove the workload, honouring `grace` before killing it. Returns
     /// once the backend no longer runs it; [`ProviderError::NotFound`] when it was already gone.
@@ -365,6 +459,12 @@ pub trait Provider: Send + Sync + 'static {
     /// How often the core lists the backend to reconcile statuses when the provider does not push.
     fn status_poll_interval(&self) -> Duration {
         Duration::from_secs(10)
+    }
+
+    /// The budget the core keeps for this provider's pod lifecycle calls
+    /// (create, update, refresh, delete, status, list); `None`: unlimited.
+    fn call_rate_limit(&self) -> Option<CallRateLimit> {
+        None
     }
 
     // ---- Optional capabilities: the kubelet API answers 501 for the ones a provider lacks.

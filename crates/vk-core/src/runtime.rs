@@ -124,6 +124,7 @@ where
             volume_refresh_period: args.volume_refresh_period.max(Duration::from_secs(1)),
             cluster_domain: args.cluster_domain.clone(),
             success_events: args.success_events.effective(args.no_success_events),
+            provider_call_timeout: args.provider_call_timeout.max(Duration::from_secs(1)),
         };
         let ctx = Arc::new(NodeContext::new(
             client.clone(),
@@ -143,12 +144,13 @@ where
         let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
         tasks.push(tokio::spawn(node.run(stop.clone(), registered.clone())));
         let pods_stop = stop.clone();
+        let pods_client = client.clone();
         let hs = health_state.clone();
         tasks.push(tokio::spawn(async move {
             // Pods only after the node exists: the scheduler and the pods need it.
             registered.notified().await;
             hs.node_registered();
-            if let Err(e) = pods.run(pods_stop).await {
+            if let Err(e) = pods.run(pods_client, pods_stop).await {
                 error!(error = %e, "pod controller stopped");
             }
         }));

@@ -97,7 +97,7 @@ impl Engine {
                     .any(|c| c.name.to_lowercase().contains("podman"));
                 let arch_name = version.arch.clone().unwrap_or_default();
                 let arch = Arch::from_engine(&arch_name).ok_or_else(|| {
-                    ProviderError::Unavailable(format!(
+                    ProviderError::unavailable(format!(
                         "the engine runs on {arch_name:?}, which vk-edge has no pause image for"
                     ))
                 })?;
@@ -135,7 +135,7 @@ impl Engine {
                 }
                 let arch = self.info().await?.arch;
                 let archive = pause::image_archive(arch).map_err(|e| {
-                    ProviderError::Unavailable(format!("building the pause image: {e}"))
+                    ProviderError::unavailable(format!("building the pause image: {e}"))
                 })?;
                 let mut progress = self.docker()?.import_image(
                     ImportImageOptions {
@@ -147,10 +147,10 @@ impl Engine {
                 );
                 while let Some(item) = progress.next().await {
                     let info = item.map_err(|e| {
-                        ProviderError::Unavailable(format!("loading the pause image: {e}"))
+                        ProviderError::unavailable(format!("loading the pause image: {e}"))
                     })?;
                     if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                        return Err(ProviderError::Unavailable(format!(
+                        return Err(ProviderError::unavailable(format!(
                             "loading the pause image: {err}"
                         )));
                     }
@@ -160,7 +160,7 @@ impl Engine {
                     .await
                     .map(|_| ())
                     .map_err(|e| {
-                        ProviderError::Unavailable(format!(
+                        ProviderError::unavailable(format!(
                             "the pause image is not there after loading it: {e}"
                         ))
                     })
@@ -302,14 +302,14 @@ pub fn engine_message(e: &EngineError) -> String {
 
 /// Any engine error as "unavailable" (transport errors, 5xx).
 pub fn unavailable(e: EngineError) -> ProviderError {
-    ProviderError::Unavailable(format!("engine: {e}"))
+    ProviderError::unavailable(format!("engine: {e}"))
 }
 
 /// Maps an engine error: 404 → NotFound, other answers and transport errors → Unavailable.
 pub fn map_error(e: EngineError, what: &str) -> ProviderError {
     match status_of(&e) {
         Some(404) => ProviderError::NotFound(format!("{what}: {}", engine_message(&e))),
-        _ => ProviderError::Unavailable(format!("{what}: {e}")),
+        _ => ProviderError::unavailable(format!("{what}: {e}")),
     }
 }
 

@@ -230,8 +230,8 @@ pub async fn exec(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    Err(ProviderError::Unavailable(
-        "the engine did not report the command's exit code".into(),
+    Err(ProviderError::unavailable(
+        "the engine did not report the command's exit code",
     ))
 }
 
@@ -312,10 +312,10 @@ pub async fn port_forward(
     let ip = view
         .ip
         .clone()
-        .ok_or_else(|| ProviderError::Unavailable("the pod has no IP yet".into()))?;
+        .ok_or_else(|| ProviderError::unavailable("the pod has no IP yet"))?;
     let mut conn = tokio::net::TcpStream::connect((ip.as_str(), port))
         .await
-        .map_err(|e| ProviderError::Unavailable(format!("dialing {ip}:{port} in the pod: {e}")))?;
+        .map_err(|e| ProviderError::unavailable(format!("dialing {ip}:{port} in the pod: {e}")))?;
     let _ = tokio::io::copy_bidirectional(&mut tunnel, &mut conn).await;
     Ok(())
 }

@@ -110,6 +110,7 @@ mod tests {
                 ("sub/dir/b.txt".to_string(), b"BB".to_vec()),
             ]),
             default_mode: Some(0o400),
+            ..Default::default()
         };
         let bytes = archive(&files).unwrap();
         let mut ar = tar::Archive::new(bytes.as_slice());
@@ -136,7 +137,7 @@ mod tests {
     fn paths_that_climb_out_are_refused() {
         let files = VolumeFiles {
             files: BTreeMap::from([("../etc/passwd".to_string(), b"x".to_vec())]),
-            default_mode: None,
+            ..Default::default()
         };
         assert!(archive(&files).is_err());
     }

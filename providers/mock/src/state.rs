@@ -63,7 +63,7 @@ pub fn decode_volumes(
                 name.clone(),
                 VolumeFiles {
                     files,
-                    default_mode: None,
+                    ..Default::default()
                 },
             )
         })

@@ -43,7 +43,7 @@ pub fn provider_error_plain(e: &crate::ProviderError) -> Response {
     match e {
         NotFound(m) => plain(StatusCode::NOT_FOUND, m.clone()),
         InvalidInput(m) => plain(StatusCode::BAD_REQUEST, m.clone()),
-        Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+        Unavailable { message, .. } => plain(StatusCode::SERVICE_UNAVAILABLE, message.clone()),
         NotImplemented(what) => plain(
             StatusCode::NOT_IMPLEMENTED,
             format!("{what} is not supported by this provider"),
@@ -67,10 +67,10 @@ pub fn provider_error(e: &crate::ProviderError) -> Response {
     match e {
         NotFound(m) => not_found(m.clone()),
         InvalidInput(m) => bad_request(m.clone()),
-        Unavailable(m) => failure(
+        Unavailable { message, .. } => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
-            m.clone(),
+            message.clone(),
         ),
         NotImplemented(what) => failure(
             StatusCode::NOT_IMPLEMENTED,
@@ -96,7 +96,7 @@ mod tests {
         assert!(v["message"].as_str().unwrap().contains("exec"));
         let nf = provider_error(&crate::ProviderError::NotFound("p".into()));
         assert_eq!(nf.status(), StatusCode::NOT_FOUND);
-        let un = provider_error(&crate::ProviderError::Unavailable("down".into()));
+        let un = provider_error(&crate::ProviderError::unavailable("down"));
         assert_eq!(un.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 

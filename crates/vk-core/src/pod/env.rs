@@ -4,7 +4,8 @@
 //! Pure: the objects a pod references are fetched by the caller into [`EnvSources`];
 //! this module only computes. It owns the upstream event reasons for env problems.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Service};
 
@@ -102,14 +103,26 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     })
 }
 
-/// Resolves every container's env in place. Returns the events to record, or the
-/// first mandatory reference that is missing.
-pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<Vec<EnvEvent>, EnvError> {
+/// What [`resolve_pod_env`] found besides the values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvResolution {
+    /// Events to record on the pod.
+    pub events: Vec<EnvEvent>,
+    /// Per container, the env names whose value came from a Secret
+    /// (`secretKeyRef`, `envFrom` of a Secret, or a `$(VAR)` expansion that
+    /// took in one of those).
+    pub secret_env: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Resolves every container's env in place. Returns the events to record and
+/// which values are secret, or the first mandatory reference that is missing.
+pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<EnvResolution, EnvError> {
     let mut events = Vec::new();
+    let mut secret_env = BTreeMap::new();
     let service_env = service_link_env(sources);
     let snapshot = pod.clone();
     let Some(spec) = pod.spec.as_mut() else {
-        return Ok(events);
+        return Ok(EnvResolution::default());
     };
     for c in spec
         .init_containers
@@ -117,21 +130,25 @@ pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<Vec<EnvEve
         .flatten()
         .chain(spec.containers.iter_mut())
     {
-        let env = resolve_container(&snapshot, c, sources, &service_env, &mut events)?;
+        let (env, secret) = resolve_container(&snapshot, c, sources, &service_env, &mut events)?;
         c.env = Some(env);
         c.env_from = None;
+        if !secret.is_empty() {
+            secret_env.insert(c.name.clone(), secret);
+        }
     }
-    Ok(events)
+    Ok(EnvResolution { events, secret_env })
 }
 
-/// Resolves one container into an ordered list of literal env vars.
+/// Resolves one container into an ordered list of literal env vars, and the
+/// names among them whose value is secret.
 fn resolve_container(
     pod: &Pod,
     c: &Container,
     src: &EnvSources,
     service_env: &[(String, String)],
     events: &mut Vec<EnvEvent>,
-) -> Result<Vec<EnvVar>, EnvError> {
+) -> Result<(Vec<EnvVar>, BTreeSet<String>), EnvError> {
     // Ordered map: envFrom first, then env (later entries win), service links last
     // where not already defined, exactly the kubelet's precedence.
     let mut out: Vec<(String, String)> = Vec::new();
@@ -142,6 +159,8 @@ fn resolve_container(
             out.push((k, v));
         }
     };
+    // The names whose current value in `out` came from a Secret.
+    let mut secret: BTreeSet<String> = BTreeSet::new();
     let pod_ns = pod.metadata.namespace.clone().unwrap_or_default();
 
     for from in c.env_from.iter().flatten() {
@@ -158,6 +177,7 @@ fn resolve_container(
                     for (k, v) in data {
                         let name = format!("{prefix}{k}");
                         if is_env_var_name(&name) {
+                            secret.remove(&name);
                             set(&mut out, name, v);
                         } else {
                             invalid.push(name);
@@ -182,17 +202,18 @@ fn resolve_container(
         }
         if let Some(r) = &from.secret_ref {
             match src.secrets.get(&r.name).cloned().flatten() {
-                Some(secret) => {
-                    let mut data: Vec<(String, String)> = secret
+                Some(obj) => {
+                    let mut data: Vec<(String, String)> = obj
                         .data
                         .unwrap_or_default()
                         .into_iter()
                         .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
                         .collect();
-                    data.extend(secret.string_data.unwrap_or_default());
+                    data.extend(obj.string_data.unwrap_or_default());
                     for (k, v) in data {
                         let name = format!("{prefix}{k}");
                         if is_env_var_name(&name) {
+                            secret.insert(name.clone());
                             set(&mut out, name, v);
                         } else {
                             invalid.push(name);
@@ -230,6 +251,7 @@ fn resolve_container(
     }
 
     for var in c.env.iter().flatten() {
+        let from_secret = Cell::new(false);
         let value = if let Some(from) = &var.value_from {
             let resolved = if let Some(f) = &from.field_ref {
                 Some(
@@ -342,15 +364,15 @@ fn resolve_container(
                             ),
                         });
                     }
-                    Some(secret) => {
-                        let v = secret
+                    Some(obj) => {
+                        from_secret.set(true);
+                        let v = obj
                             .data
                             .as_ref()
                             .and_then(|d| d.get(&r.key))
                             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                             .or_else(|| {
-                                secret
-                                    .string_data
+                                obj.string_data
                                     .as_ref()
                                     .and_then(|d| d.get(&r.key))
                                     .cloned()
@@ -392,7 +414,12 @@ fn resolve_container(
             expand(&raw, |name| {
                 out.iter()
                     .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
+                    .map(|(n, v)| {
+                        if secret.contains(n) {
+                            from_secret.set(true);
+                        }
+                        v.clone()
+                    })
                     .or_else(|| {
                         service_env
                             .iter()
@@ -401,6 +428,11 @@ fn resolve_container(
                     })
             })
         };
+        if from_secret.get() {
+            secret.insert(var.name.clone());
+        } else {
+            secret.remove(&var.name);
+        }
         set(&mut out, var.name.clone(), value);
     }
 
@@ -409,14 +441,15 @@ fn resolve_container(
             out.push((k.clone(), v.clone()));
         }
     }
-    Ok(out
+    let env = out
         .into_iter()
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),
             value_from: None,
         })
-        .collect())
+        .collect();
+    Ok((env, secret))
 }
 
 fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {

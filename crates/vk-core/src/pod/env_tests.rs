@@ -115,7 +115,7 @@ fn field_refs_including_status_ips() {
         ],
         vec![],
     );
-    let events = resolve_pod_env(&mut pod, &sources()).unwrap();
+    let events = resolve_pod_env(&mut pod, &sources()).unwrap().events;
     assert!(events.is_empty());
     let want = [
         ("NAME", "web-1"),
@@ -214,7 +214,7 @@ fn mandatory_missing_is_an_error_optional_an_event() {
         vec![from("X", key("gone", Some(true))), lit("Y", "1")],
         vec![],
     );
-    let events = resolve_pod_env(&mut pod, &sources()).unwrap();
+    let events = resolve_pod_env(&mut pod, &sources()).unwrap().events;
     assert_eq!(events[0].reason, "OptionalConfigMapNotFound");
     assert_eq!(value(&pod, "X"), None);
     assert_eq!(value(&pod, "Y").as_deref(), Some("1"));
@@ -312,4 +312,82 @@ fn expansion_edge_cases() {
 fn unknown_field_path_is_rejected() {
     let mut pod = pod_with(vec![from("X", field("spec.bogus"))], vec![]);
     assert!(resolve_pod_env(&mut pod, &sources()).is_err());
+}
+
+#[test]
+fn values_from_secrets_are_marked_secret_and_literals_are_not() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::SecretEnvSource;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("creds".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("PASSWORD".to_string(), ByteString(b"hunter2".to_vec())),
+                ("LEVEL".to_string(), ByteString(b"secret-level".to_vec())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let mut src = sources();
+    src.secrets.insert("creds".into(), Some(secret));
+    let key_ref = EnvVarSource {
+        secret_key_ref: Some(SecretKeySelector {
+            name: "creds".into(),
+            key: "PASSWORD".into(),
+            optional: None,
+        }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(
+        vec![
+            from("DB_PASSWORD", key_ref),
+            lit("DSN", "postgres://app:$(DB_PASSWORD)@db"),
+            lit("PLAIN", "hello $(MODE)"),
+            // A literal overriding a secret value from envFrom is not secret.
+            lit("LEVEL", "info"),
+        ],
+        vec![
+            EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: "creds".into(),
+                    optional: None,
+                }),
+                prefix: Some("S_".into()),
+                ..Default::default()
+            },
+            EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: "creds".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            },
+            EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "cfg".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            },
+        ],
+    );
+    let res = resolve_pod_env(&mut pod, &src).unwrap();
+    assert_eq!(
+        value(&pod, "DSN").as_deref(),
+        Some("postgres://app:hunter2@db")
+    );
+    let secret: Vec<&str> = res.secret_env["main"].iter().map(String::as_str).collect();
+    // LEVEL: the Secret's, then the ConfigMap's (later envFrom wins), then a literal.
+    assert_eq!(value(&pod, "LEVEL").as_deref(), Some("info"));
+    assert_eq!(
+        secret,
+        vec!["DB_PASSWORD", "DSN", "PASSWORD", "S_LEVEL", "S_PASSWORD"]
+    );
+    for plain in ["PLAIN", "MODE", "LEVEL"] {
+        assert!(!res.secret_env["main"].contains(plain), "{plain}");
+    }
 }

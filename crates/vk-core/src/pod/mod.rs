@@ -1,6 +1,13 @@
 //! The pod runtime: watches this node's pods, drives the provider, writes status back.
 //!
-//! - [`controller`]: the watch, the work queue and the sync of one pod.
+//! - [`controller`]: the watch, the work queue, its workers and the tasks
+//!   that keep the backend view current; it wires the pieces below.
+//! - [`sync`]: the sync of one pod key, carrying out [`decide`]'s plan.
+//! - [`decide`]: what one sync must do (pure).
+//! - [`backend`]: the table of the backend's workloads (adoption, intake, reconcile).
+//! - [`resolve`]: a pod → what the provider receives (returns its events).
+//! - [`calls`]: every provider call, with a timeout, metrics and a budget.
+//! - [`report`]: the status, delete and event writes back to the API.
 //! - [`env`]: environment resolution (pure).
 //! - [`lean`]: the pod as the watch parses it (no managed fields).
 //! - [`volumes`]: configMap/secret/downwardAPI/projected volume files and tokens.
@@ -8,11 +15,17 @@
 //! - [`queue`]: the work queue with per-key serialisation and backoff.
 //! - [`writes`]: the API writes whose answer is not read (status, delete, events).
 
+pub mod backend;
+pub mod calls;
 pub mod controller;
+pub mod decide;
 pub mod env;
 pub mod lean;
 pub mod queue;
+pub mod report;
+pub mod resolve;
 pub mod status;
+pub mod sync;
 pub mod volumes;
 pub mod writes;
 

@@ -126,6 +126,21 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         delay
     }
 
+    /// Adds a key after the delay a backend asked for (a `Retry-After`),
+    /// not its backoff delay, counting the failure as
+    /// [`WorkQueue::add_rate_limited`] does: a later failure without a hint
+    /// backs off from there. The delay is capped at the backoff's maximum
+    /// times ten, so a bogus hint cannot park a pod for hours.
+    pub fn add_retry_after(&self, key: K, delay: Duration) -> Duration {
+        {
+            let mut s = self.lock();
+            *s.failures.entry(key.clone()).or_insert(0) += 1;
+        }
+        let delay = delay.min(self.backoff.max.saturating_mul(10));
+        self.add_after(key, delay);
+        delay
+    }
+
     /// Clears the backoff of a key after a success.
     pub fn forget(&self, key: &K) {
         self.lock().failures.remove(key);

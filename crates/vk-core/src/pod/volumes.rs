@@ -6,14 +6,15 @@
 //! testable without a server.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccountTokenProjection, Volume,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Service,
+    ServiceAccountTokenProjection, Volume,
 };
 
 use super::env::{EnvSources, field_value, resource_value};
@@ -34,6 +35,13 @@ pub trait ObjectSource: Send + Sync {
         audience: Option<&str>,
         expiration_seconds: i64,
     ) -> Result<(String, SystemTime), String>;
+    /// Services whose link variables a pod of `namespace` receives (its
+    /// namespace's when `enable_links`, and `default/kubernetes`). None by default.
+    fn services_for(&self, _namespace: &str, _enable_links: bool) -> Vec<Service> {
+        Vec::new()
+    }
+    /// Forgets what is kept for a pod that is gone (its tokens).
+    fn forget_pod(&self, _uid: &str) {}
 }
 
 /// A volume could not be materialised: the pod is not started (and retried).
@@ -97,13 +105,16 @@ pub async fn materialise(
             files.default_mode = s.default_mode;
             let name = s.secret_name.clone().unwrap_or_default();
             match src.secret(&ns, &name).await.map_err(err)? {
-                Some(obj) => add_secret(
-                    &mut files.files,
-                    &obj,
-                    s.items.as_deref(),
-                    s.optional == Some(true),
-                )
-                .map_err(err)?,
+                Some(obj) => {
+                    add_secret(
+                        &mut files.files,
+                        &obj,
+                        s.items.as_deref(),
+                        s.optional == Some(true),
+                    )
+                    .map_err(err)?;
+                    files.sensitive = files.files.keys().cloned().collect();
+                }
                 None if s.optional == Some(true) => {}
                 None => return Err(err(format!("secret {ns}/{name} not found"))),
             }
@@ -122,6 +133,7 @@ pub async fn materialise(
                 if let Some(t) = &source.service_account_token {
                     let (token, refresh) = project_token(pod, &sa, t, src).await.map_err(err)?;
                     files.files.insert(t.path.clone(), token.into_bytes());
+                    files.sensitive.insert(t.path.clone());
                     out.refresh_at = Some(out.refresh_at.map_or(refresh, |r| r.min(refresh)));
                 }
                 if let Some(cm) = &source.config_map {
@@ -139,8 +151,10 @@ pub async fn materialise(
                     let optional = s.optional == Some(true);
                     match src.secret(&ns, &s.name).await.map_err(err)? {
                         Some(obj) => {
+                            let before = files.files.clone();
                             add_secret(&mut files.files, &obj, s.items.as_deref(), optional)
-                                .map_err(err)?
+                                .map_err(err)?;
+                            files.sensitive.extend(added(&before, &files.files));
                         }
                         None if optional => {}
                         None => return Err(err(format!("secret {ns}/{} not found", s.name))),
@@ -162,6 +176,18 @@ pub async fn materialise(
         out.volumes.insert(vol.name.clone(), files);
     }
     Ok(out)
+}
+
+/// The paths of `after` that are new or changed since `before`.
+fn added(
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+) -> BTreeSet<String> {
+    after
+        .iter()
+        .filter(|(path, content)| before.get(*path) != Some(content))
+        .map(|(path, _)| path.clone())
+        .collect()
 }
 
 /// Whether the pod has any volume the core materialises.

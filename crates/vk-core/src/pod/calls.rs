@@ -1,0 +1,157 @@
+//! Every pod lifecycle call the core makes to a provider goes through
+//! [`ProviderCalls`]: a timeout (a hung cloud API call must not hold a sync
+//! worker forever), metrics (count by operation and result, duration), and the
+//! provider's optional request budget ([`Provider::call_rate_limit`]).
+//!
+//! It owns no state of its own beyond the budget, and must not interpret the
+//! results: what an error means for a pod is decided by the sync.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PodStatus;
+
+use crate::metrics::{Metrics, OperationLabels};
+use crate::provider::{
+    BackendPod, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier,
+};
+use crate::ratelimit::RateLimiter;
+
+/// The provider of one node, behind timeouts, metrics and a budget.
+pub struct ProviderCalls {
+    provider: Arc<dyn Provider>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+    budget: Option<RateLimiter>,
+}
+
+impl ProviderCalls {
+    /// Wraps `provider`; each call may take `timeout` (plus a deletion's grace period).
+    pub fn new(provider: Arc<dyn Provider>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
+        let budget = provider
+            .call_rate_limit()
+            .map(|l| RateLimiter::new(l.qps, l.burst));
+        ProviderCalls {
+            provider,
+            metrics,
+            timeout,
+            budget,
+        }
+    }
+
+    /// The provider itself, for what is not a lifecycle call (subscriptions, names).
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
+    }
+
+    /// How long a call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        call: impl Future<Output = ProviderResult<T>>,
+    ) -> ProviderResult<T> {
+        if let Some(budget) = &self.budget {
+            budget.acquire().await;
+        }
+        let started = Instant::now();
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::unavailable(format!(
+                "{operation} did not answer within {}s",
+                limit.as_secs_f64()
+            ))),
+        };
+        let timed_out = started.elapsed() >= limit;
+        self.metrics
+            .backend_seconds
+            .get_or_create(&OperationLabels { operation })
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .backend(operation, result_label(&result, timed_out));
+        result
+    }
+
+    /// [`Provider::create_pod`].
+    pub async fn create(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.call("create", self.timeout, self.provider.create_pod(pod))
+            .await
+    }
+
+    /// [`Provider::update_pod`].
+    pub async fn update(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.call("update", self.timeout, self.provider.update_pod(pod))
+            .await
+    }
+
+    /// [`Provider::refresh_volumes`].
+    pub async fn refresh_volumes(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.call("refresh", self.timeout, self.provider.refresh_volumes(pod))
+            .await
+    }
+
+    /// [`Provider::delete_pod`]; the timeout starts after the grace period.
+    pub async fn delete(&self, key: &PodKey, grace: Duration) -> ProviderResult<()> {
+        self.call(
+            "delete",
+            grace.saturating_add(self.timeout),
+            self.provider.delete_pod(key, grace),
+        )
+        .await
+    }
+
+    /// [`Provider::get_pod_status`].
+    pub async fn status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
+        self.call("status", self.timeout, self.provider.get_pod_status(key))
+            .await
+    }
+
+    /// [`Provider::list_pods`].
+    pub async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {
+        self.call("list", self.timeout, self.provider.list_pods())
+            .await
+    }
+
+    /// [`Provider::list_statuses`].
+    pub async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {
+        self.call("list", self.timeout, self.provider.list_statuses())
+            .await
+    }
+
+    /// [`Provider::allocate_pod_ip`].
+    pub async fn allocate_pod_ip(&self, key: &PodKey) -> ProviderResult<Option<String>> {
+        self.call(
+            "allocate_ip",
+            self.timeout,
+            self.provider.allocate_pod_ip(key),
+        )
+        .await
+    }
+
+    /// [`Provider::notify_status`]: whether the provider pushes.
+    pub fn subscribe(&self, notifier: StatusNotifier) -> bool {
+        self.provider.notify_status(notifier)
+    }
+
+    /// [`Provider::status_poll_interval`].
+    pub fn poll_interval(&self) -> Duration {
+        self.provider.status_poll_interval()
+    }
+}
+
+/// The `result` label of `vk_backend_calls`.
+fn result_label<T>(result: &ProviderResult<T>, timed_out: bool) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ProviderError::NotFound(_)) => "not_found",
+        Err(ProviderError::InvalidInput(_)) => "invalid",
+        Err(ProviderError::NotImplemented(_)) => "not_implemented",
+        Err(ProviderError::Unavailable { .. }) if timed_out => "timeout",
+        Err(ProviderError::Unavailable { .. }) => "error",
+    }
+}
