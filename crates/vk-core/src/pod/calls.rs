@@ -8,9 +8,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodStatus;
+use tokio::time::Instant;
 
 use crate::metrics::{Metrics, OperationLabels};
 use crate::provider::{
@@ -60,20 +61,21 @@ impl ProviderCalls {
             budget.acquire().await;
         }
         let started = Instant::now();
-        let result = match tokio::time::timeout(limit, call).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::unavailable(format!(
-                "{operation} did not answer within {}s",
-                limit.as_secs_f64()
-            ))),
+        let (result, label) = match tokio::time::timeout(limit, call).await {
+            Ok(result) => {
+                let label = result_label(&result);
+                (result, label)
+            }
+            Err(_) => {
+                let message = format!("{operation} did not answer within {}s", limit.as_secs_f64());
+                (Err(ProviderError::unavailable(message)), "timeout")
+            }
         };
-        let timed_out = started.elapsed() >= limit;
         self.metrics
             .backend_seconds
             .get_or_create(&OperationLabels { operation })
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .backend(operation, result_label(&result, timed_out));
+        self.metrics.backend(operation, label);
         result
     }
 
@@ -145,13 +147,12 @@ impl ProviderCalls {
 }
 
 /// The `result` label of `vk_backend_calls`.
-fn result_label<T>(result: &ProviderResult<T>, timed_out: bool) -> &'static str {
+fn result_label<T>(result: &ProviderResult<T>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(ProviderError::NotFound(_)) => "not_found",
         Err(ProviderError::InvalidInput(_)) => "invalid",
         Err(ProviderError::NotImplemented(_)) => "not_implemented",
-        Err(ProviderError::Unavailable { .. }) if timed_out => "timeout",
         Err(ProviderError::Unavailable { .. }) => "error",
     }
 }

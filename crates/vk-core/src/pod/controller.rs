@@ -339,3 +339,7 @@ impl PodController {
             .await;
     }
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

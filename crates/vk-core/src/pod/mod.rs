@@ -9,6 +9,7 @@
 //! - [`calls`]: every provider call, with a timeout, metrics and a budget.
 //! - [`report`]: the status, delete and event writes back to the API.
 //! - [`env`]: environment resolution (pure).
+//! - [`downward`]: `fieldRef` and `resourceFieldRef` values (pure).
 //! - [`lean`]: the pod as the watch parses it (no managed fields).
 //! - [`volumes`]: configMap/secret/downwardAPI/projected volume files and tokens.
 //! - [`status`]: merging backend status into the API status (pure).
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod calls;
 pub mod controller;
 pub mod decide;
+pub mod downward;
 pub mod env;
 pub mod lean;
 pub mod queue;
