@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use tokio::sync::OnceCell;
 
-use crate::kubectl::{KubectlOutput, kubectl_async};
+use crate::kubeconfig::{apiserver_port, client_for_kubeconfig, write_token_kubeconfig};
+use crate::kubectl::{KubectlOutput, kubectl_async, kubectl_command};
 use crate::logs::control_plane_logs_tail;
 use crate::names::unique_name;
 use crate::resources::{DeleteOnDrop, TestNamespace};
@@ -132,6 +132,29 @@ impl TestCluster {
         kubectl_async(&self.shared.vkcp, &self.shared.kubeconfig, args).await
     }
 
+    /// `vkcp kubectl --kubeconfig <admin kubeconfig>` as a command to add
+    /// arguments to and spawn: for kubectl that streams (`logs -f`,
+    /// `attach`, `port-forward`) or reads stdin.
+    pub fn kubectl_command(&self) -> tokio::process::Command {
+        let no_args: &[&str] = &[];
+        let mut cmd = kubectl_command(&self.shared.vkcp, &self.shared.kubeconfig, no_args);
+        // Whoever spawns it decides where its stdin comes from.
+        cmd.stdin(std::process::Stdio::inherit());
+        tokio::process::Command::from(cmd)
+    }
+
+    /// The apiserver's port on loopback, from the admin kubeconfig.
+    pub fn apiserver_port(&self) -> Result<u16> {
+        apiserver_port(&self.shared.kubeconfig)
+    }
+
+    /// Writes to `out` a kubeconfig for this cluster (the admin kubeconfig's
+    /// server and CA) that authenticates with the bearer token `token`: how
+    /// a test acts as a ServiceAccount.
+    pub fn write_token_kubeconfig(&self, token: &str, out: &Path) -> Result<()> {
+        write_token_kubeconfig(&self.shared.kubeconfig, token, out)
+    }
+
     /// Creates a namespace `prefix-<random>` for one test and waits until its
     /// `default` ServiceAccount exists (until then the ServiceAccount
     /// admission plugin rejects pods). It is deleted when the returned guard
@@ -193,14 +216,21 @@ impl Drop for TestCluster {
     }
 }
 
-/// A [`kube::Client`] for a kubeconfig file (its current context).
-pub async fn client_for_kubeconfig(kubeconfig: &Path) -> Result<Client> {
-    let file = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+/// The test run's cluster and a fresh namespace `prefix-<random>` in it:
+/// how most test bodies begin.
+///
+/// # Panics
+///
+/// When there is no cluster or the namespace cannot be made.
+pub async fn cluster_and_namespace(prefix: &str) -> (TestCluster, TestNamespace) {
+    let cluster = TestCluster::get()
         .await
-        .with_context(|| format!("loading kubeconfig {}", kubeconfig.display()))?;
-    Client::try_from(config).context("building a Kubernetes client")
+        .unwrap_or_else(|e| panic!("no test cluster: {e:#}"));
+    let ns = cluster
+        .namespace(prefix)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (cluster, ns)
 }
 
 /// Finds the cluster and `vkcp`, starting the cluster if needed (blocking).

@@ -159,27 +159,6 @@ pub(crate) fn signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
-/// Calls `ready` every 100 ms until it is true or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return true;
-        }
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The last `lines` lines of a log file (empty if unreadable).
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// Writes `contents` to `path` unless it already holds exactly that, via a
 /// temporary file and a rename so a concurrent reader never sees half a
 /// file. Returns whether it wrote.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::daemon;
+use crate::logs::log_tail;
 
 /// Lines of the log printed when a test fails while holding the process.
 const FAILURE_LOG_LINES: usize = 60;
@@ -152,7 +153,7 @@ impl KubeletProcess {
 
     /// The last `lines` lines of the log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        daemon::tail(&self.log, lines)
+        log_tail(&self.log, lines)
     }
 }
 
@@ -176,6 +177,7 @@ impl Drop for KubeletProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::wait_blocking;
 
     #[test]
     fn logs_restarts_and_terminates_a_process() -> Result<()> {
@@ -190,7 +192,7 @@ mod tests {
         let first = p.pid();
         assert!(first.is_some());
         assert!(
-            daemon::wait_until(Duration::from_secs(5), || p
+            wait_blocking(Duration::from_secs(5), || p
                 .log_tail(10)
                 .contains("started")),
             "log: {}",
@@ -199,7 +201,7 @@ mod tests {
         assert_eq!(p.try_wait(), None);
         p.restart()?;
         assert_ne!(p.pid(), first);
-        assert!(daemon::wait_until(Duration::from_secs(5), || {
+        assert!(wait_blocking(Duration::from_secs(5), || {
             p.log_tail(10).matches("started").count() == 2
         }));
         let status = p.terminate(Duration::from_secs(5));

@@ -46,22 +46,59 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Every provider's integration tests share the rest: waiting
+//! ([`wait_for`], [`wait_until`]), pods ([`create_pod`], [`wait_pod`],
+//! [`wait_running`], [`wait_pods`], [`events`]), nodes ([`node_ready`],
+//! [`wait_node_ready`], [`delete_node`]), the operator's approval of a
+//! kubelet's serving certificate ([`CsrApprover`], [`approve_serving_csr`]),
+//! the kubelet API as the apiserver calls it ([`kubelet_get`]), kubectl in
+//! the forms assertions want ([`kubectl`], [`kubectl_ok`]) and the chart
+//! checks ([`chart`]).
+//!
+//! ```no_run
+//! # async fn example(node_name: &str) {
+//! use std::time::Duration;
+//! use vk_test_support::{approve_serving_csr, cluster_and_namespace, create_pod, wait_node_ready,
+//!     wait_running};
+//! let (cluster, ns) = cluster_and_namespace("logs").await;
+//! let client = cluster.client();
+//! wait_node_ready(&client, node_name, Duration::from_secs(20)).await;
+//! approve_serving_csr(&cluster, node_name).await; // kubectl logs, exec... now work
+//! create_pod(&client, ns.name(), serde_json::json!({
+//!     "metadata": { "name": "app" },
+//!     "spec": { "nodeName": node_name, "containers": [{ "name": "main", "image": "busybox" }] }
+//! }))
+//! .await;
+//! wait_running(&client, ns.name(), "app", Duration::from_secs(20)).await;
+//! # }
+//! ```
+//!
 //! Errors are `anyhow` errors: this crate is only ever used from tests, which
-//! report an error and fail, never match on it.
+//! report an error and fail, never match on it. The helpers made for test
+//! bodies (waiting for a pod, approving a CSR, kubectl as a tuple, the chart
+//! checks) fail like assertions instead: they panic with what was expected
+//! and what was seen, and say so in their docs.
 
 mod busybox;
+pub mod chart;
 mod cluster;
+mod command;
 mod daemon;
 mod debian;
+mod kubeconfig;
 mod kubectl;
+mod kubelet_api;
 mod kubelet_process;
 mod logs;
 mod names;
+mod nodes;
 mod podman;
+mod pods;
 mod ports;
 mod probe;
 mod registry;
 mod resources;
+mod serving_csr;
 mod wait;
 mod workspace;
 
@@ -70,18 +107,27 @@ pub use busybox::{
     busybox_httpd_image, busybox_image,
 };
 
-pub use cluster::{TestCluster, client_for_kubeconfig};
+pub use cluster::{TestCluster, cluster_and_namespace};
+pub use command::CommandOutput;
 pub use daemon::RIG_DIR;
-pub use kubectl::{KubectlOutput, kubectl_blocking};
+pub use kubeconfig::client_for_kubeconfig;
+pub use kubectl::{
+    KubectlOutput, kubectl, kubectl_blocking, kubectl_ok, run_with_stdin, spawn_kubectl,
+};
+pub use kubelet_api::{kubelet_get, kubelet_port};
 pub use kubelet_process::KubeletProcess;
-pub use logs::control_plane_logs_tail;
+pub use logs::{control_plane_logs_tail, log_tail};
 pub use names::unique_name;
+pub use nodes::{delete_node, node_ready, wait_node_not_ready, wait_node_ready};
 pub use podman::{
     CONTAINERS_CONF, PODMAN_GLOBAL_FLAGS, PODMAN_SOCKET, PodmanEngine, PodmanOutput, podman,
     prepare_podman,
 };
+pub use pods::{create_pod, events, is_ready, phase, wait_pod, wait_pods, wait_running};
 pub use ports::free_port;
+pub use probe::http_get;
 pub use registry::{REGISTRIES_DROP_IN, REGISTRY_PASSWORD, REGISTRY_USERNAME, Registry};
 pub use resources::{DeleteOnDrop, TestNamespace};
-pub use wait::wait_for;
+pub use serving_csr::{CsrApprover, approve_serving_csr};
+pub use wait::{wait_blocking, wait_for, wait_until};
 pub use workspace::{XtaskOutput, workspace_root, xtask};

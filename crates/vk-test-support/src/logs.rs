@@ -1,4 +1,5 @@
-//! The control-plane logs a failing test prints.
+//! The log tails a failing test prints: any log file's (a kubelet's, a
+//! daemon's) and the control plane's.
 
 use std::path::Path;
 
@@ -8,6 +9,19 @@ const COMPONENTS: &[&str] = &[
     "kube-controller-manager",
     "kube-scheduler",
 ];
+
+/// The last `lines` lines of a log file, joined by newlines (empty if it
+/// cannot be read: a tail is for a failure message, which must not fail).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    last_lines(&text, lines).join("\n")
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> Vec<&str> {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].to_vec()
+}
 
 /// The last `lines` lines of each component's log in `cluster_dir/logs`,
 /// each under a header naming the file. Missing logs are said to be missing.
@@ -21,9 +35,7 @@ pub fn control_plane_logs_tail(cluster_dir: &Path, lines: usize) -> String {
         ));
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let all: Vec<&str> = text.lines().collect();
-                for line in &all[all.len().saturating_sub(lines)..] {
+                for line in last_lines(&String::from_utf8_lossy(&bytes), lines) {
                     out.push_str(line);
                     out.push('\n');
                 }
@@ -51,6 +63,17 @@ mod tests {
             tail.contains("kube-scheduler.log -----\n(cannot read it"),
             "{tail}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_log_tail_is_the_last_lines_or_nothing() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("p.log");
+        std::fs::write(&log, "a\nb\nc\n")?;
+        assert_eq!(log_tail(&log, 2), "b\nc");
+        assert_eq!(log_tail(&log, 9), "a\nb\nc");
+        assert_eq!(log_tail(&dir.path().join("missing.log"), 2), "");
         Ok(())
     }
 }

@@ -18,15 +18,18 @@ use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::command::{CommandOutput, command_line};
 use crate::daemon::{self, RigLock, rig_dir};
 use crate::debian::{ensure_programs, is_root};
+use crate::logs::log_tail;
 use crate::probe;
+use crate::wait::wait_blocking;
 
 /// Global flags every podman command needs on these machines.
 pub const PODMAN_GLOBAL_FLAGS: &[&str] = &["--runtime", "runc", "--cgroup-manager=cgroupfs"];
@@ -41,34 +44,7 @@ pub const PODMAN_SOCKET: &str = "/run/vk-rs-test/podman.sock";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one podman command printed, and how it exited.
-#[derive(Debug, Clone)]
-pub struct PodmanOutput {
-    /// The command line, for messages.
-    pub command: String,
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl PodmanOutput {
-    /// True if podman exited 0.
-    pub fn success(&self) -> bool {
-        self.status.success()
-    }
-
-    /// Stdout if podman exited 0, else an error with its stderr.
-    pub fn ok(self) -> Result<String> {
-        if !self.success() {
-            bail!(
-                "`{}` failed ({}): {}",
-                self.command,
-                self.status,
-                self.stderr.trim()
-            );
-        }
-        Ok(self.stdout)
-    }
-}
+pub type PodmanOutput = CommandOutput;
 
 /// Runs `podman --runtime runc --cgroup-manager=cgroupfs ARGS`, blocking,
 /// stdin from /dev/null. An `Err` only when podman could not be started;
@@ -79,23 +55,14 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<S> = args.into_iter().collect();
-    let words: Vec<String> = args
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
-    let command = format!("podman {}", words.join(" "));
+    let command = command_line("podman", &args);
     let out = Command::new("podman")
         .args(PODMAN_GLOBAL_FLAGS)
         .args(&args)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {command}"))?;
-    Ok(PodmanOutput {
-        command,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(CommandOutput::new(command, out))
 }
 
 /// Makes the podman CLI usable: installs the Debian packages `podman` and
@@ -240,13 +207,13 @@ impl PodmanEngine {
         args.extend(["system", "service", "--time=0", &marker]);
         let log = engine.log_path();
         let pid = daemon::spawn_detached("podman", &args, &log, &pid_file)?;
-        if !daemon::wait_until(START_TIMEOUT, || engine.answers()) {
+        if !wait_blocking(START_TIMEOUT, || engine.answers()) {
             bail!(
                 "the podman service (pid {pid}) did not answer on {} within {START_TIMEOUT:?}; \
                  the end of {}:\n{}",
                 engine.socket.display(),
                 log.display(),
-                daemon::tail(&log, 30)
+                log_tail(&log, 30)
             );
         }
         std::fs::write(&fingerprint_file, format!("{fingerprint}\n"))
@@ -276,7 +243,7 @@ impl PodmanEngine {
 
     /// The last `lines` lines of the service's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        daemon::tail(&self.log_path(), lines)
+        log_tail(&self.log_path(), lines)
     }
 
     /// The address of a running container on podman's default bridge
@@ -344,24 +311,6 @@ mod tests {
         assert_eq!(
             with_default_ulimits_cleared("[engine]\nx = 1\n").as_deref(),
             Some("[engine]\nx = 1\n[containers]\ndefault_ulimits = []\n")
-        );
-    }
-
-    #[test]
-    fn podman_output_ok_carries_stderr_on_failure() {
-        let failed = PodmanOutput {
-            command: "podman nope".into(),
-            status: std::process::Command::new("false")
-                .status()
-                .unwrap_or_else(|e| panic!("false(1): {e}")),
-            stdout: String::new(),
-            stderr: "Error: unrecognized command\n".into(),
-        };
-        let err = failed.ok().err().map(|e| format!("{e:#}"));
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.contains("podman nope") && e.contains("unrecognized")),
-            "{err:?}"
         );
     }
 }

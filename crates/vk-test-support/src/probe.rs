@@ -1,6 +1,8 @@
-//! One-shot blocking HTTP/1.1 GETs, over a unix socket or TCP: how the rig
-//! tells that a daemon it shares answers (the engine's `/v1.41/version`,
-//! the registry's `/v2/`). Deliberately tiny: no client library, no TLS.
+//! One-shot HTTP/1.1 GETs, over a unix socket or TCP: how the rig tells
+//! that a daemon it shares answers (the engine's `/v1.41/version`, the
+//! registry's `/v2/`), and how a test reads a kubelet's plain-HTTP side port
+//! ([`http_get`]: metrics, health, `/runningpods/`). Deliberately tiny: no
+//! client library, no TLS.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -55,6 +57,26 @@ pub(crate) fn get_tcp(addr: &str, path: &str, headers: &[String]) -> Result<Answ
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     exchange(&mut stream, addr, path, headers)
+}
+
+/// The body of the `200 OK` answer to `GET url`, for a plain `http://` URL
+/// (`http://127.0.0.1:<port>/metrics`); any other answer is an error naming
+/// its status.
+pub async fn http_get(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("not an http:// URL: {url}"))?;
+    let (addr, path) = match rest.split_once('/') {
+        Some((addr, path)) => (addr.to_string(), format!("/{path}")),
+        None => (rest.to_string(), "/".to_string()),
+    };
+    let answer = tokio::task::spawn_blocking(move || get_tcp(&addr, &path, &[]))
+        .await
+        .context("the HTTP request's task")??;
+    if answer.status != 200 {
+        bail!("GET {url}: status {}: {}", answer.status, answer.body);
+    }
+    Ok(answer.body)
 }
 
 fn exchange(
@@ -143,6 +165,37 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, "hello world");
+    }
+
+    /// Serves `answers` on a loopback port, one connection each; returns the port.
+    fn serve(answers: Vec<&'static str>) -> Result<u16> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    return;
+                };
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request);
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        Ok(port)
+    }
+
+    #[tokio::test]
+    async fn http_get_gives_the_body_of_a_200_and_an_error_otherwise() -> Result<()> {
+        let port = serve(vec![
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "HTTP/1.1 503 Service Unavailable\r\n\r\ndown",
+        ])?;
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        assert_eq!(http_get(&url).await?, "ok");
+        let err = http_get(&url).await.err().map(|e| format!("{e:#}"));
+        assert!(err.as_deref().is_some_and(|e| e.contains("503")), "{err:?}");
+        assert!(http_get("https://127.0.0.1/").await.is_err());
+        Ok(())
     }
 
     #[test]

@@ -27,8 +27,10 @@ use kube::api::ObjectMeta;
 use crate::busybox::{busybox_image, image_id};
 use crate::daemon::{self, RigLock, rig_dir};
 use crate::debian::{ensure_programs, is_root};
+use crate::logs::log_tail;
 use crate::podman::{PodmanEngine, podman};
 use crate::probe;
+use crate::wait::wait_blocking;
 
 /// The registry's user.
 pub const REGISTRY_USERNAME: &str = "vk-test";
@@ -120,13 +122,13 @@ impl Registry {
             let log = dir.join("registry.log");
             let pid =
                 daemon::spawn_detached("docker-registry", &["serve", &marker], &log, &pid_file)?;
-            if !daemon::wait_until(START_TIMEOUT, || registry.answers()) {
+            if !wait_blocking(START_TIMEOUT, || registry.answers()) {
                 bail!(
                     "the test registry (pid {pid}) did not answer on {} within {START_TIMEOUT:?}; \
                      the end of {}:\n{}",
                     registry.host(),
                     log.display(),
-                    daemon::tail(&log, 30)
+                    log_tail(&log, 30)
                 );
             }
             eprintln!(
@@ -218,7 +220,7 @@ impl Registry {
 
     /// The last `lines` lines of the registry's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        daemon::tail(
+        log_tail(
             Path::new(&format!("{RIG_REGISTRY_DIR}/registry.log")),
             lines,
         )

@@ -1,5 +1,9 @@
 //! Polling until the cluster reaches a state: controllers act asynchronously,
 //! so tests wait for observable results with a deadline instead of sleeping.
+//!
+//! Every wait of the test code goes through [`wait_for`]: [`wait_until`] is
+//! its yes/no form for test bodies, and [`wait_blocking`] its synchronous
+//! form for the rig's set-up and synchronous tests.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -51,6 +55,55 @@ where
     }
 }
 
+/// [`wait_for`] with a yes/no `check`, for test bodies: panics naming `what`
+/// (and the timeout) when `check` is still false after `timeout`.
+///
+/// ```no_run
+/// # async fn example(node: &str, client: kube::Client) {
+/// use std::time::Duration;
+/// vk_test_support::wait_until("the node Ready", Duration::from_secs(20), || async {
+///     vk_test_support::node_ready(&client, node)
+///         .await
+///         .is_some_and(|(status, _)| status == "True")
+/// })
+/// .await;
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When `check` has not returned true within `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = wait_for(what, timeout, || {
+        let ready = check();
+        async move { Ok(ready.await.then_some(())) }
+    })
+    .await;
+    if let Err(err) = waited {
+        panic!("{err:#}");
+    }
+}
+
+/// Calls `ready` every 100 ms until it is true (then returns true) or
+/// `timeout` passes (then false), blocking the thread: for the rig's
+/// set-up and synchronous tests, which run outside any async runtime.
+pub fn wait_blocking(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +135,36 @@ mod tests {
         let message = format!("{err:#}");
         assert!(message.contains("the impossible"), "{message}");
         assert!(message.contains("boom"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn wait_until_returns_once_the_check_holds() {
+        let calls = Cell::new(0);
+        wait_until("two calls", Duration::from_secs(5), || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { n >= 2 }
+        })
+        .await;
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting for the impossible")]
+    async fn wait_until_panics_naming_what() {
+        wait_until("the impossible", Duration::from_millis(300), || async {
+            false
+        })
+        .await;
+    }
+
+    #[test]
+    fn wait_blocking_says_whether_the_check_held_in_time() {
+        let mut calls = 0;
+        assert!(wait_blocking(Duration::from_secs(5), || {
+            calls += 1;
+            calls >= 2
+        }));
+        assert!(!wait_blocking(Duration::from_millis(250), || false));
     }
 }

@@ -6,6 +6,8 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::command::command_line;
+
 /// The workspace root: the nearest directory at or above the running crate's
 /// `CARGO_MANIFEST_DIR` whose `Cargo.toml` has a `[workspace]` table (cargo
 /// sets that variable for test processes), else this crate's `../..`.
@@ -52,10 +54,7 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<S> = args.into_iter().collect();
-    let shown: Vec<String> = args
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
+    let shown = command_line("cargo xtask", &args);
     let cargo = std::env::var_os("CARGO")
         .or_else(|| option_env!("CARGO").map(Into::into))
         .unwrap_or_else(|| "cargo".into());
@@ -66,15 +65,14 @@ where
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("running cargo xtask {}", shown.join(" ")))?;
+        .with_context(|| format!("running {shown}"))?;
     let output = XtaskOutput {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     };
     if !output.status.success() {
         bail!(
-            "cargo xtask {} failed ({}); stdout:\n{}",
-            shown.join(" "),
+            "{shown} failed ({}); stdout:\n{}",
             output.status,
             output.stdout
         );

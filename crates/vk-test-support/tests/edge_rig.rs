@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vk_test_support::{
     BUSYBOX_HTTPD_INDEX, BUSYBOX_HTTPD_PORT, PodmanEngine, Registry, busybox_httpd_image,
-    busybox_image, podman, unique_name,
+    busybox_image, podman, unique_name, wait_blocking,
 };
 
 fn is_root() -> bool {
@@ -191,14 +191,11 @@ fn the_httpd_image_serves_on_the_bridge_address() {
     assert!(ip.to_string().starts_with("10.88."), "{ip}");
     let url = format!("http://{ip}:{BUSYBOX_HTTPD_PORT}/");
     let mut body = String::new();
-    for _ in 0..50 {
+    wait_blocking(std::time::Duration::from_secs(5), || {
         let out = curl(&[&url]);
         body = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        out.status.success()
+    });
     assert_eq!(body, BUSYBOX_HTTPD_INDEX);
 }
 

@@ -15,16 +15,15 @@
 //!   chart's ServiceAccount with exactly the node's rights;
 //! - bad values are rejected; `cargo xtask charts --chart vk-edge` passes.
 
-#[path = "../../test-support/chart.rs"]
-mod chart;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use chart::{RbacExpectation, assert_rejected, objects, of_kind, pod_spec, strings};
+use vk_test_support::chart::{
+    self, RbacExpectation, assert_rejected, objects, of_kind, pod_spec, strings,
+};
 
 /// The chart under test.
 const CHART: &str = "vk-edge";
@@ -408,10 +407,7 @@ fn every_rendering_passes_flags_vk_edge_accepts() {
 /// chart's ServiceAccount and carry the node's rights, and only those.
 #[tokio::test]
 async fn the_device_token_authenticates_as_the_charts_service_account() {
-    let cluster = vk_test_support::TestCluster::get()
-        .await
-        .expect("test cluster");
-    let ns = cluster.namespace("vk-edge-creds").await.expect("namespace");
+    let (cluster, ns) = vk_test_support::cluster_and_namespace("vk-edge-creds").await;
     let node = vk_test_support::unique_name("edge-creds");
     let release = node.clone();
     let sa = format!("{release}-vk-edge");
@@ -479,7 +475,9 @@ async fn the_device_token_authenticates_as_the_charts_service_account() {
         .expect("base64")
         .expect("token is text");
     let kubeconfig = dir.path().join("device.kubeconfig");
-    chart::write_token_kubeconfig(cluster.kubeconfig(), &token, &kubeconfig);
+    cluster
+        .write_token_kubeconfig(&token, &kubeconfig)
+        .expect("a kubeconfig with the token");
 
     let as_device = |args: Vec<String>| {
         let kubeconfig = kubeconfig.clone();

@@ -15,8 +15,6 @@ use serde_json::json;
 use support::*;
 use vk_test_support::{PodmanEngine, RIG_DIR, TestCluster, client_for_kubeconfig, podman};
 
-const RUN: Duration = Duration::from_secs(60);
-
 async fn uids(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
     Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -74,12 +72,12 @@ async fn a_killed_vk_edge_adopts_its_containers_without_recreating_them() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     node.restart();
-    wait_node_ready(&cluster, &node.name, Duration::from_secs(30)).await;
+    wait_node_ready(&client, &node.name, Duration::from_secs(30)).await;
 
     let p9_ids: Vec<String> = before["p9"].values().cloned().collect();
-    wait_for(
-        Duration::from_secs(60),
+    wait_until(
         "p9's containers removed and p9 gone",
+        Duration::from_secs(60),
         || {
             let client = client.clone();
             let p9_ids = p9_ids.clone();
@@ -165,9 +163,9 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
     };
     let kubeconfig = private.up().await;
     let client = client_for_kubeconfig(&kubeconfig).await.unwrap();
-    let name = unique("edge-outage");
+    let name = unique_name("edge-outage");
     let mut node = EdgeNode::start_with(shared.vkcp(), &kubeconfig, &engine.endpoint(), &name, &[]);
-    wait_node_condition(&client, &name, "True", Duration::from_secs(30)).await;
+    wait_node_ready(&client, &name, Duration::from_secs(30)).await;
     let ns = "default";
     create_pod(
         &client,
@@ -192,10 +190,7 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
     )
     .await;
     wait_pod(&client, ns, "steady", RUN, "Ready", is_ready).await;
-    let flaky = wait_pod(&client, ns, "flaky", RUN, "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    let flaky = wait_running(&client, ns, "flaky", RUN).await;
     let steady_uid = get_uid(&client, ns, "steady").await;
     let flaky_uid = flaky.metadata.uid.clone().unwrap();
     let steady_ids = engine_ids(&steady_uid);
@@ -228,7 +223,7 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
 
     private.up().await;
     let client = client_for_kubeconfig(&kubeconfig).await.unwrap();
-    wait_node_condition(&client, &name, "True", Duration::from_secs(90)).await;
+    wait_node_ready(&client, &name, Duration::from_secs(90)).await;
     let p = wait_pod(&client, ns, "flaky", RUN, "restartCount caught up", |p| {
         container(p, "main").is_some_and(|c| c.restart_count >= attempt_during)
     })
@@ -248,16 +243,6 @@ async fn containers_keep_running_while_the_control_plane_is_down() {
     private.down().await;
 }
 
-/// Waits until the node's Ready condition has `status` (`True`, `False`).
-async fn wait_node_condition(client: &kube::Client, name: &str, status: &str, timeout: Duration) {
-    wait_for(timeout, &format!("node {name} Ready={status}"), || async {
-        node_ready(client, name)
-            .await
-            .is_some_and(|(s, _)| s == status)
-    })
-    .await;
-}
-
 async fn get_uid(client: &kube::Client, ns: &str, name: &str) -> String {
     Api::<Pod>::namespaced(client.clone(), ns)
         .get(name)
@@ -275,7 +260,7 @@ async fn an_unreachable_engine_turns_the_node_not_ready_and_back() {
     };
     let (cluster, _ns) = cluster_and_namespace("edge-engine").await;
     // An engine of this test's own: a second podman service on its own socket.
-    let socket = std::path::PathBuf::from(RIG_DIR).join(format!("{}.sock", unique("own")));
+    let socket = std::path::PathBuf::from(RIG_DIR).join(format!("{}.sock", unique_name("own")));
     let endpoint = format!("unix://{}", socket.display());
     let start = || {
         let mut args: Vec<String> = vk_test_support::PODMAN_GLOBAL_FLAGS
@@ -296,16 +281,16 @@ async fn an_unreachable_engine_turns_the_node_not_ready_and_back() {
             .expect("podman system service")
     };
     let mut service = start();
-    let name = unique("edge-engine");
+    let name = unique_name("edge-engine");
     let node = EdgeNode::start(&cluster, &endpoint, &name, &[]);
-    wait_node_ready(&cluster, &name, Duration::from_secs(30)).await;
+    let client = cluster.client();
+    wait_node_ready(&client, &name, Duration::from_secs(30)).await;
     service.kill().unwrap();
     let _ = service.wait();
     let _ = std::fs::remove_file(&socket);
-    let client = cluster.client();
-    wait_node_condition(&client, &name, "False", Duration::from_secs(40)).await;
+    wait_node_not_ready(&client, &name, Duration::from_secs(40)).await;
     let mut service = start();
-    wait_node_ready(&cluster, &name, Duration::from_secs(40)).await;
+    wait_node_ready(&client, &name, Duration::from_secs(40)).await;
     service.kill().unwrap();
     let _ = service.wait();
     let _ = std::fs::remove_file(&socket);

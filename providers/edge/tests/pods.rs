@@ -4,29 +4,16 @@
 //! shared service), the real local control plane and real kubectl. Each test
 //! runs its own `vk-edge` node and namespace.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
 use vk_test_support::{BUSYBOX_HTTPD_IMAGE, BUSYBOX_IMAGE, Registry};
-
-const RUN: Duration = Duration::from_secs(60);
-
-macro_rules! rig {
-    ($prefix:expr) => {
-        rig!($prefix, &[])
-    };
-    ($prefix:expr, $extra:expr) => {
-        match edge_node($prefix, $extra).await {
-            Some(x) => x,
-            None => return,
-        }
-    };
-}
 
 async fn exec_out(cluster: &TestCluster, ns: &str, pod: &str, c: &str, path: &str) -> String {
     kubectl(
@@ -35,13 +22,6 @@ async fn exec_out(cluster: &TestCluster, ns: &str, pod: &str, c: &str, path: &st
     )
     .await
     .1
-}
-
-async fn running(cluster: &TestCluster, ns: &str, name: &str) -> Pod {
-    wait_pod(&cluster.client(), ns, name, RUN, "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,16 +39,16 @@ async fn a_pod_runs_a_real_process_with_logs_and_exec() {
         ),
     )
     .await;
-    let p = running(&cluster, ns.name(), "proc").await;
+    let p = wait_running(&client, ns.name(), "proc", RUN).await;
     let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
     assert!(
         ip.starts_with("10.88."),
         "pod IP {ip} is not on podman's bridge"
     );
     let n = ns.name();
-    wait_for(
-        Duration::from_secs(20),
+    wait_until(
         "kubectl logs shows the output",
+        Duration::from_secs(20),
         || async { kubectl(&cluster, &["-n", n, "logs", "proc"]).await.1 == "started on proc\n" },
     )
     .await;
@@ -81,20 +61,18 @@ async fn a_pod_runs_a_real_process_with_logs_and_exec() {
     .await;
     assert_eq!(code, 4, "kubectl exec did not carry the exit code");
     // stdin: kubectl exec -i with input on its stdin.
-    let mut cmd = tokio::process::Command::new(cluster.vkcp());
-    cmd.args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args([
-            "-n",
-            n,
-            "exec",
-            "-i",
-            "proc",
-            "--",
-            "sh",
-            "-c",
-            "tr a-z A-Z",
-        ]);
+    let mut cmd = cluster.kubectl_command();
+    cmd.args([
+        "-n",
+        n,
+        "exec",
+        "-i",
+        "proc",
+        "--",
+        "sh",
+        "-c",
+        "tr a-z A-Z",
+    ]);
     let out = run_with_stdin(cmd, b"hello stdin\n".to_vec()).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO STDIN\n");
     drop(node);
@@ -119,12 +97,12 @@ async fn containers_share_localhost_and_port_forward_carries_10_mb() {
         ),
     )
     .await;
-    running(&cluster, ns.name(), "net").await;
+    wait_running(&client, ns.name(), "net", RUN).await;
     let n = ns.name();
     // The client container reaches the web container over localhost.
-    wait_for(
-        Duration::from_secs(20),
+    wait_until(
         "localhost:8080 answers from the other container",
+        Duration::from_secs(20),
         || async {
             kubectl(
                 &cluster,
@@ -163,30 +141,24 @@ async fn containers_share_localhost_and_port_forward_carries_10_mb() {
     )
     .await;
     let want = sum.split_whitespace().next().unwrap().to_string();
-    let port = free_port();
-    let mut pf = tokio::process::Command::new(cluster.vkcp())
-        .args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args(["-n", n, "port-forward", "pod/net", &format!("{port}:8080")])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = free_port().expect("free port");
+    let mut pf = spawn_kubectl(
+        &cluster,
+        &["-n", n, "port-forward", "pod/net", &format!("{port}:8080")],
+    );
     let url = format!("http://127.0.0.1:{port}/big.bin");
-    let mut body = None;
-    for _ in 0..50 {
-        if let Ok(out) = tokio::process::Command::new("curl")
-            .args(["-sf", "--max-time", "30", &url])
-            .output()
-            .await
-            && out.status.success()
-            && !out.stdout.is_empty()
-        {
-            body = Some(out.stdout);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let body = wait_for(
+        "port-forward serves the file",
+        Duration::from_secs(30),
+        || async {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sf", "--max-time", "30", &url])
+                .output()
+                .await?;
+            Ok((out.status.success() && !out.stdout.is_empty()).then_some(out.stdout))
+        },
+    )
+    .await;
     let _ = pf.kill().await;
     let body = body.expect("port-forward never served the file");
     assert_eq!(body.len(), 10 * 1024 * 1024);
@@ -285,7 +257,7 @@ async fn init_containers_run_in_order_before_the_app() {
         ),
     )
     .await;
-    let p = running(&cluster, n, "init").await;
+    let p = wait_running(&client, n, "init", RUN).await;
     let inits = p
         .status
         .as_ref()
@@ -310,9 +282,9 @@ async fn init_containers_run_in_order_before_the_app() {
             s.name
         );
     }
-    wait_for(
-        Duration::from_secs(20),
+    wait_until(
         "the app saw the init containers' output in order",
+        Duration::from_secs(20),
         || async {
             kubectl(&cluster, &["-n", n, "logs", "init"]).await.1 == "first\nsecond\nmain\n"
         },
@@ -353,7 +325,7 @@ async fn probes_restart_and_gate_readiness() {
         container(p, "main").is_some_and(|c| c.restart_count >= 1)
     })
     .await;
-    let p = running(&cluster, n, "ready").await;
+    let p = wait_running(&client, n, "ready", RUN).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let p2 = get_pod(&cluster, n, "ready").await;
     assert!(
@@ -407,7 +379,7 @@ async fn images_from_a_private_registry_need_the_pull_secret() {
     };
     let image = tokio::task::spawn_blocking({
         let r = registry.clone();
-        let name = unique("private");
+        let name = unique_name("private");
         move || r.push_private_copy(&name)
     })
     .await
@@ -437,7 +409,7 @@ async fn images_from_a_private_registry_need_the_pull_secret() {
         ),
     )
     .await;
-    running(&cluster, n, "allowed").await;
+    wait_running(&client, n, "allowed", RUN).await;
     let denied = wait_pod(
         &client,
         n,
@@ -496,15 +468,15 @@ async fn volumes_configmap_updates_emptydir_sharing_and_service_account_token() 
         ),
     )
     .await;
-    running(&cluster, n, "vol").await;
+    wait_running(&client, n, "vol", RUN).await;
     let cat = |c: &'static str, path: &'static str| exec_out(&cluster, n, "vol", c, path);
-    wait_for(Duration::from_secs(20), "the ConfigMap file", || async {
+    wait_until("the ConfigMap file", Duration::from_secs(20), || async {
         cat("writer", "/etc/cfg/greeting").await == "hello"
     })
     .await;
-    wait_for(
-        Duration::from_secs(20),
+    wait_until(
         "the emptyDir file from the other container",
+        Duration::from_secs(20),
         || async { cat("reader", "/scratch/note").await == "shared\n" },
     )
     .await;
@@ -515,9 +487,9 @@ async fn volumes_configmap_updates_emptydir_sharing_and_service_account_token() 
     )
     .await
     .unwrap();
-    wait_for(
-        Duration::from_secs(90),
+    wait_until(
         "the ConfigMap file to follow the update",
+        Duration::from_secs(90),
         || async { cat("writer", "/etc/cfg/greeting").await == "updated" },
     )
     .await;
@@ -685,10 +657,10 @@ async fn a_sidecar_init_container_runs_beside_the_app() {
         ),
     )
     .await;
-    running(&cluster, n, "sidecar").await;
-    wait_for(
-        Duration::from_secs(30),
+    wait_running(&client, n, "sidecar", RUN).await;
+    wait_until(
         "the app reached the sidecar over localhost",
+        Duration::from_secs(30),
         || async {
             kubectl(&cluster, &["-n", n, "logs", "sidecar", "-c", "main"])
                 .await

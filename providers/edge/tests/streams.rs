@@ -7,6 +7,7 @@
 //! stats. Each test runs its own `vk-edge` node and namespace on the rig's
 //! rootful podman.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -15,37 +16,6 @@ use serde_json::json;
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use vk_test_support::podman;
-
-const RUN: Duration = Duration::from_secs(60);
-
-macro_rules! rig {
-    ($prefix:expr) => {
-        match edge_node($prefix, &[]).await {
-            Some(x) => x,
-            None => return,
-        }
-    };
-}
-
-/// `vkcp kubectl --kubeconfig <admin>` as a command to spawn.
-fn kubectl_cmd(cluster: &TestCluster) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(cluster.vkcp());
-    cmd.args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig());
-    cmd
-}
-
-/// Spawns kubectl with piped stdout and stderr, killed when dropped.
-fn spawn_kubectl(cluster: &TestCluster, args: &[&str]) -> tokio::process::Child {
-    kubectl_cmd(cluster)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn kubectl")
-}
 
 /// The next line of a child's output, or a panic naming `what` after `within`.
 async fn next_line(
@@ -96,10 +66,7 @@ async fn kubectl_logs_tail_timestamps_since_and_follow() {
         ),
     )
     .await;
-    wait_pod(&client, n, "logs", RUN, "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    wait_running(&client, n, "logs", RUN).await;
     let logs = |extra: &'static [&'static str]| {
         let cluster = &cluster;
         async move {
@@ -108,21 +75,17 @@ async fn kubectl_logs_tail_timestamps_since_and_follow() {
             kubectl(cluster, &args).await
         }
     };
-    wait_for(Duration::from_secs(30), "the first three lines", || async {
+    wait_until("the first three lines", Duration::from_secs(30), || async {
         logs(&[]).await.1 == "one\ntwo\nthree\n"
     })
     .await;
 
     // --since: as soon as "four" is there it is at most a second or two old,
     // while the first three lines are at least 8 s old.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "\"four\" never appeared");
-        if logs(&[]).await.1 == "one\ntwo\nthree\nfour\n" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("\"four\" to appear", Duration::from_secs(30), || async {
+        logs(&[]).await.1 == "one\ntwo\nthree\nfour\n"
+    })
+    .await;
     let (code, since, err) = logs(&["--since=4s"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(since, "four\n", "--since=4s must drop the lines 8 s older");
@@ -241,18 +204,12 @@ async fn kubectl_logs_previous_after_a_restart() {
             kubectl(cluster, &args).await
         }
     };
-    let deadline = Instant::now() + RUN;
-    let first = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the first attempt printed nothing"
-        );
+    let first = wait_for("the first attempt's marker", RUN, || async {
         let (_, out, _) = logs(false).await;
-        if out.starts_with("run-") {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        Ok(out.starts_with("run-").then_some(out))
+    })
+    .await
+    .expect("the first attempt printed nothing");
     let p = get_pod(&cluster, n, "again").await;
     assert_eq!(
         container(&p, "main").unwrap().restart_count,
@@ -285,9 +242,9 @@ async fn kubectl_logs_previous_after_a_restart() {
         "--previous is not the first attempt's output"
     );
     // The current attempt has a marker of its own.
-    wait_for(
-        Duration::from_secs(30),
+    wait_until(
         "the second attempt's marker",
+        Duration::from_secs(30),
         || async {
             let (_, out, _) = logs(false).await;
             out.starts_with("run-") && out != first
@@ -327,7 +284,7 @@ async fn kubectl_attach_receives_output_and_sends_stdin() {
         ),
     )
     .await;
-    wait_pod(&client, n, "att", RUN, "Running", |p| phase(p) == "Running").await;
+    wait_running(&client, n, "att", RUN).await;
 
     // Output of the main process as it prints it (attach replays no history).
     let mut child = spawn_kubectl(&cluster, &["-n", n, "attach", "att", "-c", "ticker"]);
@@ -387,10 +344,7 @@ async fn tty_pod(cluster: &TestCluster, ns: &str, node: &str) {
         pod_with("tty", node, json!([sh("main", "sleep 3600")]), json!({})),
     )
     .await;
-    wait_pod(&client, ns, "tty", RUN, "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    wait_running(&client, ns, "tty", RUN).await;
 }
 
 /// `kubectl exec -it tty -- sh -c SCRIPT` on a terminal of 40 rows and 100
@@ -571,45 +525,45 @@ async fn stats_summary_and_resource_metrics_report_the_container_memory() {
         ),
     )
     .await;
-    wait_pod(&client, n, "stats", RUN, "Running", |p| {
-        phase(p) == "Running"
-    })
-    .await;
-    wait_for(
-        Duration::from_secs(30),
+    wait_running(&client, n, "stats", RUN).await;
+    wait_until(
         "the container holds its 8 MiB",
+        Duration::from_secs(30),
         || async { kubectl(&cluster, &["-n", n, "logs", "stats"]).await.1 == "ready\n" },
     )
     .await;
     const HELD: u64 = 8 * 1024 * 1024;
     let port = node.kubelet_port;
 
-    let mut last = String::new();
-    let mut found = None;
-    for _ in 0..30 {
-        let (code, body) = kubelet_get(&cluster, port, "/stats/summary").await;
-        assert_eq!(code, "200", "/stats/summary: {body}");
-        let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(summary["node"]["nodeName"], json!(node.name));
-        let pod = summary["pods"].as_array().and_then(|ps| {
-            ps.iter()
-                .find(|p| p["podRef"]["name"] == "stats" && p["podRef"]["namespace"] == json!(n))
-                .cloned()
-        });
-        if let Some(pod) = pod
-            && let Some(c) = pod["containers"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["name"] == "main"))
-            && c["memory"]["workingSetBytes"].as_u64().unwrap_or(0) >= HELD
-        {
-            found = Some((pod.clone(), c.clone()));
-            break;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let (pod, c) =
-        found.unwrap_or_else(|| panic!("the summary never showed >= 8 MiB for stats/main: {last}"));
+    let summary = wait_for(
+        "the summary to show >= 8 MiB for stats/main",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = kubelet_get(&cluster, port, "/stats/summary").await;
+            assert_eq!(code, "200", "/stats/summary: {body}");
+            let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(summary["node"]["nodeName"], json!(node.name));
+            let pod = summary["pods"].as_array().and_then(|ps| {
+                ps.iter()
+                    .find(|p| {
+                        p["podRef"]["name"] == "stats" && p["podRef"]["namespace"] == json!(n)
+                    })
+                    .cloned()
+            });
+            if let Some(pod) = pod
+                && let Some(c) = pod["containers"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["name"] == "main"))
+                && c["memory"]["workingSetBytes"].as_u64().unwrap_or(0) >= HELD
+            {
+                return Ok(Some((pod.clone(), c.clone())));
+            }
+            // Not yet: the error keeps the last summary for the timeout message.
+            Err(anyhow::anyhow!("last summary: {body}"))
+        },
+    )
+    .await;
+    let (pod, c) = summary.unwrap_or_else(|e| panic!("{e:#}"));
     let ws = c["memory"]["workingSetBytes"].as_u64().unwrap();
     assert!(
         ws < 64 * 1024 * 1024,

@@ -15,10 +15,6 @@
 //! - `cargo xtask charts`: `helm lint --strict` is clean and the apiserver
 //!   accepts every rendering in a server-side dry run.
 
-#[path = "../../test-support/chart.rs"]
-mod chart;
-#[path = "support/kubelet_cert.rs"]
-mod kubelet_cert;
 mod support;
 
 use std::path::PathBuf;
@@ -31,9 +27,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use chart::{RbacExpectation, objects, of_kind, strings, write_token_kubeconfig};
-use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
 use support::*;
+use vk_test_support::chart::{self, RbacExpectation, objects, of_kind, strings};
 
 /// The chart under test.
 const CHART: &str = "vk-mock";
@@ -217,11 +212,9 @@ impl Drop for ChartKubelet {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
             eprintln!(
                 "---- vk-mock log ----\n{}",
-                lines[lines.len().saturating_sub(60)..].join("\n")
+                vk_test_support::log_tail(&self.log, 60)
             );
         }
     }
@@ -231,7 +224,7 @@ impl Drop for ChartKubelet {
 async fn the_charts_service_account_can_run_the_main_scenario() {
     let (cluster, ns) = cluster_and_namespace("vk-rbac").await;
     let client = cluster.client();
-    let node = unique("vk-rbac");
+    let node = unique_name("vk-rbac");
     let release = node.clone();
     let fullname = format!("{release}-vk-mock");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -308,7 +301,9 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .expect("kubectl create token");
     assert!(token.status.success(), "TokenRequest: {}", token.stderr);
     let kubeconfig = dir.path().join("kubeconfig");
-    write_token_kubeconfig(cluster.kubeconfig(), token.stdout.trim(), &kubeconfig);
+    cluster
+        .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
+        .expect("a kubeconfig with the token");
 
     // The chart's provider config, arguments and environment.
     let config_json = of_kind(&rendered, "ConfigMap")[0]["data"]["config.json"]
@@ -319,7 +314,7 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
     std::fs::write(&config_file, config_json).expect("write config");
     let container =
         &of_kind(&rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
-    let metrics_port = free_port();
+    let metrics_port = free_port().expect("free port");
     let args: Vec<String> = strings(&container["args"])
         .into_iter()
         .map(|a| {
@@ -346,28 +341,23 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
             Some("status.podIP") => "127.0.0.1".to_string(),
             Some(other) => panic!("unexpected fieldRef {other}"),
-            None if name == "KUBELET_PORT" => free_port().to_string(),
+            None if name == "KUBELET_PORT" => free_port().expect("free port").to_string(),
             None => env["value"].as_str().unwrap_or("").to_string(),
         };
         cmd.env(name, value);
     }
     let approver = CsrApprover::start(
+        &cluster,
         &node,
         Some(&format!("system:serviceaccount:{}:{fullname}", ns.name())),
-    )
-    .await;
+    );
     let kubelet = ChartKubelet {
         child: cmd.spawn().expect("spawn vk-mock"),
         log,
     };
 
     // Node Ready, and its lease renewed by the ServiceAccount.
-    wait_for(Duration::from_secs(60), "the node Ready", || async {
-        node_ready(&client, &node)
-            .await
-            .is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    wait_node_ready(&client, &node, Duration::from_secs(60)).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let lease = leases.get(&node).await.expect("the node's lease");
     assert_eq!(
@@ -403,27 +393,21 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .create(&PostParams::default(), &scenario_deployment(&node))
         .await
         .expect("create deployment");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let params = ListParams::default().labels("app=rbac");
-    wait_for(
+    let running = wait_pods(
+        &client,
+        ns.name(),
+        &params,
         Duration::from_secs(90),
         "3 pods Running and Ready",
-        || async {
-            let list = pods
-                .list(&params)
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            list.len() == 3 && list.iter().all(|p| phase(p) == "Running" && is_ready(p))
-        },
+        |list| list.len() == 3 && list.iter().all(|p| phase(p) == "Running" && is_ready(p)),
     )
     .await;
-    let running = pods.list(&params).await.expect("pods").items;
 
     // Events were recorded with the ServiceAccount's rights.
-    wait_for(
-        Duration::from_secs(30),
+    wait_until(
         "ProviderCreateSuccess events",
+        Duration::from_secs(30),
         || async {
             events(&client, ns.name())
                 .await
@@ -454,9 +438,14 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .delete("rbac", &DeleteParams::default())
         .await
         .expect("delete deployment");
-    wait_for(Duration::from_secs(90), "the pods gone", || async {
-        pods.list(&params).await.is_ok_and(|l| l.items.is_empty())
-    })
+    wait_pods(
+        &client,
+        ns.name(),
+        &params,
+        Duration::from_secs(90),
+        "the pods gone",
+        <[Pod]>::is_empty,
+    )
     .await;
 
     // Not one call was refused.

@@ -14,8 +14,6 @@
 //! (the CLI with those flags). When podman cannot run at all the tests say
 //! so loudly and skip.
 
-#[path = "support/kubelet_cert.rs"]
-mod kubelet_cert;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +27,6 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use vk_test_support::{PodmanOutput, prepare_podman};
 
-use kubelet_cert::{CsrApprover, has_kubelet_api, logs_via_apiserver};
 use support::*;
 
 /// The mock image must stay below this (compressed).
@@ -216,17 +213,17 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
     };
     let (cluster, ns) = cluster_and_namespace("vk-image").await;
     let client = cluster.client();
-    let node = unique("vk-image");
+    let node = unique_name("vk-image");
     let _node_cleanup = cluster.delete_on_drop("node", None, &node);
     let _lease_cleanup = cluster.delete_on_drop("lease", Some("kube-node-lease"), &node);
-    let approver = CsrApprover::start(&node, None).await;
+    let approver = CsrApprover::start(&cluster, &node, None);
 
     // The container runs as uid 65532: give it a readable copy of the kubeconfig.
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::copy(cluster.kubeconfig(), &kubeconfig).expect("copy kubeconfig");
     set_mode(&kubeconfig, 0o644);
-    let metrics_port = free_port();
+    let metrics_port = free_port().expect("free port");
     let container = Container {
         name: format!("vk-mock-test-{node}"),
     };
@@ -248,7 +245,7 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
         "--metrics-addr",
         &format!("127.0.0.1:{metrics_port}"),
         "--kubelet-port",
-        &free_port().to_string(),
+        &free_port().expect("free port").to_string(),
     ]);
     assert!(
         started.status.success(),
@@ -256,15 +253,10 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
         text(&started.stderr)
     );
 
-    wait_for(Duration::from_secs(60), "the node Ready", || async {
-        node_ready(&client, &node)
-            .await
-            .is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    wait_node_ready(&client, &node, Duration::from_secs(60)).await;
     // The health endpoint of the process inside the container, over the host network.
     let healthz = http_get(&format!("http://127.0.0.1:{metrics_port}/healthz")).await;
-    assert!(healthz.is_some(), "/healthz did not answer 200");
+    assert!(healthz.is_ok(), "/healthz did not answer 200: {healthz:?}");
 
     // The demo's workload, pinned to this node.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
@@ -272,17 +264,14 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
         .create(&PostParams::default(), &demo_deployment(&node))
         .await
         .expect("create the demo deployment");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let params = ListParams::default().labels("app=demo");
-    wait_for(
+    let list = wait_pods(
+        &client,
+        ns.name(),
+        &params,
         Duration::from_secs(90),
         "3 demo pods Running and Ready",
-        || async {
-            let list = pods
-                .list(&params)
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
+        |list| {
             list.len() == 3
                 && list.iter().all(|p| {
                     phase(p) == "Running"
@@ -297,7 +286,6 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
     // Logs through the apiserver, served by the kubelet API inside the
     // container with its CSR-issued certificate.
     if has_kubelet_api() {
-        let list = pods.list(&params).await.expect("pods").items;
         let pod_name = list[0].metadata.name.clone().unwrap_or_default();
         let logs = logs_via_apiserver(&cluster, ns.name(), &pod_name, "nginx")
             .await
@@ -316,9 +304,14 @@ async fn the_image_with_host_networking_registers_a_ready_node_and_runs_pods() {
         .delete("demo", &DeleteParams::default())
         .await
         .expect("delete the deployment");
-    wait_for(Duration::from_secs(90), "the demo pods gone", || async {
-        pods.list(&params).await.is_ok_and(|l| l.items.is_empty())
-    })
+    wait_pods(
+        &client,
+        ns.name(),
+        &params,
+        Duration::from_secs(90),
+        "the demo pods gone",
+        <[Pod]>::is_empty,
+    )
     .await;
     drop(container);
 }

@@ -11,33 +11,25 @@ use serde_json::json;
 use support::*;
 use tokio::io::AsyncBufReadExt;
 
-async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
-    running_pod_with(prefix, &[]).await
-}
-
-async fn running_pod_with(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
-    running_app(prefix, extra).await
-}
-
 #[tokio::test]
 async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
-    let (cluster, ns, node) = running_pod("logs").await;
+    let (cluster, ns, node) = running_app("logs", &[]).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let ns = ns.name();
 
-    let (code, out, err) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app"]).await;
+    let (code, out, err) = kubectl(&cluster, &["logs", "-n", ns, "app"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with("main: started (image busybox)\nmain: tick 1\n"),
         "{out}"
     );
 
-    let (_, tail, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--tail=2"]).await;
+    let (_, tail, _) = kubectl(&cluster, &["logs", "-n", ns, "app", "--tail=2"]).await;
     let lines: Vec<&str> = tail.lines().collect();
     assert_eq!(lines.len(), 2, "{tail}");
     assert!(lines.iter().all(|l| l.starts_with("main: tick ")), "{tail}");
 
-    let (_, since, _) = MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--since=2s"]).await;
+    let (_, since, _) = kubectl(&cluster, &["logs", "-n", ns, "app", "--since=2s"]).await;
     let n = since.lines().count();
     assert!(
         (1..=3).contains(&n),
@@ -45,7 +37,7 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
     );
     assert!(!since.contains("started"), "{since}");
 
-    let (_, ts, _) = MockNode::kubectl(
+    let (_, ts, _) = kubectl(
         &cluster,
         &["logs", "-n", ns, "app", "--timestamps", "--tail=1"],
     )
@@ -54,24 +46,15 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
     assert!(stamp.parse::<jiff::Timestamp>().is_ok(), "{ts}");
     assert!(rest.starts_with("main: tick"), "{ts}");
 
-    let (_, limited, _) =
-        MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "--limit-bytes=10"]).await;
+    let (_, limited, _) = kubectl(&cluster, &["logs", "-n", ns, "app", "--limit-bytes=10"]).await;
     assert_eq!(limited, "main: star");
 
-    let (code, _, err) =
-        MockNode::kubectl(&cluster, &["logs", "-n", ns, "app", "-c", "nope"]).await;
+    let (code, _, err) = kubectl(&cluster, &["logs", "-n", ns, "app", "-c", "nope"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
 
     // -f: lines written after kubectl started arrive.
-    let mut child = tokio::process::Command::new(cluster.vkcp())
-        .args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args(["logs", "-f", "--tail=1", "-n", ns, "app"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_kubectl(&cluster, &["logs", "-f", "--tail=1", "-n", ns, "app"]);
     let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(Duration::from_secs(10), reader.next_line())
         .await
@@ -97,24 +80,13 @@ async fn kubectl_logs_with_tail_since_timestamps_limit_and_follow() {
     delete_node(&cluster.client(), &node.name).await;
 }
 
-async fn kubelet_port(cluster: &TestCluster, node: &str) -> i32 {
-    let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(node).await.unwrap();
-    n.status
-        .unwrap()
-        .daemon_endpoints
-        .unwrap()
-        .kubelet_endpoint
-        .unwrap()
-        .port
-}
-
 // The apiserver refuses `nodes/<n>/proxy` to loopback addresses ("address not
 // allowed"), and this rig's nodes live on 127.0.0.1; so these endpoints are
 // called directly, with the same TLS verification and client certificate the
 // apiserver (and metrics-server) use.
 #[tokio::test]
 async fn stats_summary_resource_metrics_pods_and_runningpods() {
-    let (cluster, ns, node) = running_pod("stats").await;
+    let (cluster, ns, node) = running_app("stats", &[]).await;
     let port = kubelet_port(&cluster, &node.name).await;
     let (code, out) = kubelet_get(&cluster, port, "/stats/summary").await;
     assert_eq!(code, "200", "{out}");
@@ -168,18 +140,8 @@ async fn stats_summary_resource_metrics_pods_and_runningpods() {
 
 #[tokio::test]
 async fn unauthenticated_and_unauthorized_callers_are_refused() {
-    let (cluster, ns, node) = running_pod("authz").await;
-    let port = {
-        let n: k8s_openapi::api::core::v1::Node =
-            Api::all(cluster.client()).get(&node.name).await.unwrap();
-        n.status
-            .unwrap()
-            .daemon_endpoints
-            .unwrap()
-            .kubelet_endpoint
-            .unwrap()
-            .port
-    };
+    let (cluster, ns, node) = running_app("authz", &[]).await;
+    let port = kubelet_port(&cluster, &node.name).await;
     // Straight to the kubelet, no credentials: 401 with a Status body.
     let url = format!("https://127.0.0.1:{port}/pods");
     let out = tokio::process::Command::new("curl")
@@ -321,27 +283,15 @@ async fn kubectl_with(
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new(cluster.vkcp());
-    cmd.args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args(args);
+    let mut cmd = cluster.kubectl_command();
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        input.write_all(data).await.unwrap();
-    }
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let input = stdin.map(<[u8]>::to_vec).unwrap_or_default();
+    let out = tokio::time::timeout(Duration::from_secs(60), run_with_stdin(cmd, input))
         .await
-        .expect("kubectl finished")
-        .unwrap();
+        .expect("kubectl finished");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -351,7 +301,7 @@ async fn kubectl_with(
 
 #[tokio::test]
 async fn kubectl_exec_over_websocket_and_spdy() {
-    let (cluster, ns, node) = running_pod("exec").await;
+    let (cluster, ns, node) = running_app("exec", &[]).await;
     let ns = ns.name();
     // kubectl's default (WebSocket to the apiserver, translated to SPDY) and plain SPDY.
     for env in [vec![], vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]] {
@@ -405,16 +355,8 @@ async fn kubectl_exec_over_websocket_and_spdy() {
 
 #[tokio::test]
 async fn kubectl_attach_receives_output() {
-    let (cluster, ns, node) = running_pod("attach").await;
-    let mut child = tokio::process::Command::new(cluster.vkcp())
-        .args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args(["attach", "-n", ns.name(), "app", "-c", "main"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (cluster, ns, node) = running_app("attach", &[]).await;
+    let mut child = spawn_kubectl(&cluster, &["attach", "-n", ns.name(), "app", "-c", "main"]);
     let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut ticks = 0;
     let start = Instant::now();
@@ -438,23 +380,18 @@ async fn kubectl_attach_receives_output() {
 async fn kubectl_port_forward_carries_10_mb_each_way_on_two_connections() {
     use sha2_like::digest;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (cluster, ns, node) = running_pod("pf").await;
-    let local = free_port();
-    let mut child = tokio::process::Command::new(cluster.vkcp())
-        .args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args([
+    let (cluster, ns, node) = running_app("pf", &[]).await;
+    let local = free_port().expect("free port");
+    let mut child = spawn_kubectl(
+        &cluster,
+        &[
             "port-forward",
             "-n",
             ns.name(),
             "pod/app",
             &format!("{local}:8080"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        ],
+    );
     let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(Duration::from_secs(20), reader.next_line())
         .await
@@ -517,7 +454,7 @@ mod sha2_like {
 /// client. The process stays up and keeps serving.
 #[tokio::test]
 async fn malformed_spdy_never_crashes_the_kubelet() {
-    let (cluster, ns, mut node) = running_pod("spdyfuzz").await;
+    let (cluster, ns, mut node) = running_app("spdyfuzz", &[]).await;
     let port = kubelet_port(&cluster, &node.name).await;
     let pki = cluster.dir().join("pki");
     let script = r#"
@@ -590,7 +527,7 @@ print("ok")
 }
 
 /// The serving certificate the kubelet presents now (DER, hex).
-async fn served_cert(port: i32) -> String {
+async fn served_cert(port: u16) -> String {
     let out = tokio::process::Command::new("python3")
         .arg("-c")
         .arg("import ssl,socket,sys\nc=ssl.create_default_context()\nc.check_hostname=False\nc.verify_mode=ssl.CERT_NONE\ns=c.wrap_socket(socket.create_connection(('127.0.0.1',int(sys.argv[1]))),server_hostname='127.0.0.1')\nprint(s.getpeercert(True).hex())")
@@ -605,7 +542,7 @@ async fn served_cert(port: i32) -> String {
 async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams() {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     // A 10-minute certificate renewed when 595 s are left: the first renewal comes ~5 s after issue.
-    let (cluster, ns, node) = running_pod_with(
+    let (cluster, ns, node) = running_app(
         "renew",
         &[
             "--serving-cert-lifetime",
@@ -619,14 +556,10 @@ async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams()
     let first = served_cert(port).await;
     assert!(!first.is_empty());
 
-    let mut follow = tokio::process::Command::new(cluster.vkcp())
-        .args(["kubectl", "--kubeconfig"])
-        .arg(cluster.kubeconfig())
-        .args(["logs", "-f", "--tail=1", "-n", ns.name(), "app"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut follow = spawn_kubectl(
+        &cluster,
+        &["logs", "-f", "--tail=1", "-n", ns.name(), "app"],
+    );
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
     tokio::time::timeout(Duration::from_secs(10), lines.next_line())
         .await
@@ -634,34 +567,21 @@ async fn serving_certificate_is_renewed_before_expiry_without_dropping_streams()
         .unwrap();
 
     // Approve the renewal CSR like an operator would, and wait for a new certificate to be served.
+    let approver = CsrApprover::start(&cluster, &node.name, None);
+    let second = wait_for(
+        "a renewed certificate served",
+        Duration::from_secs(60),
+        || async {
+            let now = served_cert(port).await;
+            Ok((!now.is_empty() && now != first).then_some(now))
+        },
+    )
+    .await
+    .expect("no renewed certificate within 60 s");
+    drop(approver);
+    assert_ne!(first, second);
     let csrs: Api<CertificateSigningRequest> = Api::all(cluster.client());
     let prefix = format!("csr-{}-", node.name);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let second = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no renewed certificate within 60 s"
-        );
-        for c in csrs.list(&Default::default()).await.unwrap().items {
-            let name = c.metadata.name.clone().unwrap_or_default();
-            let approved = c
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Approved"));
-            if name.starts_with(&prefix) && !approved {
-                let _ = cluster
-                    .kubectl(["certificate", "approve", name.as_str()])
-                    .await;
-            }
-        }
-        let now = served_cert(port).await;
-        if !now.is_empty() && now != first {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    assert_ne!(first, second);
     let issued = csrs
         .list(&Default::default())
         .await
@@ -769,7 +689,7 @@ async fn serving_certificate_from_files_is_reloaded_when_they_change() {
     std::fs::copy(dir.path().join("first.key"), &key).unwrap();
     let node = MockNode::start(
         &cluster,
-        &unique("files"),
+        &unique_name("files"),
         &[
             "--serving-cert-file",
             cert.to_str().unwrap(),
@@ -778,38 +698,28 @@ async fn serving_certificate_from_files_is_reloaded_when_they_change() {
         ],
     );
     let client = cluster.client();
-    let name = node.name.clone();
-    wait_for(Duration::from_secs(20), "node Ready", || {
-        let c = client.clone();
-        let n = name.clone();
-        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
-    })
-    .await;
+    wait_node_ready(&client, &node.name, Duration::from_secs(20)).await;
     create_pod(&client, ns.name(), pod("app", &node.name)).await;
-    wait_running(&client, ns.name(), "app").await;
+    wait_running(&client, ns.name(), "app", RUNNING_WITHIN).await;
     let port = kubelet_port(&cluster, &node.name).await;
     let first = served_cert(port).await;
     // The apiserver trusts the operator's certificate: logs work without any CSR.
-    let (code, _, err) =
-        MockNode::kubectl(&cluster, &["logs", "-n", ns.name(), "app", "--tail=1"]).await;
+    let (code, _, err) = kubectl(&cluster, &["logs", "-n", ns.name(), "app", "--tail=1"]).await;
     assert_eq!(code, 0, "{err}");
 
     // Rotate the files in place: the new certificate is served without a restart.
     issue_serving_cert(&cluster, dir.path(), "second");
     std::fs::copy(dir.path().join("second.key"), &key).unwrap();
     std::fs::copy(dir.path().join("second.crt"), &cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = served_cert(port).await;
-        if !now.is_empty() && now != first {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate is not served"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until(
+        "the rotated certificate served",
+        Duration::from_secs(20),
+        || async {
+            let now = served_cert(port).await;
+            !now.is_empty() && now != first
+        },
+    )
+    .await;
     let (code, out, err) = kubectl_with(
         &cluster,
         &[],

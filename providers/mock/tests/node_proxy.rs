@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::json;
 use support::test_host::{TestHost, not_root};
 use support::*;
@@ -24,34 +22,10 @@ async fn node_proxy_stats_summary_through_the_apiserver() {
     }
     let host = TestHost::create("proxy").expect("network namespace and veth pair (iproute2, root)");
     let (cluster, ns) = cluster_and_namespace("proxy").await;
-    let kubelet_port = free_port();
-    let name = unique("proxy");
-    let node = MockNode::start(
-        &cluster,
-        &name,
-        &[
-            "--node-ip",
-            &host.ip,
-            "--kubelet-port",
-            &kubelet_port.to_string(),
-            "--kubelet-listen-address",
-            "127.0.0.1",
-        ],
-    );
-
+    let name = unique_name("proxy");
     // Inside the namespace: the node's IP and port → the kubelet on loopback.
-    let forward = host.forward(&host.ip, kubelet_port, kubelet_port).await;
-
-    let client = cluster.client();
-    wait_for(Duration::from_secs(20), "node Ready", || {
-        let c = client.clone();
-        let n = name.clone();
-        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
-    })
-    .await;
-    approve_serving_csr(&cluster, &name).await;
-    create_pod(&client, ns.name(), pod("app", &name)).await;
-    wait_running(&client, ns.name(), "app").await;
+    let (node, forward) = host.start_node(&cluster, &name, &[]).await;
+    run_app(&cluster, ns.name(), &name).await;
 
     let path = format!("/api/v1/nodes/{name}/proxy/stats/summary");
     let out = cluster
@@ -87,5 +61,5 @@ async fn node_proxy_stats_summary_through_the_apiserver() {
 
     drop(forward);
     drop(node);
-    delete_node(&client, &name).await;
+    delete_node(&cluster.client(), &name).await;
 }

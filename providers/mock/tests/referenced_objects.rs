@@ -67,17 +67,20 @@ fn backend_file(node: &MockNode, name: &str, volume: &str, path: &str) -> Option
 }
 
 async fn wait_backend_file(node: &MockNode, name: &str, volume: &str, path: &str, want: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if backend_file(node, name, volume, path).as_deref() == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let waited = wait_for(
+        &format!("{volume}/{path} of pod {name} in the backend to be {want:?}"),
+        Duration::from_secs(60),
+        || async {
+            Ok((backend_file(node, name, volume, path).as_deref() == Some(want)).then_some(()))
+        },
+    )
+    .await;
+    if let Err(err) = waited {
+        panic!(
+            "{err:#}; it is {:?}",
+            backend_file(node, name, volume, path)
+        );
     }
-    panic!(
-        "{volume}/{path} of pod {name} in the backend is {:?}, not {want:?}, after 60s",
-        backend_file(node, name, volume, path)
-    );
 }
 
 #[tokio::test]
@@ -106,7 +109,7 @@ async fn volume_files_follow_their_config_map_and_the_pods_labels() {
     ]);
     create_pod(&client, ns.name(), mounted).await;
     for name in ["plain", "mounted"] {
-        wait_running(&client, ns.name(), name).await;
+        wait_running(&client, ns.name(), name, RUNNING_WITHIN).await;
     }
     wait_backend_file(&node, "mounted", "conf", "app.conf", "v=1").await;
     wait_backend_file(&node, "mounted", "meta", "labels", "app=\"mounted\"").await;
@@ -244,22 +247,15 @@ async fn image_pull_secrets_reach_the_backend_and_a_missing_one_does_not_block()
             .any(|(r, o)| r == "FailedToRetrieveImagePullSecret" && o == "pulls"),
         "{events:?}"
     );
-    let start = Instant::now();
-    let pulls = loop {
+    let pulls = wait_for("pod in the state file", Duration::from_secs(10), || async {
         let state = node.state(&node.name);
-        let pulls = state
+        Ok(state
             .as_array()
             .and_then(|a| a.iter().find(|e| e["key"]["name"] == "pulls"))
-            .map(|e| e["pulls"].clone());
-        if let Some(p) = pulls {
-            break p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "pod in the state file"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            .map(|e| e["pulls"].clone()))
+    })
+    .await
+    .expect("pod in the state file");
     assert_eq!(
         pulls,
         json!({ "main": "127.0.0.1:35000", "hub": "https://index.docker.io/v1/" }),
@@ -276,29 +272,29 @@ async fn backend_pods(node: &MockNode) -> f64 {
 #[tokio::test]
 async fn the_backend_pods_gauge_counts_the_pods_of_every_node_of_the_process() {
     let (cluster, ns) = cluster_and_namespace("gauge").await;
-    let node = MockNode::start(&cluster, &unique("gauge"), &["--nodes", "2"]);
+    let node = MockNode::start(&cluster, &unique_name("gauge"), &["--nodes", "2"]);
     let names = [format!("{}-0", node.name), format!("{}-1", node.name)];
     for n in &names {
-        wait_node_ready(&cluster, n, Duration::from_secs(20)).await;
+        wait_node_ready(&cluster.client(), n, Duration::from_secs(20)).await;
     }
     let client = cluster.client();
     for (pod_name, node_name) in [("a", &names[0]), ("b", &names[1]), ("c", &names[1])] {
         create_pod(&client, ns.name(), pod(pod_name, node_name)).await;
-        wait_running(&client, ns.name(), pod_name).await;
+        wait_running(&client, ns.name(), pod_name, RUNNING_WITHIN).await;
     }
     let node = &node;
-    wait_for(
-        Duration::from_secs(10),
+    wait_until(
         "3 backend pods on the gauge",
+        Duration::from_secs(10),
         move || async move { backend_pods(node).await == 3.0 },
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     pods.delete("a", &Default::default()).await.unwrap();
     let pods = &pods;
-    wait_for(
-        Duration::from_secs(30),
+    wait_until(
         "pod a gone and 2 on the gauge",
+        Duration::from_secs(30),
         move || async move {
             pods.get_opt("a").await.unwrap().is_none() && backend_pods(node).await == 2.0
         },

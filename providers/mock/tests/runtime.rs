@@ -16,14 +16,10 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
 
-async fn setup(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
-    ready_node(prefix, extra).await
-}
-
 #[tokio::test]
 async fn node_registers_with_lease_taint_labels_capacity_addresses() {
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    let name = unique("reg");
+    let name = unique_name("reg");
     std::fs::write(
         cfg.path(),
         json!({ name.clone(): { "cpu": "7", "memory": "30Gi", "pods": "250", "others": { "example.com/gpu": "2" } } }).to_string(),
@@ -42,12 +38,7 @@ async fn node_registers_with_lease_taint_labels_capacity_addresses() {
             "127.0.0.1",
         ],
     );
-    wait_for(Duration::from_secs(10), "node Ready within 10 s", || {
-        let c = client.clone();
-        let n = name.clone();
-        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
-    })
-    .await;
+    wait_node_ready(&client, &name, Duration::from_secs(10)).await;
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let n: Node = Api::all(client.clone()).get(&name).await.unwrap();
@@ -105,7 +96,7 @@ async fn node_registers_with_lease_taint_labels_capacity_addresses() {
     let first = leases.get(&name).await.unwrap().spec.unwrap();
     assert_eq!(first.lease_duration_seconds, Some(40));
     let t0 = first.renew_time.unwrap();
-    wait_for(Duration::from_secs(25), "lease renewTime advances", || {
+    wait_until("lease renewTime advances", Duration::from_secs(25), || {
         let leases = leases.clone();
         let name = name.clone();
         let t0 = t0.clone();
@@ -127,13 +118,13 @@ async fn node_registers_with_lease_taint_labels_capacity_addresses() {
 async fn disable_taint_and_custom_taint() {
     let cluster = TestCluster::get().await.expect("test cluster");
     let client = cluster.client();
-    let name = unique("taint");
+    let name = unique_name("taint");
     let node = MockNode::start(
         &cluster,
         &name,
         &["--disable-taint", "--node-label", "zone=edge-1"],
     );
-    wait_for(Duration::from_secs(15), "node registered", || {
+    wait_until("node registered", Duration::from_secs(15), || {
         let c = client.clone();
         let n = name.clone();
         async move { node_ready(&c, &n).await.is_some() }
@@ -157,7 +148,7 @@ async fn disable_taint_and_custom_taint() {
 
 #[tokio::test]
 async fn deployment_of_ten_runs_with_distinct_ips_and_scales_to_zero() {
-    let (cluster, ns, node) = setup("deploy", &[]).await;
+    let (cluster, ns, node) = ready_node("deploy", &[]).await;
     let client = cluster.client();
     let deploy = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -185,19 +176,15 @@ async fn deployment_of_ten_runs_with_distinct_ips_and_scales_to_zero() {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
-    wait_for(Duration::from_secs(60), "10 pods Running and Ready", || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            list.len() == 10 && list.iter().all(|p| phase(p) == "Running" && is_ready(p))
-        }
-    })
+    let list = wait_pods(
+        &client,
+        ns.name(),
+        &ListParams::default(),
+        Duration::from_secs(60),
+        "10 pods Running and Ready",
+        |list| list.len() == 10 && list.iter().all(|p| phase(p) == "Running" && is_ready(p)),
+    )
     .await;
-    let list = pods.list(&ListParams::default()).await.unwrap().items;
     let mut ips: Vec<String> = list
         .iter()
         .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
@@ -226,9 +213,9 @@ async fn deployment_of_ten_runs_with_distinct_ips_and_scales_to_zero() {
         )
         .await
         .unwrap();
-    wait_for(
-        Duration::from_secs(60),
+    wait_until(
         "every pod gone from the API and the backend",
+        Duration::from_secs(60),
         || {
             let pods = pods.clone();
             let node = &node;
@@ -254,7 +241,7 @@ async fn deployment_of_ten_runs_with_distinct_ips_and_scales_to_zero() {
 
 #[tokio::test]
 async fn missing_mandatory_config_map_blocks_until_created_optional_does_not() {
-    let (cluster, ns, node) = setup("cmref", &[]).await;
+    let (cluster, ns, node) = ready_node("cmref", &[]).await;
     let client = cluster.client();
     let mut p = pod("needs-cm", &node.name);
     p["spec"]["containers"][0]["env"] = json!([{ "name": "LEVEL", "valueFrom": { "configMapKeyRef": { "name": "app-config", "key": "level" } } }]);
@@ -264,7 +251,7 @@ async fn missing_mandatory_config_map_blocks_until_created_optional_does_not() {
         json!([{ "configMapRef": { "name": "absent", "optional": true } }]);
     create_pod(&client, ns.name(), o).await;
 
-    wait_running(&client, ns.name(), "optional-cm").await;
+    wait_running(&client, ns.name(), "optional-cm", RUNNING_WITHIN).await;
     let events = events(&client, ns.name()).await;
     assert!(
         events
@@ -315,7 +302,7 @@ async fn missing_mandatory_config_map_blocks_until_created_optional_does_not() {
 
 #[tokio::test]
 async fn env_is_resolved_before_the_backend_sees_it() {
-    let (cluster, ns, node) = setup("env", &[]).await;
+    let (cluster, ns, node) = ready_node("env", &[]).await;
     let client = cluster.client();
     let cm: ConfigMap = serde_json::from_value(
         json!({ "metadata": { "name": "cfg" }, "data": { "A": "1", "B": "2" } }),
@@ -342,7 +329,7 @@ async fn env_is_resolved_before_the_backend_sees_it() {
         { "name": "GREETING", "value": "hello $(MY_NAME) in $(MY_NS) with $(CFG_A)" }
     ]);
     create_pod(&client, ns.name(), p).await;
-    let api_pod = wait_running(&client, ns.name(), "env").await;
+    let api_pod = wait_running(&client, ns.name(), "env", RUNNING_WITHIN).await;
     let backend = node
         .backend_pod(ns.name(), "env")
         .await
@@ -376,7 +363,7 @@ async fn env_is_resolved_before_the_backend_sees_it() {
 
 #[tokio::test]
 async fn graceful_forced_and_same_name_deletion() {
-    let (cluster, ns, node) = setup("delete", &[]).await;
+    let (cluster, ns, node) = ready_node("delete", &[]).await;
     let client = cluster.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
 
@@ -385,7 +372,7 @@ async fn graceful_forced_and_same_name_deletion() {
     slow["metadata"]["annotations"] =
         json!({ "mock.vk-rs.io/script": "{\"terminationSeconds\": 3}" });
     create_pod(&client, ns.name(), slow).await;
-    wait_running(&client, ns.name(), "slow").await;
+    wait_running(&client, ns.name(), "slow", RUNNING_WITHIN).await;
     let asked = Instant::now();
     pods.delete(
         "slow",
@@ -402,7 +389,7 @@ async fn graceful_forced_and_same_name_deletion() {
         during.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
         "object kept while the backend stops"
     );
-    wait_for(Duration::from_secs(20), "graceful delete completes", || {
+    wait_until("graceful delete completes", Duration::from_secs(20), || {
         let pods = pods.clone();
         async move { pods.get_opt("slow").await.ok().flatten().is_none() }
     })
@@ -415,7 +402,7 @@ async fn graceful_forced_and_same_name_deletion() {
 
     // Forced: gone from the backend within 2 s.
     create_pod(&client, ns.name(), pod("forced", &node.name)).await;
-    wait_running(&client, ns.name(), "forced").await;
+    wait_running(&client, ns.name(), "forced", RUNNING_WITHIN).await;
     pods.delete(
         "forced",
         &DeleteParams {
@@ -426,9 +413,9 @@ async fn graceful_forced_and_same_name_deletion() {
     .await
     .unwrap();
     let t = Instant::now();
-    wait_for(
-        Duration::from_secs(2),
+    wait_until(
         "force-deleted pod gone from the backend",
+        Duration::from_secs(2),
         || {
             let node = &node;
             let ns = ns.name().to_string();
@@ -440,7 +427,7 @@ async fn graceful_forced_and_same_name_deletion() {
 
     // Delete and recreate with the same name: the new pod keeps running.
     create_pod(&client, ns.name(), pod("same", &node.name)).await;
-    let old = wait_running(&client, ns.name(), "same").await;
+    let old = wait_running(&client, ns.name(), "same", RUNNING_WITHIN).await;
     pods.delete(
         "same",
         &DeleteParams {
@@ -450,13 +437,13 @@ async fn graceful_forced_and_same_name_deletion() {
     )
     .await
     .unwrap();
-    wait_for(Duration::from_secs(10), "old object gone", || {
+    wait_until("old object gone", Duration::from_secs(10), || {
         let pods = pods.clone();
         async move { pods.get_opt("same").await.ok().flatten().is_none() }
     })
     .await;
     create_pod(&client, ns.name(), pod("same", &node.name)).await;
-    let new = wait_running(&client, ns.name(), "same").await;
+    let new = wait_running(&client, ns.name(), "same", RUNNING_WITHIN).await;
     assert_ne!(old.uid(), new.uid());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = pods.get("same").await.unwrap();
@@ -473,23 +460,20 @@ async fn graceful_forced_and_same_name_deletion() {
 
 #[tokio::test]
 async fn sigkill_restart_adopts_without_recreating() {
-    let (cluster, ns, mut node) = setup("adopt", &[]).await;
+    let (cluster, ns, mut node) = ready_node("adopt", &[]).await;
     let client = cluster.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     for i in 0..20 {
         create_pod(&client, ns.name(), pod(&format!("p{i}"), &node.name)).await;
     }
-    wait_for(Duration::from_secs(60), "20 pods Running", || {
-        let pods = pods.clone();
-        async move {
-            let l = pods
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            l.len() == 20 && l.iter().all(|p| phase(p) == "Running")
-        }
-    })
+    wait_pods(
+        &client,
+        ns.name(),
+        &ListParams::default(),
+        Duration::from_secs(60),
+        "20 pods Running",
+        |l| l.len() == 20 && l.iter().all(|p| phase(p) == "Running"),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // let the state file catch up
     let before = pods.list(&ListParams::default()).await.unwrap().items;
@@ -497,9 +481,9 @@ async fn sigkill_restart_adopts_without_recreating() {
     // While it is down: delete one pod (it stays Terminating, nobody confirms).
     pods.delete("p0", &DeleteParams::default()).await.unwrap();
     node.restart();
-    wait_for(
-        Duration::from_secs(30),
+    wait_until(
         "deleted-while-down pod removed everywhere",
+        Duration::from_secs(30),
         || {
             let pods = pods.clone();
             let node = &node;
@@ -549,16 +533,16 @@ async fn sigkill_restart_adopts_without_recreating() {
 /// namespace's events once `b`'s `ProviderCreateSuccess` is there (success
 /// events are sent in order, so `a`'s would have been sent before it).
 async fn events_of_a_deleted_and_a_live_pod(prefix: &str, extra: &[&str]) -> Vec<(String, String)> {
-    let (cluster, ns, node) = setup(prefix, extra).await;
+    let (cluster, ns, node) = ready_node(prefix, extra).await;
     let client = cluster.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     for name in ["a", "b"] {
         create_pod(&client, ns.name(), pod(name, &node.name)).await;
-        wait_running(&client, ns.name(), name).await;
+        wait_running(&client, ns.name(), name, RUNNING_WITHIN).await;
         if name == "a" {
             // Graceful: the kubelet confirms it (the path with the event).
             pods.delete("a", &DeleteParams::default()).await.unwrap();
-            wait_for(Duration::from_secs(20), "pod a gone", || {
+            wait_until("pod a gone", Duration::from_secs(20), || {
                 let pods = pods.clone();
                 async move { pods.get_opt("a").await.ok().flatten().is_none() }
             })
@@ -569,7 +553,7 @@ async fn events_of_a_deleted_and_a_live_pod(prefix: &str, extra: &[&str]) -> Vec
         evs.iter()
             .any(|(r, n)| r == "ProviderCreateSuccess" && n == name)
     };
-    wait_for(Duration::from_secs(40), "b's ProviderCreateSuccess", || {
+    wait_until("b's ProviderCreateSuccess", Duration::from_secs(40), || {
         let client = client.clone();
         let ns = ns.name().to_string();
         async move { created(&events(&client, &ns).await, "b") }
@@ -604,10 +588,10 @@ async fn success_events_all_records_the_delete_as_upstream_does() {
 
 #[tokio::test]
 async fn backend_outage_turns_the_node_not_ready_and_back() {
-    let (cluster, _ns, node) = setup("outage", &[]).await;
+    let (cluster, _ns, node) = ready_node("outage", &[]).await;
     let client = cluster.client();
     std::fs::write(&node.unhealthy_file, b"down").unwrap();
-    wait_for(Duration::from_secs(50), "node NotReady", || {
+    wait_until("node NotReady", Duration::from_secs(50), || {
         let c = client.clone();
         let n = node.name.clone();
         async move {
@@ -618,18 +602,13 @@ async fn backend_outage_turns_the_node_not_ready_and_back() {
     })
     .await;
     std::fs::remove_file(&node.unhealthy_file).unwrap();
-    wait_for(Duration::from_secs(50), "node Ready again", || {
-        let c = client.clone();
-        let n = node.name.clone();
-        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
-    })
-    .await;
+    wait_node_ready(&client, &node.name, Duration::from_secs(50)).await;
     delete_node(&client, &node.name).await;
 }
 
 #[tokio::test]
 async fn node_deleted_externally_is_registered_again() {
-    let (cluster, _ns, node) = setup("rereg", &[]).await;
+    let (cluster, _ns, node) = ready_node("rereg", &[]).await;
     let client = cluster.client();
     let nodes: Api<Node> = Api::all(client.clone());
     let old_uid = nodes.get(&node.name).await.unwrap().uid();
@@ -637,7 +616,7 @@ async fn node_deleted_externally_is_registered_again() {
         .delete(&node.name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(Duration::from_secs(10), "node registered again", || {
+    wait_until("node registered again", Duration::from_secs(10), || {
         let nodes = nodes.clone();
         let name = node.name.clone();
         let old_uid = old_uid.clone();
@@ -656,7 +635,7 @@ async fn node_deleted_externally_is_registered_again() {
 
 #[tokio::test]
 async fn scripted_exit_codes_follow_the_restart_policy() {
-    let (cluster, ns, node) = setup("exit", &[]).await;
+    let (cluster, ns, node) = ready_node("exit", &[]).await;
     let client = cluster.client();
     let script = json!({ "mock.vk-rs.io/script": "{\"exitAfterSeconds\": 1, \"exitCode\": 1}" });
     let mut never = pod("never", &node.name);
@@ -708,10 +687,10 @@ async fn scripted_exit_codes_follow_the_restart_policy() {
 
 #[tokio::test]
 async fn projected_token_authenticates_as_the_pods_service_account() {
-    let (cluster, ns, node) = setup("token", &[]).await;
+    let (cluster, ns, node) = ready_node("token", &[]).await;
     let client = cluster.client();
     create_pod(&client, ns.name(), pod("tok", &node.name)).await;
-    let p = wait_running(&client, ns.name(), "tok").await;
+    let p = wait_running(&client, ns.name(), "tok", RUNNING_WITHIN).await;
     let vol = p
         .spec
         .as_ref()
@@ -767,13 +746,12 @@ async fn projected_token_authenticates_as_the_pods_service_account() {
 
 #[tokio::test]
 async fn twenty_nodes_in_one_process() {
-    let cluster = TestCluster::get().await.expect("test cluster");
+    let (cluster, ns) = cluster_and_namespace("many").await;
     let client = cluster.client();
-    let ns = cluster.namespace("many").await.expect("namespace");
-    let prefix = unique("many");
+    let prefix = unique_name("many");
     let node = MockNode::start(&cluster, &prefix, &["--nodes", "20"]);
     let names: Vec<String> = (0..20).map(|i| format!("{prefix}-{i}")).collect();
-    wait_for(Duration::from_secs(60), "20 nodes Ready", || {
+    wait_until("20 nodes Ready", Duration::from_secs(60), || {
         let c = client.clone();
         let names = names.clone();
         async move {
@@ -812,24 +790,15 @@ async fn twenty_nodes_in_one_process() {
         )
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
-    wait_for(
+    let l = wait_pods(
+        &client,
+        ns.name(),
+        &ListParams::default(),
         Duration::from_secs(90),
         "40 pods Running over 20 nodes",
-        || {
-            let pods = pods.clone();
-            async move {
-                let l = pods
-                    .list(&ListParams::default())
-                    .await
-                    .map(|l| l.items)
-                    .unwrap_or_default();
-                l.len() == 40 && l.iter().all(|p| phase(p) == "Running")
-            }
-        },
+        |l| l.len() == 40 && l.iter().all(|p| phase(p) == "Running"),
     )
     .await;
-    let l = pods.list(&ListParams::default()).await.unwrap().items;
     let mut used: Vec<String> = l
         .iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
@@ -885,7 +854,7 @@ async fn bad_config_and_bad_flags_exit_2_with_one_line() {
 
 #[tokio::test]
 async fn malformed_and_rejected_pods_never_crash_the_kubelet() {
-    let (cluster, ns, mut node) = setup("bad", &[]).await;
+    let (cluster, ns, mut node) = ready_node("bad", &[]).await;
     let client = cluster.client();
     // Rejected by the backend as invalid: Failed with ProviderFailed.
     let mut invalid = pod("invalid", &node.name);
@@ -946,7 +915,7 @@ async fn malformed_and_rejected_pods_never_crash_the_kubelet() {
             "{name}"
         );
     }
-    wait_running(&client, ns.name(), "badref").await;
+    wait_running(&client, ns.name(), "badref", RUNNING_WITHIN).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let un = Api::<Pod>::namespaced(client.clone(), ns.name())
         .get("unavailable")
@@ -978,10 +947,10 @@ async fn malformed_and_rejected_pods_never_crash_the_kubelet() {
 
 #[tokio::test]
 async fn sigterm_stops_cleanly_and_leaves_backend_pods_alone() {
-    let (cluster, ns, mut node) = setup("sigterm", &[]).await;
+    let (cluster, ns, mut node) = ready_node("sigterm", &[]).await;
     let client = cluster.client();
     create_pod(&client, ns.name(), pod("keep", &node.name)).await;
-    wait_running(&client, ns.name(), "keep").await;
+    wait_running(&client, ns.name(), "keep", RUNNING_WITHIN).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = node
         .terminate(Duration::from_secs(15))

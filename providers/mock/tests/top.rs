@@ -54,9 +54,7 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
 
     let host = TestHost::create("top").expect("network namespace and veth pair (iproute2, root)");
     let (cluster, ns) = cluster_and_namespace("top").await;
-    let client = cluster.client();
-    let kubelet_port = free_port();
-    let name = unique("top");
+    let name = unique_name("top");
     // Declared before the node: it drops after the node's process has
     // stopped, so the node object it deletes stays deleted.
     let work = tempfile::tempdir().unwrap();
@@ -68,43 +66,14 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
         log: work.path().join("metrics-server.log"),
     };
     let node_label = format!("vk-test.io/top={name}");
-    let _node = MockNode::start(
-        &cluster,
-        &name,
-        &[
-            "--node-ip",
-            &host.ip,
-            "--kubelet-port",
-            &kubelet_port.to_string(),
-            "--kubelet-listen-address",
-            "127.0.0.1",
-            "--node-label",
-            &node_label,
-        ],
-    );
-    let _kubelet = host.forward(&host.ip, kubelet_port, kubelet_port).await;
-    let admin: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cluster.kubeconfig()).unwrap()).unwrap();
-    let server = admin["clusters"][0]["cluster"]["server"]
-        .as_str()
-        .expect("kubeconfig server")
-        .to_string();
-    let api_port: u16 = server
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
+    let (_node, _kubelet) = host
+        .start_node(&cluster, &name, &["--node-label", &node_label])
+        .await;
+    let api_port = cluster
+        .apiserver_port()
         .expect("apiserver port in the kubeconfig");
     let _apiserver = host.forward("127.0.0.1", api_port, api_port).await;
-
-    wait_for(Duration::from_secs(20), "node Ready", || {
-        let c = client.clone();
-        let n = name.clone();
-        async move { node_ready(&c, &n).await.is_some_and(|(s, _)| s == "True") }
-    })
-    .await;
-    approve_serving_csr(&cluster, &name).await;
-    create_pod(&client, ns.name(), pod("app", &name)).await;
-    wait_running(&client, ns.name(), "app").await;
+    run_app(&cluster, ns.name(), &name).await;
 
     let role = format!("{}-metrics-server", ns.name());
     let sa = "metrics-server";
@@ -114,7 +83,7 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
         format!("clusterrolebinding/{role}-auth-delegator"),
         format!("-n kube-system rolebinding/{role}-auth-reader"),
     ]);
-    let ms_port = free_port();
+    let ms_port = free_port().expect("free port");
     let manifests = rbac_and_service(ns.name(), sa, &role, &host.ip, ms_port);
     apply(&cluster, work.path(), "rbac.json", &manifests).await;
 
@@ -127,15 +96,9 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
         .ok()
         .unwrap();
     let ms_kubeconfig = work.path().join("kubeconfig");
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "c", "cluster": admin["clusters"][0]["cluster"] }],
-        "users": [{ "name": "metrics-server", "user": { "token": token.trim() } }],
-        "contexts": [{ "name": "c", "context": { "cluster": "c", "user": "metrics-server" } }],
-        "current-context": "c"
-    });
-    std::fs::write(&ms_kubeconfig, kubeconfig.to_string()).unwrap();
+    cluster
+        .write_token_kubeconfig(token.trim(), &ms_kubeconfig)
+        .unwrap();
 
     let log = std::fs::File::create(&cleanup.log).unwrap();
     let child = std::process::Command::new("ip")
@@ -182,20 +145,20 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
     // unavailable, discovery of its group fails cluster-wide (namespace
     // deletion of other tests stalls on it).
     let addr = format!("{}:{ms_port}", host.ip);
-    let mut listening = false;
-    let deadline = Instant::now() + WAIT;
-    while !listening && Instant::now() < deadline {
+    let listening = wait_for("metrics-server listens", WAIT, || {
         if let Some(status) = cleanup.exited() {
             panic!(
                 "metrics-server exited ({status}):\n{}",
                 cleanup.log_tail(30)
             );
         }
-        listening = tokio::net::TcpStream::connect(addr.as_str()).await.is_ok();
-        if !listening {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        let addr = addr.clone();
+        async move {
+            let connected = tokio::net::TcpStream::connect(addr.as_str()).await.is_ok();
+            Ok(connected.then_some(()))
         }
-    }
+    })
+    .await;
     cleanup.check(listening, "metrics-server listens");
 
     cleanup
@@ -217,40 +180,39 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
     apply(&cluster, work.path(), "apiservice.json", &apiservice).await;
 
     let started = Instant::now();
-    let available = poll(WAIT, || async {
+    let available = wait_for("the APIService Available", WAIT, || async {
         let out = cluster
             .kubectl(["get", "apiservice", APISERVICE, "-o", "json"])
-            .await
-            .ok()?
-            .ok()
+            .await?
             .ok()?;
-        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-        v["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Available" && c["status"] == "True")
-            .then_some(())
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let available = v["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Available" && c["status"] == "True")
+        });
+        Ok(available.then_some(()))
     })
     .await;
-    cleanup.check(available.is_some(), "the APIService becomes Available");
+    cleanup.check(available, "the APIService becomes Available");
     eprintln!("top: {APISERVICE} Available after {:?}", started.elapsed());
 
     // Two scrapes make a CPU rate: about two metric resolutions.
-    let top_pod = poll(WAIT, || async {
+    let top_pod = wait_for("`kubectl top pod` to list app", WAIT, || async {
         let out = cluster
             .kubectl(["top", "pod", "-n", ns.name(), "--no-headers"])
-            .await
-            .ok()?;
+            .await?;
         let line = out
             .stdout
             .lines()
-            .find(|l| l.split_whitespace().next() == Some("app"))?
-            .to_string();
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.len() >= 3 && nonzero(cols[1], "m") && nonzero(cols[2], "Mi")).then_some(line)
+            .find(|l| l.split_whitespace().next() == Some("app"))
+            .map(str::to_string);
+        Ok(line.filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() >= 3 && nonzero(cols[1], "m") && nonzero(cols[2], "Mi")
+        }))
     })
     .await;
-    let top_pod = cleanup.check_some(top_pod, "`kubectl top pod` lists app with usage");
+    let top_pod = cleanup.check(top_pod, "`kubectl top pod` lists app with usage");
     eprintln!(
         "top: kubectl top pod after {:?}: {top_pod}",
         started.elapsed()
@@ -262,21 +224,22 @@ async fn kubectl_top_shows_mock_pods_through_metrics_server() {
         "the mock reports about 16 MiB: {top_pod}"
     );
 
-    let top_node = poll(WAIT, || async {
+    let top_node = wait_for("`kubectl top node` to show the node", WAIT, || async {
         let out = cluster
             .kubectl(["top", "node", name.as_str(), "--no-headers"])
-            .await
-            .ok()?;
+            .await?;
         let line = out
             .stdout
             .lines()
-            .find(|l| l.split_whitespace().next() == Some(name.as_str()))?
-            .to_string();
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.len() >= 4 && nonzero(cols[1], "m") && nonzero(cols[3], "Mi")).then_some(line)
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .map(str::to_string);
+        Ok(line.filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() >= 4 && nonzero(cols[1], "m") && nonzero(cols[3], "Mi")
+        }))
     })
     .await;
-    let top_node = cleanup.check_some(top_node, "`kubectl top node` shows the node's usage");
+    let top_node = cleanup.check(top_node, "`kubectl top node` shows the node's usage");
     eprintln!("top: kubectl top node: {top_node}");
 
     // The locals drop in reverse: the forwarders, the node's process, then
@@ -291,24 +254,6 @@ fn nonzero(figure: &str, unit: &str) -> bool {
         .strip_suffix(unit)
         .and_then(|n| n.parse::<u64>().ok())
         .is_some_and(|n| n > 0)
-}
-
-/// Calls `check` every second until it gives `Some`, at most `timeout`.
-async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// `kubectl apply` of a JSON manifest (a List for several objects).
@@ -394,19 +339,15 @@ struct Cleanup {
 }
 
 impl Cleanup {
-    /// Panics with `what` and metrics-server's log unless `ok`.
-    fn check(&self, ok: bool, what: &str) {
-        if !ok {
+    /// The value of a wait that succeeded; else panics with `what`, the
+    /// wait's error and metrics-server's log.
+    fn check<T>(&self, waited: anyhow::Result<T>, what: &str) -> T {
+        waited.unwrap_or_else(|err| {
             panic!(
-                "{what}: not within {WAIT:?}\n---- metrics-server log (last 60 lines) ----\n{}",
+                "{what}: {err:#}\n---- metrics-server log (last 60 lines) ----\n{}",
                 self.log_tail(60)
-            );
-        }
-    }
-
-    fn check_some<T>(&self, v: Option<T>, what: &str) -> T {
-        self.check(v.is_some(), what);
-        v.unwrap()
+            )
+        })
     }
 
     /// metrics-server's exit status, if it has exited.
@@ -417,9 +358,7 @@ impl Cleanup {
     }
 
     fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        vk_test_support::log_tail(&self.log, n)
     }
 }
 

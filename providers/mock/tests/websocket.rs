@@ -13,7 +13,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use kube::api::Api;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
@@ -27,35 +26,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn running_pod(prefix: &str) -> (TestCluster, TestNamespace, MockNode) {
-    running_app(prefix, &[]).await
-}
-
-async fn kubelet_port(cluster: &TestCluster, node: &str) -> u16 {
-    let n: k8s_openapi::api::core::v1::Node = Api::all(cluster.client()).get(node).await.unwrap();
-    let port = n
-        .status
-        .unwrap()
-        .daemon_endpoints
-        .unwrap()
-        .kubelet_endpoint
-        .unwrap()
-        .port;
-    u16::try_from(port).unwrap()
-}
-
-fn apiserver_port(cluster: &TestCluster) -> u16 {
-    let config = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
-    let server = config.clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    server.rsplit(':').next().unwrap().parse().unwrap()
-}
 
 /// TLS verified against the cluster CA, with a client certificate from the
 /// cluster's PKI (`apiserver-kubelet-client` toward a kubelet, `admin` toward
@@ -169,7 +139,7 @@ fn binary(channel: u8, payload: &[u8]) -> Message {
 
 #[tokio::test]
 async fn exec_over_websocket_channel_protocols() {
-    let (cluster, ns, node) = running_pod("wsexec").await;
+    let (cluster, ns, node) = running_app("wsexec", &[]).await;
     let port = kubelet_port(&cluster, &node.name).await;
     let exec = |query: &str| format!("/exec/{}/app/main?{query}", ns.name());
     let echo = exec("command=echo&command=hi&output=1&error=1");
@@ -287,7 +257,7 @@ async fn exec_over_websocket_channel_protocols() {
     assert_eq!(up.and_then(|m| decode(m.unwrap())), Some((1, vec![])));
     drop(ws);
     let log = node.log.clone();
-    wait_for(Duration::from_secs(10), "the command cancelled", || {
+    wait_until("the command cancelled", Duration::from_secs(10), || {
         let log = log.clone();
         async move {
             std::fs::read_to_string(&log)
@@ -347,7 +317,7 @@ async fn echo_through(ws: Ws, data: Vec<u8>) -> Vec<u8> {
 
 #[tokio::test]
 async fn port_forward_over_websocket() {
-    let (cluster, ns, node) = running_pod("wspf").await;
+    let (cluster, ns, node) = running_app("wspf", &[]).await;
     let port = kubelet_port(&cluster, &node.name).await;
     let kubelet = "apiserver-kubelet-client";
     let path = format!("/portForward/{}/app?port=8080", ns.name());
@@ -517,8 +487,8 @@ async fn spdy_tunnel_echo(cluster: &TestCluster, port: u16, ns: &str) {
 /// pod subresource's `ports` into the kubelet's `port`).
 #[tokio::test]
 async fn legacy_websocket_clients_through_the_apiserver() {
-    let (cluster, ns, node) = running_pod("wsapi").await;
-    let api = apiserver_port(&cluster);
+    let (cluster, ns, node) = running_app("wsapi", &[]).await;
+    let api = cluster.apiserver_port().unwrap();
     let exec = format!(
         "/api/v1/namespaces/{}/pods/app/exec?container=main&command=echo&command=hi&stdout=true&stderr=true",
         ns.name()

@@ -1,7 +1,7 @@
 //! Harness for the edge provider's integration tests: a `vk-edge` process per
 //! test against the shared local control plane and the shared rootful podman
 //! service of the test rig (`vk_test_support::PodmanEngine`), plus the
-//! Kubernetes helpers every provider's tests share.
+//! helpers every provider's tests share (re-exported from `vk_test_support`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +14,33 @@ use kube::api::Api;
 use serde_json::json;
 use vk_test_support::{KubeletProcess, PodmanEngine, busybox_httpd_image, busybox_image, podman};
 
-#[path = "../../../test-support/kube.rs"]
-mod kube_helpers;
-pub use kube_helpers::*;
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
+pub use vk_test_support::{
+    TestCluster, TestNamespace, approve_serving_csr, cluster_and_namespace, create_pod, events,
+    free_port, is_ready, kubectl, kubectl_ok, kubelet_get, node_ready, phase, run_with_stdin,
+    spawn_kubectl, unique_name, wait_for, wait_node_not_ready, wait_node_ready, wait_pod,
+    wait_running, wait_until,
+};
+
+/// How long an edge pod may take to run: real containers on the rig's podman.
+pub const RUN: Duration = Duration::from_secs(60);
+
+/// `rig!(prefix[, extra flags])` in a test returning `()`: the cluster, a
+/// namespace and a Ready edge node ([`edge_node`]), or a return from the test
+/// (skipped loudly) when the rig cannot run here.
+#[allow(unused_macros)]
+macro_rules! rig {
+    ($prefix:expr) => {
+        rig!($prefix, &[])
+    };
+    ($prefix:expr, $extra:expr) => {
+        match edge_node($prefix, $extra).await {
+            Some(x) => x,
+            None => return,
+        }
+    };
+}
 
 /// The engine, or `None` (with a loud message) when podman cannot run here.
 pub async fn engine() -> Option<PodmanEngine> {
@@ -64,8 +88,8 @@ impl EdgeNode {
         extra: &[&str],
     ) -> EdgeNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let metrics_port = free_port();
-        let kubelet_port = free_port();
+        let metrics_port = free_port().expect("free port");
+        let kubelet_port = free_port().expect("free port");
         let log = dir.path().join("vk-edge.log");
         let mut flags: Vec<OsString> = vec![
             "--kubeconfig".into(),
@@ -121,8 +145,8 @@ pub async fn edge_node(
 ) -> Option<(TestCluster, TestNamespace, EdgeNode)> {
     let engine = engine().await?;
     let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = EdgeNode::start(&cluster, &engine.endpoint(), &unique(prefix), extra);
-    wait_node_ready(&cluster, &node.name, Duration::from_secs(30)).await;
+    let node = EdgeNode::start(&cluster, &engine.endpoint(), &unique_name(prefix), extra);
+    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(30)).await;
     approve_serving_csr(&cluster, &node.name).await;
     Some((cluster, ns, node))
 }
@@ -161,26 +185,6 @@ pub fn sh(name: &str, script: &str) -> serde_json::Value {
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", script],
     })
-}
-
-/// kubectl with the cluster's admin kubeconfig: (exit code, stdout, stderr).
-pub async fn kubectl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    let out = cluster
-        .kubectl(args.iter().copied())
-        .await
-        .expect("kubectl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout.clone(),
-        out.stderr.clone(),
-    )
-}
-
-/// `kubectl` that must succeed; returns stdout.
-pub async fn kubectl_ok(cluster: &TestCluster, args: &[&str]) -> String {
-    let (code, out, err) = kubectl(cluster, args).await;
-    assert_eq!(code, 0, "kubectl {args:?} failed: {err}");
-    out
 }
 
 /// The status of container `c` of a pod.
@@ -232,27 +236,6 @@ pub async fn get_pod(cluster: &TestCluster, ns: &str, name: &str) -> Pod {
         .get(name)
         .await
         .expect("get pod")
-}
-
-/// Runs `cmd` with `input` on its stdin; returns its output.
-pub async fn run_with_stdin(
-    mut cmd: tokio::process::Command,
-    input: Vec<u8>,
-) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = tokio::spawn(async move {
-        let _ = stdin.write_all(&input).await;
-    });
-    let out = child.wait_with_output().await.expect("wait");
-    let _ = writer.await;
-    out
 }
 
 impl Drop for EdgeNode {

@@ -1,7 +1,9 @@
-//! Harness for the mock's integration tests: a `vk-mock` process per test against
-//! the shared local control plane, plus small API helpers.
+//! Harness for the mock's integration tests: a `vk-mock` process per test
+//! against the shared local control plane, the mock's backend as its side
+//! port shows it, and the helpers every provider's tests share (re-exported
+//! from `vk_test_support`).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -10,14 +12,19 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
-use vk_test_support::KubeletProcess;
-pub use vk_test_support::{TestCluster, TestNamespace};
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
+pub use vk_test_support::{
+    CsrApprover, KubeletProcess, TestCluster, TestNamespace, approve_serving_csr,
+    cluster_and_namespace, create_pod, delete_node, events, free_port, http_get, is_ready, kubectl,
+    kubelet_get, kubelet_port, node_ready, phase, run_with_stdin, spawn_kubectl, unique_name,
+    wait_for, wait_node_not_ready, wait_node_ready, wait_pod, wait_pods, wait_running, wait_until,
+};
 
 pub mod test_host;
 
-#[path = "../../../test-support/kube.rs"]
-mod kube_helpers;
-pub use kube_helpers::*;
+/// How long a mock pod may take to run: the mock backend starts it at once.
+pub const RUNNING_WITHIN: Duration = Duration::from_secs(20);
 
 /// A running `vk-mock` process serving one or more nodes.
 pub struct MockNode {
@@ -37,7 +44,7 @@ impl MockNode {
     /// `--kubelet-port` unless they name one).
     pub fn start(cluster: &TestCluster, name: &str, extra: &[&str]) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let metrics_port = free_port();
+        let metrics_port = free_port().expect("free port");
         let state_dir = dir.path().join("state");
         let unhealthy_file = dir.path().join("unhealthy");
         let log = dir.path().join("vk-mock.log");
@@ -51,7 +58,8 @@ impl MockNode {
             format!("127.0.0.1:{metrics_port}").into(),
         ];
         if !args.iter().any(|a| a == "--kubelet-port") {
-            flags.extend(["--kubelet-port".into(), free_port().to_string().into()]);
+            let kubelet_port = free_port().expect("free port");
+            flags.extend(["--kubelet-port".into(), kubelet_port.to_string().into()]);
         }
         flags.extend([
             "--state-dir".into(),
@@ -90,9 +98,8 @@ impl MockNode {
     /// The backend's pods, from the `/runningpods/` endpoint.
     pub async fn running_pods(&self) -> Vec<Pod> {
         let url = format!("http://127.0.0.1:{}/runningpods/", self.metrics_port);
-        let body = match http_get(&url).await {
-            Some(b) => b,
-            None => return Vec::new(),
+        let Ok(body) = http_get(&url).await else {
+            return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         serde_json::from_value(v["items"].clone()).unwrap_or_default()
@@ -130,47 +137,6 @@ impl MockNode {
     }
 }
 
-/// A minimal HTTP/1.1 GET over loopback (the side port is plain HTTP).
-pub async fn http_get(url: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
-    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Some(dechunk(body));
-    }
-    Some(body.to_string())
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// A pod bound to `node` directly (no scheduler), running `image`.
 pub fn pod(name: &str, node: &str) -> serde_json::Value {
     json!({
@@ -204,43 +170,62 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-impl MockNode {
-    /// Runs `kubectl` with the cluster's admin kubeconfig; returns (exit code, stdout, stderr).
-    pub async fn kubectl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
-        let out = cluster
-            .kubectl(args.iter().copied())
-            .await
-            .expect("kubectl runs");
-        (
-            out.status.code().unwrap_or(-1),
-            out.stdout.clone(),
-            out.stderr.clone(),
-        )
-    }
-}
-
 /// A fresh namespace and a Ready `vk-mock` node named `<prefix>-<random>`.
 pub async fn ready_node(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
     let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = MockNode::start(&cluster, &unique(prefix), extra);
-    wait_node_ready(&cluster, &node.name, Duration::from_secs(20)).await;
+    let node = MockNode::start(&cluster, &unique_name(prefix), extra);
+    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(20)).await;
     (cluster, ns, node)
 }
 
 /// [`ready_node`] with its serving certificate approved and a Running pod `app`.
 pub async fn running_app(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
     let (cluster, ns, node) = ready_node(prefix, extra).await;
-    approve_serving_csr(&cluster, &node.name).await;
-    let client = cluster.client();
-    create_pod(&client, ns.name(), pod("app", &node.name)).await;
-    wait_pod(
-        &client,
-        ns.name(),
-        "app",
-        Duration::from_secs(20),
-        "Running",
-        |p| phase(p) == "Running",
-    )
-    .await;
+    run_app(&cluster, ns.name(), &node.name).await;
     (cluster, ns, node)
+}
+
+/// Approves the serving certificate of Ready node `node` (so that logs,
+/// exec and the like reach its kubelet API) and runs pod `app` on it.
+pub async fn run_app(cluster: &TestCluster, ns: &str, node: &str) {
+    approve_serving_csr(cluster, node).await;
+    let client = cluster.client();
+    create_pod(&client, ns, pod("app", node)).await;
+    wait_running(&client, ns, "app", RUNNING_WITHIN).await;
+}
+
+/// Whether this build of vk-mock serves the kubelet HTTPS API (it then has
+/// the serving-certificate flags, and `kubectl logs` reaches it).
+pub fn has_kubelet_api() -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vk-mock"))
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--serving-cert-file"))
+}
+
+/// `kubectl logs` of a pod's container through the apiserver (which dials the
+/// node's kubelet API), retried for a minute while the serving certificate is
+/// being issued; the error is kubectl's last.
+pub async fn logs_via_apiserver(
+    cluster: &TestCluster,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<String, String> {
+    wait_for(
+        &format!("kubectl logs of {ns}/{pod} -c {container}"),
+        Duration::from_secs(60),
+        || async {
+            let out = cluster
+                .kubectl(["logs", "-n", ns, pod, "-c", container])
+                .await?;
+            if out.success() {
+                Ok(Some(out.stdout))
+            } else {
+                Err(anyhow::anyhow!("{}", out.stderr))
+            }
+        },
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, copy_bidirectional};
 use tokio::net::{TcpStream, UnixListener};
 
+use super::{MockNode, TestCluster, free_port, wait_node_ready};
+
 /// Whether the test runs without root (then it cannot create a namespace).
 pub fn not_root() -> bool {
     Command::new("id")
@@ -97,6 +99,33 @@ impl TestHost {
             && in_ns(&["link", "set", &ns_if, "up"])
             && in_ns(&["link", "set", "lo", "up"]);
         if ok { Ok(host) } else { Err(Taken::No) }
+    }
+
+    /// Starts a `vk-mock` node `name` (with `extra` flags) whose InternalIP
+    /// is this host's address: its kubelet API listens on loopback, on a free
+    /// port, and is forwarded to from that address inside the namespace.
+    /// Returns once the node is Ready.
+    pub async fn start_node(
+        &self,
+        cluster: &TestCluster,
+        name: &str,
+        extra: &[&str],
+    ) -> (MockNode, Forward) {
+        let kubelet_port = free_port().expect("free port");
+        let port = kubelet_port.to_string();
+        let mut args = vec![
+            "--node-ip",
+            self.ip.as_str(),
+            "--kubelet-port",
+            port.as_str(),
+            "--kubelet-listen-address",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        let node = MockNode::start(cluster, name, &args);
+        let forward = self.forward(&self.ip, kubelet_port, kubelet_port).await;
+        wait_node_ready(&cluster.client(), name, Duration::from_secs(20)).await;
+        (node, forward)
     }
 
     /// Inside the namespace, `listen_ip:listen_port` forwards to

@@ -1,16 +1,13 @@
-//! What the chart tests of every provider share (`providers/<name>/tests/chart.rs`
-//! include this file with `#[path = "../../test-support/chart.rs"] mod chart;`):
-//! rendering `charts/vk-<name>` with the pinned helm, picking objects out of
-//! the rendering, and the RBAC check against the allow-list of what the core
+//! The providers' Helm charts (`charts/vk-<name>`) as their tests check
+//! them: rendering with the pinned helm, picking objects out of the
+//! rendering, and the RBAC check against the allow-list of what the core
 //! runtime calls. Every chart shares the core's rules (`_helpers.tpl`), so
 //! the allow-list lives here once; a provider's own rules
-//! (`vk.providerRules`) are passed in as `provider_allowed`.
+//! (`vk.providerRules`) are passed in as
+//! [`RbacExpectation::provider_allowed`].
 //!
-//! Not a crate: a file compiled into each test binary, so it may use only
-//! what both test crates depend on (`serde_json`, `serde-saphyr`,
-//! `vk-test-support`, `tokio`).
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! These helpers are for test bodies and fail like assertions: they panic
+//! with what was expected and what was found.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,6 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+
+use crate::cluster::TestCluster;
+use crate::workspace::{workspace_root, xtask};
 
 /// A rule set as (API group, resource) → verbs.
 pub type Allowed = [(&'static str, &'static str, &'static [&'static str])];
@@ -71,19 +71,31 @@ pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "delet
 
 /// `charts/<chart>` in the workspace.
 pub fn chart_dir(chart: &str) -> PathBuf {
-    vk_test_support::workspace_root().join("charts").join(chart)
+    workspace_root().join("charts").join(chart)
 }
 
 /// The pinned helm, built by the xtask on first use.
+///
+/// # Panics
+///
+/// When `cargo xtask helm-path` fails.
 pub fn helm() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     HELM.get_or_init(|| {
-        let out = vk_test_support::xtask(["helm-path"]).expect("cargo xtask helm-path");
-        PathBuf::from(out.last_line().expect("helm-path printed nothing"))
+        let out = xtask(["helm-path"]).unwrap_or_else(|e| panic!("{e:#}"));
+        let path = out
+            .last_line()
+            .unwrap_or_else(|| panic!("cargo xtask helm-path printed nothing"));
+        PathBuf::from(path)
     })
 }
 
-/// `helm template RELEASE charts/<chart> --namespace NS [ARGS]`: Ok(stdout) or Err(stderr).
+/// `helm template RELEASE charts/<chart> --namespace NS [ARGS]`: Ok(stdout)
+/// or Err(stderr).
+///
+/// # Panics
+///
+/// When helm cannot be run.
 pub fn template(
     chart: &str,
     release: &str,
@@ -98,7 +110,7 @@ pub fn template(
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("running helm");
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm().display()));
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -106,7 +118,7 @@ pub fn template(
     }
 }
 
-/// Asserts that `helm template` with `args` fails and names `why`.
+/// Asserts that `helm template` of `chart` with `args` fails and names `why`.
 pub fn assert_rejected(chart: &str, args: &[&str], why: &str) {
     let err = template(chart, "rel", "vk-system", args)
         .err()
@@ -115,18 +127,24 @@ pub fn assert_rejected(chart: &str, args: &[&str], why: &str) {
 }
 
 /// The objects of a rendered chart.
+///
+/// # Panics
+///
+/// When the rendering is not YAML.
 pub fn objects(manifest: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(manifest)
-        .expect("rendered chart is YAML")
+        .unwrap_or_else(|e| panic!("the rendered chart is not YAML: {e}"))
         .into_iter()
         .filter(|v| v.is_object())
         .collect()
 }
 
+/// The objects of kind `kind`.
 pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
+/// The strings of a JSON array (none if `v` is not an array).
 pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -145,11 +163,17 @@ pub fn pod_spec(objects: &[Value]) -> &Value {
 }
 
 /// The `config.json` of the rendering's provider-config ConfigMap.
+///
+/// # Panics
+///
+/// When the rendering has no ConfigMap with a JSON `config.json`.
 pub fn provider_config(objects: &[Value]) -> Value {
-    of_kind(objects, "ConfigMap")[0]["data"]["config.json"]
-        .as_str()
-        .map(|s| serde_json::from_str::<Value>(s).expect("config.json is JSON"))
-        .expect("config.json")
+    let config_maps = of_kind(objects, "ConfigMap");
+    let text = config_maps
+        .first()
+        .and_then(|c| c["data"]["config.json"].as_str())
+        .unwrap_or_else(|| panic!("no ConfigMap with a config.json: {config_maps:?}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("config.json is not JSON ({e}): {text}"))
 }
 
 /// (group, resource, verb) triples a set of rules grants, with the resource
@@ -169,6 +193,7 @@ pub fn grants(rules: &Value) -> Vec<(String, String, String, Vec<String>)> {
     out
 }
 
+/// The (group, resource, verb) triples of an allow-list.
 pub fn allowed_set(entries: &Allowed) -> BTreeSet<(String, String, String)> {
     entries
         .iter()
@@ -182,8 +207,11 @@ pub fn allowed_set(entries: &Allowed) -> BTreeSet<(String, String, String)> {
 
 /// What one rendering should grant, and to whom.
 pub struct RbacExpectation<'a> {
+    /// The node the rendering is for: node and lease rights are limited to it.
     pub node: &'a str,
+    /// The release's namespace, where its ServiceAccount lives.
     pub namespace: &'a str,
+    /// The ServiceAccount the bindings must name.
     pub service_account: &'a str,
     /// tls.mode is csr: the CSR rule is granted.
     pub csr: bool,
@@ -194,6 +222,10 @@ pub struct RbacExpectation<'a> {
 /// Checks one rendering's RBAC: no wildcard, exactly the allow-list, read-only
 /// objects stay read-only, node and lease rights limited to the node, the
 /// bindings name the chart's own roles and ServiceAccount.
+///
+/// # Panics
+///
+/// On the first rule or binding that breaks one of these.
 pub fn check_rbac(objects: &[Value], want: &RbacExpectation) {
     let node = want.node;
     // No wildcard and no non-resource URLs anywhere.
@@ -313,48 +345,33 @@ pub fn check_rbac(objects: &[Value], want: &RbacExpectation) {
 /// `cargo xtask charts --chart <chart>` against the shared test cluster
 /// (started if needed): `helm lint --strict` clean and every rendering
 /// accepted by a server-side dry run; then checks that each of `renderings`
-/// (`<chart>[-<variant>].yaml`) was written to `target/charts/`.
+/// (`<chart>[-<variant>].yaml`) was written to `target/charts/`. For a
+/// synchronous test: it runs a Tokio runtime of its own.
+///
+/// # Panics
+///
+/// When the cluster cannot be had, the xtask fails, or a rendering is missing.
 pub fn lint_and_dry_run(chart: &str, renderings: &[&str]) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("a Tokio runtime: {e}"));
     let kubeconfig = runtime.block_on(async {
-        let cluster = vk_test_support::TestCluster::get()
+        let cluster = TestCluster::get()
             .await
-            .expect("test cluster");
+            .unwrap_or_else(|e| panic!("no test cluster: {e:#}"));
         cluster.kubeconfig().to_path_buf()
     });
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
     // Fails on any lint warning or error and on any object the apiserver refuses.
-    vk_test_support::xtask([
+    if let Err(err) = xtask([
         "charts",
         "--chart",
         chart,
         "--kubeconfig",
         kubeconfig.as_str(),
-    ])
-    .expect("cargo xtask charts");
-    let rendered = vk_test_support::workspace_root().join("target/charts");
+    ]) {
+        panic!("{err:#}");
+    }
+    let rendered = workspace_root().join("target/charts");
     for name in renderings {
         assert!(rendered.join(name).is_file(), "{name} not rendered");
     }
-}
-
-/// A kubeconfig for the admin kubeconfig's cluster, authenticated by `token`.
-pub fn write_token_kubeconfig(admin: &Path, token: &str, out: &Path) {
-    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
-    let admin: Value = serde_saphyr::from_str(&text).expect("kubeconfig YAML");
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    assert!(
-        cluster["server"].is_string(),
-        "no server in {}",
-        admin["clusters"]
-    );
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "local", "cluster": cluster }],
-        "users": [{ "name": "vk", "user": { "token": token } }],
-        "contexts": [{ "name": "vk", "context": { "cluster": "local", "user": "vk" } }],
-        "current-context": "vk",
-    });
-    std::fs::write(out, kubeconfig.to_string()).expect("write kubeconfig");
 }
