@@ -11,6 +11,9 @@
 //! - [`registry`]: image pull credentials from pull secrets, matched to images;
 //! - [`api`]: the kubelet HTTPS API (logs, exec, attach, port-forward, stats);
 //! - [`health`]: metrics and health endpoints; [`metrics`]: the metrics themselves.
+//! - [`toolkit`]: what backends share between a pod and their API: node config
+//!   and capacity, container statuses, restart back-off, log selection over
+//!   polled lines, backend names and labels, pod resource totals.
 //!
 //! # A provider in a few lines
 //!
@@ -73,6 +76,7 @@ pub mod quantity;
 pub mod ratelimit;
 pub mod registry;
 pub mod runtime;
+pub mod toolkit;
 
 pub use provider::{
     BackendPod, CallRateLimit, NodeCapacity, PodEvent, PodKey, Provider, ProviderError,

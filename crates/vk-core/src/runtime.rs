@@ -243,8 +243,11 @@ pub mod binary {
     use std::process::ExitCode;
     use std::sync::Arc;
 
+    use serde::de::DeserializeOwned;
+
     use crate::cli::KubeletArgs;
     use crate::provider::Provider;
+    use crate::toolkit::node_config::NodeConfig;
 
     /// Parses the binary's command line; `Err` is the exit code to return.
     pub fn parse<C: clap::Parser>(binary: &str) -> Result<C, ExitCode> {
@@ -261,6 +264,26 @@ pub mod binary {
                 Err(ExitCode::from(2))
             }
         }
+    }
+
+    /// What every provider binary does first: parses its command line,
+    /// starts logging, and reads the node config file of `--provider-config`
+    /// (a bad one is a usage error). `kubelet` picks the common flags out of
+    /// the binary's own. `Err` is the exit code to return.
+    pub fn start<C, X>(
+        binary: &str,
+        kubelet: impl Fn(&C) -> &KubeletArgs,
+    ) -> Result<(C, NodeConfig<X>), ExitCode>
+    where
+        C: clap::Parser,
+        X: DeserializeOwned + Default + Clone,
+    {
+        let cli: C = parse(binary)?;
+        let args = kubelet(&cli);
+        super::init_logging(args);
+        let config = NodeConfig::load_optional(args.provider_config.as_deref())
+            .map_err(|e| usage_error(binary, e))?;
+        Ok((cli, config))
     }
 
     /// A configuration error: one line on stderr, exit code 2.

@@ -80,7 +80,7 @@ impl Engine {
         if let Some(d) = guard.as_ref() {
             return Ok(d.clone());
         }
-        let d = open(&self.opts).map_err(ProviderError::Unavailable)?;
+        let d = open(&self.opts).map_err(ProviderError::unavailable)?;
         *guard = Some(d.clone());
         Ok(d)
     }

@@ -10,7 +10,6 @@
 //! `vk-edge` adopts what runs ([`provider`]), and containers keep running
 //! while `vk-edge` or the apiserver is away.
 
-pub mod config;
 pub mod engine;
 pub mod pause;
 pub mod pod;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use clap::Parser;
 use vk_core::cli::KubeletArgs;
 use vk_core::runtime::binary;
+use vk_core::toolkit::node_config::NodeConfig;
 use vk_edge::EdgeProvider;
-use vk_edge::config::EdgeConfig;
 use vk_edge::engine::{Engine, EngineOptions};
 use vk_edge::spec::Policy;
 
@@ -60,19 +60,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match binary::parse("vk-edge") {
-        Ok(cli) => cli,
+    let (cli, config): (Cli, NodeConfig) = match binary::start("vk-edge", |c: &Cli| &c.kubelet) {
+        Ok(started) => started,
         Err(code) => return code,
-    };
-    vk_core::runtime::init_logging(&cli.kubelet);
-    let config = match &cli.kubelet.provider_config {
-        Some(path) => match EdgeConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                return binary::usage_error("vk-edge", e);
-            }
-        },
-        None => EdgeConfig::default(),
     };
     for prefix in &cli.allow_host_path {
         if !prefix.starts_with('/') {

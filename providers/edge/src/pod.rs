@@ -23,32 +23,30 @@ use bollard::models::{ContainerStateStatusEnum, ContainerSummary, VolumeCreateRe
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodStatus,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vk_core::provider::RegistryCredential;
+use vk_core::toolkit::container_status::{
+    self as status, Termination, reason, running, terminated, waiting,
+};
+use vk_core::toolkit::pod_identity::PodIdentity;
+use vk_core::toolkit::restart::{
+    BackOff, crash_loop_message, is_sidecar, restart_policy, should_restart,
+};
 use vk_core::{PodKey, StatusNotifier, VolumeFiles};
 
 use crate::engine::{Engine, engine_message, status_of};
 use crate::probe::{self, ProbeKind, ProbeState};
 use crate::spec::{
     self, INFRA_CONTAINER, INFRA_VOLUME_ROOT, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_ROLE,
-    LABEL_SPEC_HASH, MountContext, PodIdentity, Policy, Role, VolumeSource,
+    LABEL_SPEC_HASH, MountContext, Policy, Role, VolumeSource,
 };
 use crate::volumes;
 
-/// First restart back-off, as the kubelet's.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
-/// Longest back-off.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A container that ran this long without exiting gets its back-off reset.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// A wake-up at least this often, whatever happens.
 const RESYNC: Duration = Duration::from_secs(60);
 
@@ -165,9 +163,9 @@ struct Ctr {
     previous: Option<Attempt>,
     waiting: Option<(String, String)>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: BackOff,
     pull_retry_at: Option<Instant>,
-    pull_backoff: Duration,
+    pull_backoff: BackOff,
     probes: Vec<ProbeState>,
     /// The container is being stopped (liveness failure, image change).
     stopping: bool,
@@ -184,9 +182,9 @@ impl Ctr {
             previous: None,
             waiting: None,
             retry_at: None,
-            backoff: BACKOFF_BASE,
+            backoff: BackOff::kubelet(),
             pull_retry_at: None,
-            pull_backoff: BACKOFF_BASE,
+            pull_backoff: BackOff::kubelet(),
             probes: Vec::new(),
             stopping: false,
             recreate: false,
@@ -199,7 +197,7 @@ impl Ctr {
 
     /// An init container with `restartPolicy: Always`: runs beside the app containers.
     fn sidecar(&self) -> bool {
-        self.role == Role::Init && self.spec.restart_policy.as_deref() == Some("Always")
+        self.role == Role::Init && is_sidecar(&self.spec)
     }
 
     /// Done as an init container: exited 0, or a sidecar that has started.
@@ -245,20 +243,6 @@ impl Ctr {
     }
 }
 
-/// Whether a container that exited with `code` is started again.
-pub fn should_restart(policy: &str, code: i64) -> bool {
-    match policy {
-        "Never" => false,
-        "OnFailure" => code != 0,
-        _ => true,
-    }
-}
-
-/// The back-off after `current`: doubled, capped.
-pub fn next_backoff(current: Duration) -> Duration {
-    (current * 2).min(BACKOFF_MAX)
-}
-
 /// The supervisor of one pod.
 pub struct Supervisor {
     node: Arc<NodeShared>,
@@ -274,7 +258,7 @@ pub struct Supervisor {
     ip: Option<String>,
     infra_error: Option<String>,
     infra_retry_at: Option<Instant>,
-    infra_backoff: Duration,
+    infra_backoff: BackOff,
     ctrs: Vec<Ctr>,
     failed: Option<(String, String)>,
     last_published: Option<PodStatus>,
@@ -315,7 +299,7 @@ impl Supervisor {
             ip: None,
             infra_error: None,
             infra_retry_at: None,
-            infra_backoff: BACKOFF_BASE,
+            infra_backoff: BackOff::kubelet(),
             ctrs,
             failed: None,
             last_published: None,
@@ -374,12 +358,7 @@ impl Supervisor {
     }
 
     fn identity(&self) -> PodIdentity<'_> {
-        PodIdentity {
-            node: &self.node.node,
-            namespace: &self.shared.key.namespace,
-            name: &self.shared.key.name,
-            uid: &self.shared.key.uid,
-        }
+        PodIdentity::new(&self.node.node, &self.shared.key)
     }
 
     /// Runs until cancelled.
@@ -555,7 +534,7 @@ impl Supervisor {
                     Ok(()) => {
                         self.infra_error = None;
                         self.infra_retry_at = None;
-                        self.infra_backoff = BACKOFF_BASE;
+                        self.infra_backoff.reset();
                     }
                     Err(e) => {
                         warn!(pod = %self.shared.key, error = %e, "creating the pod sandbox failed");
@@ -565,8 +544,8 @@ impl Supervisor {
                             format!("Failed to create pod sandbox: {e}"),
                         );
                         self.infra_error = Some(e);
-                        let at = now + self.infra_backoff;
-                        self.infra_backoff = next_backoff(self.infra_backoff);
+                        let at = now + self.infra_backoff.delay();
+                        self.infra_backoff.advance();
                         self.infra_retry_at = Some(at);
                         return at;
                     }
@@ -576,7 +555,7 @@ impl Supervisor {
         if self.files_dirty {
             self.write_files().await;
         }
-        let policy = spec::restart_policy(&self.pod).to_string();
+        let policy = restart_policy(&self.pod).to_string();
         let Some(infra_id) = self.infra.as_ref().map(|(id, _)| id.clone()) else {
             return next;
         };
@@ -644,10 +623,8 @@ impl Supervisor {
         }
         match c.current.as_ref().map(|a| a.observed.clone()) {
             Some(Observed::Running { .. }) => {
-                if let Some(seen) = c.current.as_ref().and_then(|a| a.seen_running)
-                    && now.duration_since(seen) > BACKOFF_RESET_AFTER
-                {
-                    c.backoff = BACKOFF_BASE;
+                if let Some(seen) = c.current.as_ref().and_then(|a| a.seen_running) {
+                    c.backoff.ran_for(now.duration_since(seen));
                 }
                 None
             }
@@ -666,21 +643,16 @@ impl Supervisor {
                 if recreate {
                     c.retry_at = Some(now);
                 }
-                let at = *c.retry_at.get_or_insert(now + c.backoff);
+                let at = *c.retry_at.get_or_insert(now + c.backoff.delay());
                 if at > now {
                     c.waiting = Some((
-                        "CrashLoopBackOff".into(),
-                        format!(
-                            "back-off {}s restarting failed container={} pod={}",
-                            c.backoff.as_secs(),
-                            c.spec.name,
-                            self.shared.key.name
-                        ),
+                        reason::CRASH_LOOP_BACK_OFF.into(),
+                        crash_loop_message(c.backoff.delay(), &c.spec.name, &self.shared.key.name),
                     ));
                     return Some(at);
                 }
                 if !recreate {
-                    c.backoff = next_backoff(c.backoff);
+                    c.backoff.advance();
                 }
                 c.recreate = false;
                 self.new_attempt(i, infra_id, now).await
@@ -706,8 +678,8 @@ impl Supervisor {
             let image = c.spec.image.clone().unwrap_or_default();
             let never = e.0 == "ErrImageNeverPull";
             c.waiting = Some((e.0.clone(), e.1.clone()));
-            let at = now + c.pull_backoff;
-            c.pull_backoff = next_backoff(c.pull_backoff);
+            let at = now + c.pull_backoff.delay();
+            c.pull_backoff.advance();
             c.pull_retry_at = Some(at);
             let reason = if never { "ErrImageNeverPull" } else { "Failed" };
             self.event(
@@ -720,7 +692,7 @@ impl Supervisor {
         {
             let c = &mut self.ctrs[i];
             c.pull_retry_at = None;
-            c.pull_backoff = BACKOFF_BASE;
+            c.pull_backoff.reset();
         }
         let number = self.ctrs[i]
             .current
@@ -733,9 +705,9 @@ impl Supervisor {
             Err(msg) => {
                 let c = &mut self.ctrs[i];
                 c.waiting = Some(("CreateContainerError".into(), msg.clone()));
-                let at = now + c.backoff;
+                let at = now + c.backoff.delay();
                 c.retry_at = Some(at);
-                c.backoff = next_backoff(c.backoff);
+                c.backoff.advance();
                 self.event(true, "Failed", format!("Error: {msg}"));
                 return Some(at);
             }
@@ -776,7 +748,7 @@ impl Supervisor {
             Err(e) => {
                 let msg = engine_message(&e);
                 self.ctrs[i].waiting = Some(("RunContainerError".into(), msg.clone()));
-                let at = Instant::now() + self.ctrs[i].backoff;
+                let at = Instant::now() + self.ctrs[i].backoff.delay();
                 self.ctrs[i].retry_at = Some(at);
                 self.event(true, "Failed", format!("Error: {msg}"));
             }
@@ -903,7 +875,7 @@ impl Supervisor {
             .ensure_pause_image()
             .await
             .map_err(|e| e.to_string())?;
-        let labels = spec::pod_labels(&self.identity());
+        let labels: HashMap<String, String> = self.identity().labels();
         for (name, src) in &self.plan {
             if let VolumeSource::Engine {
                 name: vol, memory, ..
@@ -1133,7 +1105,7 @@ impl Supervisor {
     }
 
     fn status(&self) -> PodStatus {
-        let policy = spec::restart_policy(&self.pod);
+        let policy = restart_policy(&self.pod);
         let inits: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::Init).collect();
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::App).collect();
         let init_done = inits.iter().all(|c| c.init_done());
@@ -1160,7 +1132,7 @@ impl Supervisor {
                     container_status(
                         c,
                         if app && initializing {
-                            Some("PodInitializing")
+                            Some(reason::POD_INITIALIZING)
                         } else {
                             None
                         },
@@ -1273,7 +1245,8 @@ fn time(s: &Option<String>) -> Option<Time> {
     (ts.as_second() > 0).then_some(Time(ts))
 }
 
-fn terminated(a: &Attempt) -> Option<ContainerStateTerminated> {
+/// How an attempt that exited ended, as the engine told.
+fn termination(a: &Attempt) -> Option<Termination> {
     match &a.observed {
         Observed::Exited {
             code,
@@ -1281,27 +1254,13 @@ fn terminated(a: &Attempt) -> Option<ContainerStateTerminated> {
             error,
             started_at,
             finished_at,
-        } => Some(ContainerStateTerminated {
+        } => Some(Termination {
             exit_code: i32::try_from(*code).unwrap_or(i32::MAX),
-            reason: Some(
-                if *oom {
-                    "OOMKilled"
-                } else if *code == 0 {
-                    "Completed"
-                } else if error.is_some()
-                    && started_at.as_ref().and_then(|_| time(started_at)).is_none()
-                {
-                    "StartError"
-                } else {
-                    "Error"
-                }
-                .to_string(),
-            ),
+            oom_killed: *oom,
             message: error.clone(),
             started_at: time(started_at),
             finished_at: time(finished_at),
             container_id: Some(format!("docker://{}", a.id)),
-            signal: None,
         }),
         _ => None,
     }
@@ -1312,57 +1271,37 @@ fn container_status(
     pending: Option<&str>,
     sandbox_error: Option<&str>,
 ) -> ContainerStatus {
-    let waiting = |reason: &str, message: Option<String>| ContainerState {
-        waiting: Some(ContainerStateWaiting {
-            reason: Some(reason.to_string()),
-            message,
-        }),
-        ..Default::default()
-    };
+    let current = c.current.as_ref();
     let state = if let Some((r, m)) = &c.waiting {
         waiting(r, Some(m.clone()))
+    } else if let Some(Observed::Running { started_at }) = current.map(|a| &a.observed) {
+        running(time(started_at))
+    } else if let Some(t) = current.and_then(termination) {
+        terminated(t)
     } else {
-        match c.current.as_ref().map(|a| (a, &a.observed)) {
-            Some((_, Observed::Running { started_at })) => ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: time(started_at),
-                }),
-                ..Default::default()
-            },
-            Some((a, Observed::Exited { .. })) => ContainerState {
-                terminated: terminated(a),
-                ..Default::default()
-            },
-            _ => match (pending, sandbox_error) {
-                (_, Some(e)) => waiting("ContainerCreating", Some(e.to_string())),
-                (Some(p), None) => waiting(p, None),
-                (None, None) => waiting("ContainerCreating", None),
-            },
+        match (pending, sandbox_error) {
+            (_, Some(e)) => waiting(reason::CONTAINER_CREATING, Some(e.to_string())),
+            (Some(p), None) => waiting(p, None),
+            (None, None) => waiting(reason::CONTAINER_CREATING, None),
         }
     };
     // The last termination: of this attempt when it is being restarted, else
     // of the previous attempt.
     let last = if c.waiting.is_some() {
-        c.current.as_ref().and_then(terminated)
+        current.and_then(termination)
     } else {
         None
     }
-    .or_else(|| c.previous.as_ref().and_then(terminated));
-    let current = c.current.as_ref();
+    .or_else(|| c.previous.as_ref().and_then(termination));
+    let image = c.spec.image.as_deref().unwrap_or_default();
     ContainerStatus {
-        name: c.spec.name.clone(),
-        image: c.spec.image.clone().unwrap_or_default(),
         image_id: current.and_then(|a| a.image_id.clone()).unwrap_or_default(),
         container_id: current.map(|a| format!("docker://{}", a.id)),
         ready: c.ready(),
         started: Some(c.started()),
         restart_count: current.map(|a| a.number as i32).unwrap_or(0),
-        state: Some(state),
-        last_state: last.map(|t| ContainerState {
-            terminated: Some(t),
-            ..Default::default()
-        }),
-        ..Default::default()
+        last_state: last.map(terminated),
+        ..status::container_status(&c.spec.name, image, state)
     }
 }
 
@@ -1442,26 +1381,6 @@ pub async fn remove_pod(
 mod tests {
     use super::*;
 
-    #[test]
-    fn restart_policies() {
-        assert!(should_restart("Always", 0));
-        assert!(should_restart("Always", 1));
-        assert!(!should_restart("OnFailure", 0));
-        assert!(should_restart("OnFailure", 2));
-        assert!(!should_restart("Never", 2));
-    }
-
-    #[test]
-    fn back_off_doubles_to_five_minutes() {
-        let mut b = BACKOFF_BASE;
-        let mut seen = vec![b.as_secs()];
-        for _ in 0..6 {
-            b = next_backoff(b);
-            seen.push(b.as_secs());
-        }
-        assert_eq!(seen, vec![10, 20, 40, 80, 160, 300, 300]);
-    }
-
     fn attempt(observed: Observed, number: u32) -> Attempt {
         Attempt {
             id: format!("id{number}"),
@@ -1506,22 +1425,38 @@ mod tests {
 
     #[test]
     fn terminations_carry_the_kubelet_reasons() {
-        let reason = |code, oom| {
-            terminated(&attempt(
+        // (exit code, OOM, engine error, engine start time, reason)
+        let cases = [
+            (0, false, None, "2026-12-01T10:00:00Z", "Completed"),
+            (2, false, None, "2026-12-01T10:00:00Z", "Error"),
+            (137, true, None, "2026-12-01T10:00:00Z", "OOMKilled"),
+            (5_000_000_000, false, None, "2026-12-01T10:00:00Z", "Error"),
+            (
+                128,
+                false,
+                Some("no such file"),
+                "0001-01-01T00:00:00Z",
+                "StartError",
+            ),
+            (137, false, Some("removed"), "2026-12-01T10:00:00Z", "Error"),
+        ];
+        for (code, oom, error, started, want) in cases {
+            let t = termination(&attempt(
                 Observed::Exited {
                     code,
                     oom,
-                    error: None,
-                    started_at: Some("2026-12-01T10:00:00Z".into()),
+                    error: error.map(str::to_string),
+                    started_at: Some(started.into()),
                     finished_at: None,
                 },
                 0,
             ))
-            .and_then(|t| t.reason)
-        };
-        assert_eq!(reason(0, false).as_deref(), Some("Completed"));
-        assert_eq!(reason(2, false).as_deref(), Some("Error"));
-        assert_eq!(reason(137, true).as_deref(), Some("OOMKilled"));
+            .unwrap();
+            assert_eq!(t.reason(), want, "{code} {error:?}");
+            assert_eq!(i64::from(t.exit_code), code.min(i64::from(i32::MAX)));
+            assert_eq!(t.container_id.as_deref(), Some("docker://id0"));
+        }
+        assert!(termination(&attempt(Observed::Created, 0)).is_none());
     }
 
     #[test]

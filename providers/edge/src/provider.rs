@@ -12,19 +12,20 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PodStatus;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vk_core::provider::{ByteStream, ExecIo, LogOptions, PodUsage, Tunnel};
+use vk_core::toolkit::node_capacity::{CapacityDefaults, node_capacity};
+use vk_core::toolkit::node_config::NodeResources;
+use vk_core::toolkit::pod_identity::{LABEL_NODE, LABEL_UID, PodIdentity};
 use vk_core::{
     BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
     StatusNotifier,
 };
 
-use crate::config::NodeResources;
 use crate::engine::{Engine, RECONNECT_DELAY, map_error};
 use crate::pod::{self, NodeShared, PodShared, Supervisor, Update};
-use crate::spec::{self, LABEL_NAME, LABEL_NAMESPACE, LABEL_NODE, LABEL_ROLE, LABEL_UID, Policy};
+use crate::spec::{self, LABEL_ROLE, Policy};
 use crate::streams;
 
 struct Running {
@@ -234,22 +235,17 @@ impl EdgeProvider {
             }
         }
         for (uid, containers) in by_uid {
-            let Some(infra) = containers
+            let key = containers
                 .iter()
                 .find(|c| label(c, LABEL_ROLE) == Some("infra"))
-            else {
+                .and_then(|infra| PodIdentity::from_labels(|k| label(infra, k)))
+                .map(|id| id.key());
+            let Some(key) = key else {
                 // Containers without their sandbox: nothing can be run from them.
                 warn!(uid = %uid, "removing containers whose infra container is gone");
                 let _ = pod::remove_pod(self.engine(), &self.inner.node.node, &uid, Duration::ZERO)
                     .await;
                 continue;
-            };
-            let key = PodKey {
-                namespace: label(infra, LABEL_NAMESPACE)
-                    .unwrap_or_default()
-                    .to_string(),
-                name: label(infra, LABEL_NAME).unwrap_or_default().to_string(),
-                uid: uid.clone(),
             };
             if self.pods().contains_key(&key) {
                 continue;
@@ -291,28 +287,14 @@ impl Provider for EdgeProvider {
         "edge"
     }
 
+    /// CPU and memory default to what the engine reports.
     async fn node_capacity(&self) -> NodeCapacity {
         let info = self.engine().info().await.ok().cloned();
-        let r = &self.inner.resources;
-        let mut capacity = BTreeMap::new();
-        let cpu = r
-            .cpu
-            .clone()
-            .or_else(|| info.as_ref().map(|i| i.cpus.to_string()));
-        let memory = r
-            .memory
-            .clone()
-            .or_else(|| info.as_ref().map(|i| format!("{}Ki", i.memory / 1024)));
-        if let Some(cpu) = cpu {
-            capacity.insert("cpu".to_string(), Quantity(cpu));
-        }
-        if let Some(mem) = memory {
-            capacity.insert("memory".to_string(), Quantity(mem));
-        }
-        capacity.insert("pods".to_string(), Quantity(r.pods.clone()));
-        for (k, v) in &r.others {
-            capacity.insert(k.clone(), Quantity(v.clone()));
-        }
+        let defaults = CapacityDefaults {
+            cpu: info.as_ref().map(|i| i.cpus.to_string()),
+            memory: info.as_ref().map(|i| format!("{}Ki", i.memory / 1024)),
+            ..Default::default()
+        };
         let mut labels = BTreeMap::new();
         if let Some(i) = &info {
             labels.insert(
@@ -321,11 +303,9 @@ impl Provider for EdgeProvider {
             );
         }
         NodeCapacity {
-            capacity,
             labels,
-            provider_id: r.provider_id.clone(),
             operating_system: Some("linux".into()),
-            ..Default::default()
+            ..node_capacity(&self.inner.resources, defaults)
         }
     }
 
@@ -366,6 +346,12 @@ impl Provider for EdgeProvider {
             files: pod.volumes.clone(),
         });
         Ok(())
+    }
+
+    /// The engine's volumes take new files while the containers run: the
+    /// supervisor writes them through the archive API, as for an update.
+    async fn refresh_volumes(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.update_pod(pod).await
     }
 
     async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()> {

@@ -17,17 +17,13 @@ use bollard::models::{
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
 use sha2::{Digest, Sha256};
 use vk_core::quantity::quantity_nanos;
+use vk_core::toolkit::pod_identity::PodIdentity;
 
 use crate::pause::PAUSE_IMAGE;
 
-/// Label: the node that owns the object.
-pub const LABEL_NODE: &str = "io.vk-rs.node";
-/// Label: pod UID.
-pub const LABEL_UID: &str = "io.vk-rs.pod-uid";
-/// Label: pod namespace.
-pub const LABEL_NAMESPACE: &str = "io.vk-rs.pod-namespace";
-/// Label: pod name.
-pub const LABEL_NAME: &str = "io.vk-rs.pod-name";
+// Every engine object also carries the pod's identity labels
+// (`vk_core::toolkit::pod_identity`: node, namespace, name, UID).
+
 /// Label: container name (`POD` for the infra container).
 pub const LABEL_CONTAINER: &str = "io.vk-rs.container";
 /// Label: `infra`, `init` or `app`.
@@ -96,19 +92,6 @@ pub struct Policy {
     pub network: String,
 }
 
-/// The identity of a pod, as the engine objects carry it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodIdentity<'a> {
-    /// Node name.
-    pub node: &'a str,
-    /// Namespace.
-    pub namespace: &'a str,
-    /// Name.
-    pub name: &'a str,
-    /// UID.
-    pub uid: &'a str,
-}
-
 /// Engine container name, following the kubelet's dockershim convention:
 /// `k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`.
 pub fn container_name(id: &PodIdentity<'_>, container: &str, attempt: u32) -> String {
@@ -123,16 +106,6 @@ pub fn volume_name(uid: &str, volume: &str) -> String {
     format!("vk-{uid}-{volume}")
 }
 
-/// The labels every engine object of this pod carries.
-pub fn pod_labels(id: &PodIdentity<'_>) -> HashMap<String, String> {
-    HashMap::from([
-        (LABEL_NODE.to_string(), id.node.to_string()),
-        (LABEL_UID.to_string(), id.uid.to_string()),
-        (LABEL_NAMESPACE.to_string(), id.namespace.to_string()),
-        (LABEL_NAME.to_string(), id.name.to_string()),
-    ])
-}
-
 /// A stable hash of a container's spec: a changed hash means the container
 /// must be recreated (the only mutable container field is `image`, but the
 /// hash covers the whole spec, resolved env included).
@@ -140,14 +113,6 @@ pub fn container_hash(c: &Container) -> String {
     let bytes = serde_json::to_vec(c).unwrap_or_default();
     let digest = Sha256::digest(&bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The pod's `restartPolicy` (`Always` when unset, the API default).
-pub fn restart_policy(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
 }
 
 /// How a pod volume reaches the engine.
@@ -370,7 +335,7 @@ pub fn infra_body(
 ) -> ContainerCreateBody {
     let spec = pod.spec.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
-    let mut labels = pod_labels(id);
+    let mut labels: HashMap<String, String> = id.labels();
     labels.insert(LABEL_CONTAINER.into(), INFRA_CONTAINER.into());
     labels.insert(LABEL_ROLE.into(), Role::Infra.as_str().into());
     labels.insert(
@@ -476,7 +441,7 @@ pub fn app_body(
     flavor: Flavor,
 ) -> Result<ContainerCreateBody, String> {
     let spec = pod.spec.clone().unwrap_or_default();
-    let mut labels = pod_labels(id);
+    let mut labels: HashMap<String, String> = id.labels();
     labels.insert(LABEL_CONTAINER.into(), c.name.clone());
     labels.insert(LABEL_ROLE.into(), role.as_str().into());
     labels.insert(LABEL_SPEC_HASH.into(), container_hash(c));
@@ -781,6 +746,8 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_ATTEMPT], "2");
         assert_eq!(labels[LABEL_ROLE], "app");
+        assert_eq!(labels[vk_core::toolkit::pod_identity::LABEL_UID], "u-1");
+        assert_eq!(labels[vk_core::toolkit::pod_identity::LABEL_NODE], "edge-0");
     }
 
     #[test]

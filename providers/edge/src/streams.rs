@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
@@ -13,7 +14,9 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vk_core::provider::{ByteStream, ContainerUsage, ExecIo, LogOptions, PodUsage, Tunnel};
+use vk_core::provider::{
+    ByteStream, ContainerUsage, ExecIo, LogOptions, PodUsage, TermSize, Tunnel,
+};
 use vk_core::{PodKey, ProviderError, ProviderResult};
 
 use crate::engine::{Engine, map_error};
@@ -102,28 +105,35 @@ fn pump_input(
     })
 }
 
-/// Hands every terminal size the client sends to `resize`, until the client stops.
-fn forward_resizes<F, Fut>(
-    mut rx: tokio::sync::mpsc::Receiver<vk_core::provider::TermSize>,
-    resize: F,
-) -> tokio::task::JoinHandle<()>
+/// Hands every terminal size the client sends to the engine, until the
+/// client stops: `resize` gets the client, the exec or container `id` and the size.
+fn forward_resizes<Fut>(
+    sizes: Option<tokio::sync::mpsc::Receiver<TermSize>>,
+    docker: &Docker,
+    id: &str,
+    resize: fn(Docker, String, TermSize) -> Fut,
+) -> Option<tokio::task::JoinHandle<()>>
 where
-    F: Fn(vk_core::provider::TermSize) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
-        while let Some(size) = rx.recv().await {
-            resize(size).await;
+    let mut sizes = sizes?;
+    let (docker, id) = (docker.clone(), id.to_string());
+    Some(tokio::spawn(async move {
+        while let Some(size) = sizes.recv().await {
+            resize(docker.clone(), id.clone(), size).await;
         }
-    })
+    }))
 }
 
+/// Copies the engine's output to the client until either ends, then stops
+/// the tasks that fed the session (stdin, resizes).
 async fn pump_output(
     mut output: std::pin::Pin<
         Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
     >,
     stdout: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     stderr: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    feeders: [Option<tokio::task::JoinHandle<()>>; 2],
 ) {
     while let Some(Ok(item)) = output.next().await {
         let target = match &item {
@@ -135,6 +145,9 @@ async fn pump_output(
         {
             break;
         }
+    }
+    for task in feeders.into_iter().flatten() {
+        task.abort();
     }
 }
 
@@ -148,13 +161,7 @@ pub async fn exec(
 ) -> ProviderResult<i32> {
     let id = container_id(view, container, false)?;
     let docker = engine.docker()?;
-    let ExecIo {
-        stdin,
-        stdout,
-        stderr,
-        tty,
-        resize,
-    } = io;
+    let (stdin, stdout, stderr, tty) = (io.stdin, io.stdout, io.stderr, io.tty);
     let created = docker
         .create_exec(
             &id,
@@ -189,32 +196,18 @@ pub async fn exec(
     if let StartExecResults::Attached { output, input } = started {
         let has_stdin = stdin.is_some();
         let input_task = has_stdin.then(|| pump_input(stdin, input));
-        let resize_task = resize.map(|rx| {
-            let docker = docker.clone();
-            let exec_id = created.id.clone();
-            forward_resizes(rx, move |size| {
-                let docker = docker.clone();
-                let exec_id = exec_id.clone();
-                async move {
-                    let _ = docker
-                        .resize_exec(
-                            &exec_id,
-                            ResizeExecOptions {
-                                height: size.height,
-                                width: size.width,
-                            },
-                        )
-                        .await;
-                }
-            })
-        });
-        pump_output(output, stdout, stderr).await;
-        if let Some(t) = input_task {
-            t.abort();
-        }
-        if let Some(t) = resize_task {
-            t.abort();
-        }
+        let resize_task = forward_resizes(
+            io.resize,
+            &docker,
+            &created.id,
+            |docker, id, size| async move {
+                let (height, width) = (size.height, size.width);
+                let _ = docker
+                    .resize_exec(&id, ResizeExecOptions { height, width })
+                    .await;
+            },
+        );
+        pump_output(output, stdout, stderr, [input_task, resize_task]).await;
     }
     // The exit code is known once the process has ended; the output's end
     // can come a moment before the engine records it.
@@ -244,13 +237,7 @@ pub async fn attach(
 ) -> ProviderResult<i32> {
     let id = container_id(view, container, false)?;
     let docker = engine.docker()?;
-    let ExecIo {
-        stdin,
-        stdout,
-        stderr,
-        tty: _,
-        resize,
-    } = io;
+    let (stdin, stdout, stderr) = (io.stdin, io.stdout, io.stderr);
     let attached = docker
         .attach_container(
             &id,
@@ -266,32 +253,13 @@ pub async fn attach(
         .await
         .map_err(|e| map_error(e, "attaching"))?;
     let input_task = stdin.is_some().then(|| pump_input(stdin, attached.input));
-    let resize_task = resize.map(|rx| {
-        let docker = docker.clone();
-        let id = id.clone();
-        forward_resizes(rx, move |size| {
-            let docker = docker.clone();
-            let id = id.clone();
-            async move {
-                let _ = docker
-                    .resize_container_tty(
-                        &id,
-                        ResizeContainerTTYOptions {
-                            h: i32::from(size.height),
-                            w: i32::from(size.width),
-                        },
-                    )
-                    .await;
-            }
-        })
+    let resize_task = forward_resizes(io.resize, &docker, &id, |docker, id, size| async move {
+        let (h, w) = (i32::from(size.height), i32::from(size.width));
+        let _ = docker
+            .resize_container_tty(&id, ResizeContainerTTYOptions { h, w })
+            .await;
     });
-    pump_output(attached.output, stdout, stderr).await;
-    if let Some(t) = input_task {
-        t.abort();
-    }
-    if let Some(t) = resize_task {
-        t.abort();
-    }
+    pump_output(attached.output, stdout, stderr, [input_task, resize_task]).await;
     let info = crate::pod::inspect(&docker, &id)
         .await
         .map_err(|e| map_error(e, "inspecting the container"))?;

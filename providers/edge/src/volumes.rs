@@ -8,7 +8,7 @@ use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
 use vk_core::{ProviderResult, VolumeFiles};
 
 use crate::engine::{Engine, map_error, status_of};
-use crate::spec::{LABEL_NODE, LABEL_UID};
+use vk_core::toolkit::pod_identity::{LABEL_NODE, LABEL_UID};
 
 /// The files of one volume as a tar archive, with parent directories, the
 /// requested mode (0644 by default, like the kubelet's) and root ownership.

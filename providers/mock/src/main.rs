@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use vk_core::cli::KubeletArgs;
 use vk_core::runtime::binary;
-use vk_mock::config::MockConfig;
+use vk_core::toolkit::node_config::NodeConfig;
 use vk_mock::ipam::IpAllocator;
 use vk_mock::{MockOptions, MockProvider};
 
@@ -38,19 +38,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match binary::parse("vk-mock") {
-        Ok(cli) => cli,
+    let (cli, config): (Cli, NodeConfig) = match binary::start("vk-mock", |c: &Cli| &c.kubelet) {
+        Ok(started) => started,
         Err(code) => return code,
-    };
-    vk_core::runtime::init_logging(&cli.kubelet);
-    let config = match &cli.kubelet.provider_config {
-        Some(path) => match MockConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                return binary::usage_error("vk-mock", e);
-            }
-        },
-        None => MockConfig::default(),
     };
     let ips = match IpAllocator::new(&cli.pod_cidr) {
         Ok(a) => Arc::new(a),
@@ -64,8 +54,8 @@ fn main() -> ExitCode {
         unhealthy_file: cli.unhealthy_file.clone(),
     };
     binary::run("vk-mock", cli.kubelet.clone(), "mock", |node| {
-        let resources = config.node(node).cloned().unwrap_or_default();
-        let provider = MockProvider::new(node, resources, &opts).map_err(anyhow::Error::msg)?;
+        let provider =
+            MockProvider::new(node, config.node(node), &opts).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(provider) as Arc<dyn vk_core::Provider>)
     })
 }

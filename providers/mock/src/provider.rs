@@ -8,11 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodIP, PodSpec, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodIP, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -20,6 +16,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::warn;
 use vk_core::provider::{ByteStream, ExecIo, LogOptions, PodUsage, Tunnel};
+use vk_core::toolkit::container_status::{
+    self as status, Termination, reason, running, terminated, waiting,
+};
+use vk_core::toolkit::node_capacity::{CapacityDefaults, node_capacity};
+use vk_core::toolkit::node_config::NodeResources;
+use vk_core::toolkit::restart::{
+    BackOff, BackOffPolicy, crash_loop_back_off, restart_policy, should_restart,
+};
 use vk_core::{
     BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, RegistryCredential,
     ResolvedPod, StatusNotifier, VolumeFiles,
@@ -27,7 +31,6 @@ use vk_core::{
 
 use crate::streams;
 
-use crate::config::NodeResources;
 use crate::ipam::IpAllocator;
 use crate::script::{FailCreate, Script};
 use crate::state::{self, StoredPod};
@@ -67,7 +70,7 @@ impl PodJson {
 
     fn pod(&self) -> ProviderResult<Pod> {
         serde_json::from_str(&self.0)
-            .map_err(|e| ProviderError::Unavailable(format!("stored pod is unreadable: {e}")))
+            .map_err(|e| ProviderError::unavailable(format!("stored pod is unreadable: {e}")))
     }
 }
 
@@ -184,7 +187,7 @@ impl MockProvider {
 
     fn healthy(&self) -> Result<(), ProviderError> {
         match &self.inner.unhealthy_file {
-            Some(f) if f.exists() => Err(ProviderError::Unavailable(format!(
+            Some(f) if f.exists() => Err(ProviderError::unavailable(format!(
                 "mock backend is down ({} exists)",
                 f.display()
             ))),
@@ -318,6 +321,15 @@ fn container_names(pod: &Pod) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The mock's back-off between restarts: the kubelet's doubling, in seconds
+/// rather than minutes (1 s to 10 s) so that tests see several restarts.
+const RESTART_BACK_OFF: BackOffPolicy = BackOffPolicy {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(10),
+    reset_after: Duration::MAX,
+};
+
+/// A container's status with the mock's image and container ids.
 fn container_status(
     name: &str,
     image: &str,
@@ -327,49 +339,23 @@ fn container_status(
     last: Option<ContainerState>,
 ) -> ContainerStatus {
     ContainerStatus {
-        name: name.into(),
-        image: image.into(),
         image_id: format!("mock://{image}"),
         container_id: Some(format!("mock://{name}")),
         ready,
-        started: Some(state.running.is_some()),
         restart_count: restarts,
-        state: Some(state),
         last_state: last,
-        ..Default::default()
+        ..status::container_status(name, image, state)
     }
 }
 
-fn running_state() -> ContainerState {
-    ContainerState {
-        running: Some(ContainerStateRunning {
-            started_at: Some(now()),
-        }),
+/// Exited with `code` just now, after starting at `started`.
+fn exited(code: i32, started: &Time) -> ContainerState {
+    terminated(Termination {
+        exit_code: code,
+        started_at: Some(started.clone()),
+        finished_at: Some(now()),
         ..Default::default()
-    }
-}
-
-fn waiting_state(reason: &str, message: Option<String>) -> ContainerState {
-    ContainerState {
-        waiting: Some(ContainerStateWaiting {
-            reason: Some(reason.into()),
-            message,
-        }),
-        ..Default::default()
-    }
-}
-
-fn terminated_state(code: i32, started: Option<Time>) -> ContainerState {
-    ContainerState {
-        terminated: Some(ContainerStateTerminated {
-            exit_code: code,
-            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-            started_at: started,
-            finished_at: Some(now()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    })
 }
 
 fn set_all(
@@ -399,6 +385,7 @@ async fn timeline(
         sleep(script.start_delay_seconds).await;
     }
     let mut restarts = 0;
+    let mut back_off = BackOff::new(RESTART_BACK_OFF);
     loop {
         let Some(i) = inner.upgrade() else { return };
         let started = now();
@@ -410,7 +397,7 @@ async fn timeline(
                 } else {
                     None
                 };
-                container_status(n, img, running_state(), true, restarts, last)
+                container_status(n, img, running(Some(now())), true, restarts, last)
             });
         });
         drop(i);
@@ -432,49 +419,33 @@ async fn timeline(
         };
         sleep((exit_after - elapsed).max(0.0)).await;
         let code = script.exit_code;
-        let restart = match restart_policy.as_str() {
-            "Never" => false,
-            "OnFailure" => code != 0,
-            _ => true,
-        };
         let Some(i) = inner.upgrade() else { return };
-        if !restart {
+        if !should_restart(&restart_policy, code.into()) {
             i.update(&key, |s| {
                 s.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
                 set_all(s, &containers, |n, img, _| {
-                    container_status(
-                        n,
-                        img,
-                        terminated_state(code, Some(started.clone())),
-                        false,
-                        restarts,
-                        None,
-                    )
+                    container_status(n, img, exited(code, &started), false, restarts, None)
                 });
             });
             return;
         }
         restarts += 1;
-        let backoff = (2f64.powi(restarts - 1)).min(10.0);
+        let delay = back_off.delay();
+        back_off.advance();
         i.update(&key, |s| {
             set_all(s, &containers, |n, img, _| {
                 container_status(
                     n,
                     img,
-                    waiting_state(
-                        "CrashLoopBackOff",
-                        Some(format!(
-                            "back-off {backoff}s restarting failed container={n}"
-                        )),
-                    ),
+                    crash_loop_back_off(delay, n, &key.name),
                     false,
                     restarts,
-                    Some(terminated_state(code, Some(started.clone()))),
+                    Some(exited(code, &started)),
                 )
             });
         });
         drop(i);
-        sleep(backoff).await;
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -507,26 +478,15 @@ impl Provider for MockProvider {
         "mock"
     }
 
+    /// Upstream mock's defaults: 20 CPUs, 100 GiB, 110 pods.
     async fn node_capacity(&self) -> NodeCapacity {
-        let r = &self.inner.resources;
-        let mut capacity: BTreeMap<String, Quantity> = [
-            ("cpu".to_string(), Quantity(r.cpu.clone())),
-            ("memory".to_string(), Quantity(r.memory.clone())),
-            ("pods".to_string(), Quantity(r.pods.clone())),
-        ]
-        .into();
-        for (k, v) in &r.others {
-            capacity.insert(k.clone(), Quantity(v.clone()));
-        }
-        NodeCapacity {
-            capacity,
-            provider_id: Some(
-                r.provider_id
-                    .clone()
-                    .unwrap_or_else(|| format!("mock://{}", self.inner.node)),
-            ),
-            ..Default::default()
-        }
+        let defaults = CapacityDefaults {
+            cpu: Some("20".into()),
+            memory: Some("100Gi".into()),
+            pods: None,
+            provider_id: Some(format!("mock://{}", self.inner.node)),
+        };
+        node_capacity(&self.inner.resources, defaults)
     }
 
     async fn ping(&self) -> ProviderResult<()> {
@@ -546,7 +506,7 @@ impl Provider for MockProvider {
             .inner
             .ips
             .allocate()
-            .ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?;
+            .ok_or_else(|| ProviderError::unavailable("pod CIDR exhausted"))?;
         reserved.insert(key.clone(), ip);
         Ok(Some(ip.to_string()))
     }
@@ -566,8 +526,8 @@ impl Provider for MockProvider {
                 ));
             }
             Some(FailCreate::Unavailable) => {
-                return Err(ProviderError::Unavailable(
-                    "scripted failure: backend unavailable".into(),
+                return Err(ProviderError::unavailable(
+                    "scripted failure: backend unavailable",
                 ));
             }
             None => {}
@@ -587,7 +547,7 @@ impl Provider for MockProvider {
                 .inner
                 .ips
                 .allocate()
-                .ok_or_else(|| ProviderError::Unavailable("pod CIDR exhausted".into()))?,
+                .ok_or_else(|| ProviderError::unavailable("pod CIDR exhausted"))?,
         };
         let containers = container_names(&resolved.pod);
         let delayed = script.as_ref().is_some_and(|s| s.start_delay_seconds > 0.0);
@@ -600,24 +560,13 @@ impl Provider for MockProvider {
         };
         set_all(&mut status, &containers, |n, img, _| {
             if delayed {
-                container_status(
-                    n,
-                    img,
-                    waiting_state("ContainerCreating", None),
-                    false,
-                    0,
-                    None,
-                )
+                let creating = waiting(reason::CONTAINER_CREATING, None);
+                container_status(n, img, creating, false, 0, None)
             } else {
-                container_status(n, img, running_state(), true, 0, None)
+                container_status(n, img, running(Some(now())), true, 0, None)
             }
         });
-        let restart_policy = resolved
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.clone())
-            .unwrap_or_else(|| "Always".into());
+        let restart_policy = restart_policy(&resolved.pod).to_string();
         let mut pods = self.inner.lock();
         let timeline_task = script.clone().filter(Script::has_timeline).map(|s| {
             tokio::spawn(timeline(
@@ -661,6 +610,12 @@ impl Provider for MockProvider {
         drop(pods);
         self.inner.dirty.notify_one();
         Ok(())
+    }
+
+    /// The mock keeps the files with the pod (`/runningpods/` and its state
+    /// file show them), so a refresh is stored like an update.
+    async fn refresh_volumes(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
+        self.update_pod(resolved).await
     }
 
     async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()> {
@@ -791,7 +746,7 @@ impl Provider for MockProvider {
                             return Ok(0);
                         }
                     }
-                    Some(Err(e)) => return Err(ProviderError::Unavailable(e.to_string())),
+                    Some(Err(e)) => return Err(ProviderError::unavailable(e.to_string())),
                     None => break,
                 },
                 input = async { match stdin.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match input {
@@ -826,7 +781,7 @@ impl Provider for MockProvider {
         let res = tokio::io::copy(&mut r, &mut w).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
         res.map(|_| ())
-            .map_err(|e| ProviderError::Unavailable(format!("port-forward: {e}")))
+            .map_err(|e| ProviderError::unavailable(format!("port-forward: {e}")))
     }
 
     async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
@@ -870,11 +825,7 @@ impl Provider for MockProvider {
                         continue;
                     }
                 };
-                let policy = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.restart_policy.clone())
-                    .unwrap_or_else(|| "Always".into());
+                let policy = restart_policy(&pod).to_string();
                 p.timeline = Some(tokio::spawn(timeline(
                     Arc::downgrade(&self.inner),
                     key.clone(),

@@ -3,16 +3,17 @@
 //!
 //! Logs are computed, not stored: a container that started at `t0` has written
 //! line `n` at `t0 + n × interval` (`<container> tick <n>`), framed by lifecycle
-//! lines. So `--tail`, `--since` and `-f` are exact and cost no memory.
+//! lines. So `--tail`, `--since` and `-f` are exact and cost no memory: the
+//! core's [`vk_core::toolkit::log_lines`] selects and follows them.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use tokio::sync::mpsc;
 use vk_core::provider::{ByteStream, ContainerUsage, ExecIo, LogOptions};
+use vk_core::toolkit::log_lines::{LinePage, LineSource, LogLine, log_stream as select_and_follow};
 
 /// Interval between two generated log lines.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,57 +49,72 @@ pub fn run_of(status: &ContainerStatus, previous: bool) -> Option<Run> {
     })
 }
 
-/// Log lines of a run up to `now`, as (time, text).
-pub fn lines(container: &str, image: &str, run: &Run, now: Timestamp) -> Vec<(Timestamp, String)> {
+/// Log lines of a run up to `now`.
+pub fn lines(container: &str, image: &str, run: &Run, now: Timestamp) -> Vec<LogLine> {
     let until = run.end.map(|(e, _)| e).unwrap_or(now).min(now);
-    let mut out = vec![(run.start, format!("{container}: started (image {image})"))];
+    let mut out = vec![LogLine::new(
+        run.start,
+        format!("{container}: started (image {image})"),
+    )];
     let step = SignedDuration::try_from(LOG_INTERVAL).unwrap_or(SignedDuration::from_secs(1));
     let mut n: i64 = 1;
     while let Ok(t) = run.start.checked_add(step * n as i32) {
         if t > until {
             break;
         }
-        out.push((t, format!("{container}: tick {n}")));
+        out.push(LogLine::new(t, format!("{container}: tick {n}")));
         n += 1;
     }
     if let Some((end, code)) = run.end
         && end <= now
     {
-        out.push((end, format!("{container}: exited with code {code}")));
+        out.push(LogLine::new(
+            end,
+            format!("{container}: exited with code {code}"),
+        ));
     }
     out
 }
 
-fn render(line: &(Timestamp, String), timestamps: bool) -> Bytes {
-    if timestamps {
-        Bytes::from(format!(
-            "{} {}\n",
-            line.0.strftime("%Y-%m-%dT%H:%M:%S%.9fZ"),
-            line.1
-        ))
-    } else {
-        Bytes::from(format!("{}\n", line.1))
+/// The computed log of one run, read by the core's log selection. The
+/// cursor is the number of lines read; after the first read, `alive` gives
+/// the container's run as it is now, and the log ends when that run ends or
+/// is another one (the container restarted or is gone).
+struct RunLog<F> {
+    container: String,
+    image: String,
+    run: Run,
+    alive: F,
+}
+
+impl<F: Fn() -> Option<Run> + Send + Sync + 'static> LineSource for RunLog<F> {
+    type Cursor = usize;
+
+    async fn lines_since(&mut self, cursor: Option<usize>) -> std::io::Result<LinePage<usize>> {
+        let read = cursor.unwrap_or(0);
+        if cursor.is_some() {
+            match (self.alive)() {
+                Some(now) if now.start == self.run.start => self.run = now,
+                _ => {
+                    return Ok(LinePage {
+                        lines: Vec::new(),
+                        next: read,
+                        ended: true,
+                    });
+                }
+            }
+        }
+        let all = lines(&self.container, &self.image, &self.run, Timestamp::now());
+        Ok(LinePage {
+            next: all.len(),
+            lines: all.into_iter().skip(read).collect(),
+            ended: self.run.end.is_some(),
+        })
     }
 }
 
-/// Selects lines per `opts` (since, tail) and renders them.
-pub fn select(all: &[(Timestamp, String)], opts: &LogOptions) -> Vec<Bytes> {
-    let mut picked: Vec<&(Timestamp, String)> = all
-        .iter()
-        .filter(|(t, _)| opts.since.is_none_or(|s| *t >= s))
-        .collect();
-    if let Some(tail) = opts.tail_lines {
-        let skip = picked.len().saturating_sub(tail as usize);
-        picked.drain(..skip);
-    }
-    picked
-        .into_iter()
-        .map(|l| render(l, opts.timestamps))
-        .collect()
-}
-
-/// A log stream: the selected lines, then (with `follow`) each new line as it is
-/// written, until the run ends or `alive` says the container is gone.
+/// A log stream: the lines `opts` selects, then (with `follow`) each new line
+/// as it is written, until the run ends or `alive` says the container is gone.
 pub fn log_stream(
     container: String,
     image: String,
@@ -106,46 +122,13 @@ pub fn log_stream(
     opts: LogOptions,
     alive: impl Fn() -> Option<Run> + Send + Sync + 'static,
 ) -> ByteStream {
-    let now = Timestamp::now();
-    let all = lines(&container, &image, &run, now);
-    let first: Vec<std::io::Result<Bytes>> = select(&all, &opts).into_iter().map(Ok).collect();
-    let initial = futures::stream::iter(first);
-    if !opts.follow || run.end.is_some() {
-        return Box::pin(initial);
-    }
-    let sent = all.len();
-    let timestamps = opts.timestamps;
-    let follow = futures::stream::unfold((sent, run), move |(sent, run)| {
-        let container = container.clone();
-        let image = image.clone();
-        let current = alive();
-        async move {
-            // The container restarted or vanished: this stream ends.
-            let current = current?;
-            if current.start != run.start {
-                return None;
-            }
-            let all = lines(&container, &image, &current, Timestamp::now());
-            if all.len() > sent {
-                let chunk: Vec<u8> = all[sent..]
-                    .iter()
-                    .flat_map(|l| render(l, timestamps).to_vec())
-                    .collect();
-                let done = current.end.is_some();
-                let next = if done { usize::MAX } else { all.len() };
-                return Some((Ok(Bytes::from(chunk)), (next, current)));
-            }
-            if sent == usize::MAX {
-                return None;
-            }
-            tokio::time::sleep(LOG_INTERVAL / 4).await;
-            Some((Ok(Bytes::new()), (sent, current)))
-        }
-    })
-    .filter(|c: &std::io::Result<Bytes>| {
-        futures::future::ready(c.as_ref().map(|b| !b.is_empty()).unwrap_or(true))
-    });
-    Box::pin(initial.chain(follow))
+    let source = RunLog {
+        container,
+        image,
+        run,
+        alive,
+    };
+    select_and_follow(source, &opts, LOG_INTERVAL / 4)
 }
 
 /// Runs a command of the mock's built-in shell. Returns the exit code.
@@ -341,14 +324,14 @@ mod tests {
     fn lines_are_deterministic() {
         let r = run(1000, None);
         let l = lines("c", "img", &r, Timestamp::from_second(1003).unwrap());
-        let text: Vec<&str> = l.iter().map(|(_, t)| t.as_str()).collect();
+        let text: Vec<&[u8]> = l.iter().map(|l| &l.text[..]).collect();
         assert_eq!(
             text,
             [
-                "c: started (image img)",
-                "c: tick 1",
-                "c: tick 2",
-                "c: tick 3"
+                &b"c: started (image img)"[..],
+                b"c: tick 1",
+                b"c: tick 2",
+                b"c: tick 3"
             ]
         );
         let ended = lines(
@@ -357,49 +340,79 @@ mod tests {
             &run(1000, Some((1002, 3))),
             Timestamp::from_second(2000).unwrap(),
         );
-        assert_eq!(ended.last().unwrap().1, "c: exited with code 3");
+        assert_eq!(ended.last().unwrap().text, "c: exited with code 3");
+        assert_eq!(ended.last().unwrap().time.as_second(), 1002);
         assert_eq!(ended.len(), 4);
     }
 
-    #[test]
-    fn tail_since_timestamps() {
-        let l = lines(
-            "c",
-            "i",
-            &run(1000, None),
-            Timestamp::from_second(1010).unwrap(),
-        );
-        let tail = select(
-            &l,
-            &LogOptions {
-                tail_lines: Some(2),
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            tail,
-            vec![Bytes::from("c: tick 9\n"), Bytes::from("c: tick 10\n")]
-        );
-        let since = select(
-            &l,
-            &LogOptions {
-                since: Some(Timestamp::from_second(1008).unwrap()),
-                ..Default::default()
-            },
-        );
-        assert_eq!(since.len(), 3);
-        let ts = select(
-            &l,
-            &LogOptions {
-                tail_lines: Some(1),
-                timestamps: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            ts[0],
-            Bytes::from("1970-01-01T00:16:50.000000000Z c: tick 10\n")
-        );
+    async fn read(run: Run, opts: LogOptions, alive: Option<Run>) -> String {
+        let s = log_stream("c".into(), "i".into(), run, opts, move || alive.clone());
+        let chunks: Vec<std::io::Result<Bytes>> = futures::StreamExt::collect(s).await;
+        chunks
+            .into_iter()
+            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn logs_of_a_run_are_selected_by_the_core() {
+        let ended = run(1000, Some((1010, 0)));
+        let cases = [
+            (
+                LogOptions {
+                    tail_lines: Some(2),
+                    ..Default::default()
+                },
+                "c: tick 10\nc: exited with code 0\n",
+            ),
+            (
+                LogOptions {
+                    since: Some(Timestamp::from_second(1009).unwrap()),
+                    timestamps: true,
+                    ..Default::default()
+                },
+                "1970-01-01T00:16:49.000000000Z c: tick 9\n\
+                 1970-01-01T00:16:50.000000000Z c: tick 10\n\
+                 1970-01-01T00:16:50.000000000Z c: exited with code 0\n",
+            ),
+            (
+                // An ended run is not followed, whatever runs now.
+                LogOptions {
+                    follow: true,
+                    tail_lines: Some(1),
+                    ..Default::default()
+                },
+                "c: exited with code 0\n",
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(
+                read(ended.clone(), opts.clone(), None).await,
+                want,
+                "{opts:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_followed_log_ends_when_the_container_restarts_or_goes() {
+        let start = Timestamp::now().as_second() - 3;
+        let current = run(start, None);
+        let opts = LogOptions {
+            follow: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        };
+        for alive in [None, Some(run(start + 1, None))] {
+            let text = tokio::time::timeout(
+                Duration::from_secs(5),
+                read(current.clone(), opts.clone(), alive),
+            )
+            .await
+            .expect("the log ends");
+            assert!(text.starts_with("c: tick "), "{text}");
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
     }
 
     #[test]
