@@ -35,6 +35,11 @@ struct Cli {
     /// While this file exists the backend reports itself down (node NotReady, creates fail).
     #[arg(long = "unhealthy-file")]
     unhealthy_file: Option<PathBuf>,
+
+    /// Do not push status changes: the core lists the backend every
+    /// DURATION instead (e.g. 2s), as it does for a provider that cannot push.
+    #[arg(long = "poll-status", value_parser = vk_core::cli::parse_duration)]
+    poll_status: Option<std::time::Duration>,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         ips,
         state_dir: cli.state_dir.clone(),
         unhealthy_file: cli.unhealthy_file.clone(),
+        poll: cli.poll_status,
     };
     binary::run("vk-mock", cli.kubelet.clone(), "mock", |node| {
         let provider =

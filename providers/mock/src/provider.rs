@@ -96,6 +96,8 @@ struct Inner {
     pods: Mutex<HashMap<PodKey, Box<MockPod>>>,
     reserved: Mutex<HashMap<PodKey, Ipv4Addr>>,
     notifier: OnceLock<StatusNotifier>,
+    /// `Some`: status changes are not pushed, the core polls this often.
+    poll: Option<Duration>,
     state_file: Option<PathBuf>,
     dirty: Notify,
     unhealthy_file: Option<PathBuf>,
@@ -110,6 +112,9 @@ pub struct MockOptions {
     pub state_dir: Option<PathBuf>,
     /// While this file exists the backend is "down": ping and create fail.
     pub unhealthy_file: Option<PathBuf>,
+    /// `Some(interval)`: status changes are not pushed; the core lists the
+    /// backend this often, as for a provider that cannot push (the poll path).
+    pub poll: Option<Duration>,
 }
 
 /// The mock provider of one node. Cheap to clone.
@@ -167,6 +172,7 @@ impl MockProvider {
             pods: Mutex::new(pods),
             reserved: Mutex::default(),
             notifier: OnceLock::new(),
+            poll: opts.poll,
             state_file,
             dirty: Notify::new(),
             unhealthy_file: opts.unhealthy_file.clone(),
@@ -241,7 +247,7 @@ impl Inner {
             f(Arc::make_mut(&mut p.status));
             p.status.clone()
         };
-        if let Some(n) = self.notifier.get() {
+        if let Some(n) = self.notifier.get().filter(|_| self.poll.is_none()) {
             n.pod_status(key.clone(), status);
         }
         self.dirty.notify_one();
@@ -835,6 +841,11 @@ impl Provider for MockProvider {
                 )));
             }
         }
-        true
+        // Pod events still go through the notifier; statuses only when pushing.
+        self.inner.poll.is_none()
+    }
+
+    fn status_poll_interval(&self) -> Duration {
+        self.inner.poll.unwrap_or(Duration::from_secs(10))
     }
 }

@@ -686,6 +686,42 @@ async fn scripted_exit_codes_follow_the_restart_policy() {
 }
 
 #[tokio::test]
+async fn a_backend_that_does_not_push_is_polled_for_every_change() {
+    // --poll-status: the mock pushes nothing; the core lists it every second.
+    let (cluster, ns, node) = ready_node("poll", &["--poll-status", "1s"]).await;
+    let client = cluster.client();
+    let mut p = pod("polled", &node.name);
+    p["metadata"]["annotations"] = json!({
+        "mock.vk-rs.io/script": "{\"startDelaySeconds\": 2, \"exitAfterSeconds\": 2, \"exitCode\": 3}"
+    });
+    p["spec"]["restartPolicy"] = json!("Never");
+    create_pod(&client, ns.name(), p).await;
+    wait_running(&client, ns.name(), "polled", RUNNING_WITHIN).await;
+    let failed = wait_pod(
+        &client,
+        ns.name(),
+        "polled",
+        Duration::from_secs(20),
+        "Failed",
+        |p| phase(p) == "Failed",
+    )
+    .await;
+    let cs = &failed.status.unwrap().container_statuses.unwrap()[0];
+    let exit = cs.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code;
+    assert_eq!(exit, 3);
+    let url = format!("http://127.0.0.1:{}/metrics", node.metrics_port);
+    let metrics = http_get(&url).await.unwrap();
+    let lists: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("vk_backend_calls_total{operation=\"list\",result=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(lists >= 3.0, "the status came from polls: {lists} lists");
+    delete_node(&client, &node.name).await;
+}
+
+#[tokio::test]
 async fn projected_token_authenticates_as_the_pods_service_account() {
     let (cluster, ns, node) = ready_node("token", &[]).await;
     let client = cluster.client();
