@@ -73,9 +73,14 @@ async fn the_worked_example_runs_a_pod_to_completion_with_logs() {
     assert!(out.starts_with("main: tick "), "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
 
-    let done = wait_pod(&client, ns.name(), "timer", Duration::from_secs(30), "Succeeded", |p| {
-        phase(p) == "Succeeded"
-    })
+    let done = wait_pod(
+        &client,
+        ns.name(),
+        "timer",
+        Duration::from_secs(30),
+        "Succeeded",
+        |p| phase(p) == "Succeeded",
+    )
     .await;
     let state = done.status.unwrap().container_statuses.unwrap()[0]
         .state

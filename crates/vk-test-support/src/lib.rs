@@ -85,11 +85,13 @@ mod cluster;
 mod command;
 mod daemon;
 mod debian;
+pub mod fake_arm;
 mod kubeconfig;
 mod kubectl;
 mod kubelet_api;
 mod kubelet_process;
 mod logs;
+mod moto;
 mod names;
 mod nodes;
 mod podman;
@@ -110,6 +112,7 @@ pub use busybox::{
 pub use cluster::{TestCluster, cluster_and_namespace};
 pub use command::CommandOutput;
 pub use daemon::RIG_DIR;
+pub use fake_arm::{FakeArm, FakeArmOptions, RecordedRequest};
 pub use kubeconfig::client_for_kubeconfig;
 pub use kubectl::{
     KubectlOutput, kubectl, kubectl_blocking, kubectl_ok, run_with_stdin, spawn_kubectl,
@@ -117,6 +120,7 @@ pub use kubectl::{
 pub use kubelet_api::{kubelet_get, kubelet_port};
 pub use kubelet_process::KubeletProcess;
 pub use logs::{control_plane_logs_tail, log_tail};
+pub use moto::{MOTO_REQUIREMENT, MotoServer, moto_python};
 pub use names::unique_name;
 pub use nodes::{delete_node, node_ready, wait_node_not_ready, wait_node_ready};
 pub use podman::{

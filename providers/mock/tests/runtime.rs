@@ -707,7 +707,14 @@ async fn a_backend_that_does_not_push_is_polled_for_every_change() {
     )
     .await;
     let cs = &failed.status.unwrap().container_statuses.unwrap()[0];
-    let exit = cs.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code;
+    let exit = cs
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .exit_code;
     assert_eq!(exit, 3);
     let url = format!("http://127.0.0.1:{}/metrics", node.metrics_port);
     let metrics = http_get(&url).await.unwrap();

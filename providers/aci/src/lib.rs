@@ -1,0 +1,23 @@
+//! The Azure Container Instances provider of vk-rs: each pod runs as one ACI
+//! container group, created, read and deleted through Azure Resource Manager.
+//!
+//! - [`models`]: the ARM shapes, written from the contract (api-version
+//!   2026-05-01);
+//! - [`config`]: the settings (upstream azure-aci's environment names) and
+//!   the node's capacity;
+//! - [`group`]: a pod → its container group (pure);
+//! - [`status`]: a container group → the pod's status (pure);
+//! - [`client`]: the ARM client (azure_core pipeline, azure_identity
+//!   credentials, long-running operations);
+//! - [`logs`]: container logs as a line source for the core's log toolkit;
+//! - [`provider`]: the `vk_core::Provider` over them.
+
+pub mod client;
+pub mod config;
+pub mod group;
+pub mod logs;
+pub mod models;
+pub mod provider;
+pub mod status;
+
+pub use provider::AciProvider;

@@ -1,0 +1,280 @@
+//! The ACI [`Provider`]: the pod lifecycle as container group calls.
+//!
+//! Poll-only: ARM pushes nothing, so the core lists the groups every
+//! [`Provider::status_poll_interval`], one LIST call for every pod of the
+//! node (filtered by the node's tag), never a GET per pod. The notifier is
+//! kept only for pod events: what ACI cannot express of a pod, and the
+//! events ACI reports in its instance views, each recorded once (events
+//! older than the process are left out: its predecessor recorded them).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container as KubeContainer, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use vk_core::provider::{ByteStream, CallRateLimit, LogOptions};
+use vk_core::toolkit::log_lines::log_stream;
+use vk_core::{
+    BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
+    StatusNotifier,
+};
+
+use crate::client::ArmClient;
+use crate::group::{GroupSettings, container_group, group_name};
+use crate::logs::AciLogSource;
+use crate::models::ContainerGroup;
+use crate::status::{group_events, pod_key, pod_status};
+
+/// How often a followed log is read again.
+const LOG_POLL: Duration = Duration::from_secs(2);
+
+/// The provider of one node.
+pub struct AciProvider {
+    client: ArmClient,
+    settings: GroupSettings,
+    capacity: NodeCapacity,
+    poll_interval: Duration,
+    notifier: Mutex<Option<StatusNotifier>>,
+    started: jiff::Timestamp,
+    /// Ids of the ACI events recorded, by pod.
+    seen_events: Mutex<HashMap<PodKey, HashSet<String>>>,
+}
+
+impl AciProvider {
+    /// The provider of `settings.node`, with the node's capacity.
+    pub fn new(
+        client: ArmClient,
+        settings: GroupSettings,
+        capacity: NodeCapacity,
+        poll_interval: Duration,
+    ) -> AciProvider {
+        AciProvider {
+            client,
+            settings,
+            capacity,
+            poll_interval,
+            notifier: Mutex::new(None),
+            started: jiff::Timestamp::now(),
+            seen_events: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records the group's new ACI events on its pod.
+    fn report_events(&self, key: &PodKey, group: &ContainerGroup) {
+        let fresh: Vec<_> = {
+            let Ok(mut seen) = self.seen_events.lock() else {
+                return;
+            };
+            let seen = seen.entry(key.clone()).or_default();
+            group_events(group)
+                .into_iter()
+                .filter(|e| e.last.is_none_or(|t| t >= self.started))
+                .filter(|e| seen.insert(e.id.clone()))
+                .collect()
+        };
+        let notifier = self.notifier.lock().ok().and_then(|n| n.clone());
+        if let Some(n) = notifier {
+            for e in fresh {
+                n.pod_event(key.clone(), e.warning, &e.reason, e.message);
+            }
+        }
+    }
+
+    /// Forgets the pods that are gone from the backend.
+    fn forget_events_except(&self, live: &HashSet<&PodKey>) {
+        if let Ok(mut seen) = self.seen_events.lock() {
+            seen.retain(|k, _| live.contains(k));
+        }
+    }
+
+    fn event(&self, key: &PodKey, reason: &str, message: String) {
+        let notifier = self.notifier.lock().ok().and_then(|n| n.clone());
+        if let Some(n) = notifier {
+            n.pod_event(key.clone(), true, reason, message);
+        }
+    }
+
+    /// This node's groups, with their pods' keys; their new events recorded.
+    async fn groups(&self) -> ProviderResult<Vec<(PodKey, ContainerGroup)>> {
+        let groups: Vec<(PodKey, ContainerGroup)> = self
+            .client
+            .list_groups()
+            .await?
+            .into_iter()
+            .filter_map(|g| Some((pod_key(&g, &self.settings.node)?, g)))
+            .collect();
+        for (key, g) in &groups {
+            self.report_events(key, g);
+        }
+        self.forget_events_except(&groups.iter().map(|(k, _)| k).collect());
+        Ok(groups)
+    }
+
+    async fn put(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        let key = pod
+            .key()
+            .ok_or_else(|| ProviderError::InvalidInput("the pod has no UID".into()))?;
+        let translation = container_group(pod, &self.settings)?;
+        for note in translation.notes {
+            self.event(&key, note.reason, note.message);
+        }
+        let group = self
+            .client
+            .put_group(&translation.name, &translation.group)
+            .await?;
+        tracing::debug!(pod = %key, group = %translation.name, state = ?group.properties.provisioning_state, "container group put");
+        Ok(())
+    }
+}
+
+/// The pod a group stands for, as `/runningpods/` shows it: identity,
+/// containers and images (the group does not keep the rest).
+fn pod_of(key: &PodKey, group: &ContainerGroup) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: Some(key.uid.clone()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: group
+                .properties
+                .containers
+                .iter()
+                .map(|c| KubeContainer {
+                    name: c.name.clone(),
+                    image: Some(c.properties.image.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AciProvider {
+    fn name(&self) -> &str {
+        "azure-aci"
+    }
+
+    async fn node_capacity(&self) -> NodeCapacity {
+        self.capacity.clone()
+    }
+
+    async fn ping(&self) -> ProviderResult<()> {
+        self.client.check_resource_group().await
+    }
+
+    async fn create_pod(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.put(pod).await
+    }
+
+    async fn update_pod(&self, pod: &ResolvedPod) -> ProviderResult<()> {
+        self.put(pod).await
+    }
+
+    async fn delete_pod(&self, key: &PodKey, _grace: Duration) -> ProviderResult<()> {
+        let name = group_name(&key.namespace, &key.name, &key.uid);
+        if self.client.delete_group(&name).await? {
+            Ok(())
+        } else {
+            Err(ProviderError::NotFound(format!(
+                "container group {name} of {key}"
+            )))
+        }
+    }
+
+    async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
+        let name = group_name(&key.namespace, &key.name, &key.uid);
+        match self.client.get_group(&name).await? {
+            Some(g) if pod_key(&g, &self.settings.node).as_ref() == Some(key) => {
+                self.report_events(key, &g);
+                Ok(Arc::new(pod_status(&g)))
+            }
+            _ => Err(ProviderError::NotFound(format!(
+                "container group {name} of {key}"
+            ))),
+        }
+    }
+
+    async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {
+        Ok(self
+            .groups()
+            .await?
+            .into_iter()
+            .map(|(key, g)| BackendPod {
+                pod: pod_of(&key, &g),
+                status: pod_status(&g),
+                key,
+            })
+            .collect())
+    }
+
+    async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {
+        Ok(self
+            .groups()
+            .await?
+            .into_iter()
+            .map(|(key, g)| (key, pod_status(&g)))
+            .collect())
+    }
+
+    /// ACI keeps the current instance's output only: `previous` is not
+    /// offered. Following polls the log every 2 s (what `az container logs
+    /// --follow` does).
+    async fn container_logs(
+        &self,
+        key: &PodKey,
+        container: &str,
+        opts: &LogOptions,
+    ) -> ProviderResult<ByteStream> {
+        if opts.previous {
+            return Err(ProviderError::NotImplemented(
+                "logs of a previous container instance (ACI keeps the current one only)",
+            ));
+        }
+        let name = group_name(&key.namespace, &key.name, &key.uid);
+        let group =
+            self.client.get_group(&name).await?.ok_or_else(|| {
+                ProviderError::NotFound(format!("container group {name} of {key}"))
+            })?;
+        if !group
+            .properties
+            .containers
+            .iter()
+            .any(|c| c.name == container)
+        {
+            return Err(ProviderError::NotFound(format!(
+                "container {container} in group {name}"
+            )));
+        }
+        let first_tail = opts.tail_lines.filter(|_| opts.since.is_none());
+        let source =
+            AciLogSource::new(self.client.clone(), name, container.to_string(), first_tail);
+        Ok(log_stream(source, opts, LOG_POLL))
+    }
+
+    fn notify_status(&self, notifier: StatusNotifier) -> bool {
+        if let Ok(mut n) = self.notifier.lock() {
+            *n = Some(notifier);
+        }
+        false
+    }
+
+    fn status_poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// ARM's write budget is about 1,200 per hour per subscription and
+    /// principal; reads are ten times that. Bursts wait in the core's queue.
+    fn call_rate_limit(&self) -> Option<CallRateLimit> {
+        Some(CallRateLimit {
+            qps: 5.0,
+            burst: 20,
+        })
+    }
+}

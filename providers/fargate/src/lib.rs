@@ -1,0 +1,22 @@
+//! The AWS Fargate provider of vk-rs: each pod an ECS task with launch type
+//! FARGATE (or a Fargate capacity provider), its status from `DescribeTasks`,
+//! its logs from CloudWatch Logs, its Secret-backed env values in Secrets
+//! Manager.
+//!
+//! - [`config`]: upstream's `fargate.toml`, with our fields;
+//! - [`task`]: a pod → its task definition and `RunTask` input (pure), sized
+//!   by [`task_size`];
+//! - [`status`]: a task → the pod's status (pure);
+//! - [`provider`]: the [`vk_core::Provider`] making the calls ([`aws`] holds
+//!   the clients and what their errors mean, [`logs`] reads CloudWatch).
+
+pub mod aws;
+pub mod config;
+pub mod logs;
+pub mod provider;
+pub mod status;
+pub mod task;
+pub mod task_size;
+
+pub use config::{CapacityProvider, FargateConfig};
+pub use provider::FargateProvider;

@@ -1,0 +1,496 @@
+//! A pod → its ECS task definition and `RunTask` input. Pure: no AWS call;
+//! the provider sends what [`TaskPlan`] holds.
+//!
+//! - Containers: `command` → `entryPoint`, `args` → `command`, `workingDir`,
+//!   ports, env. Env values that came from Secrets never go to
+//!   `environment`: they go to ECS `secrets`, each a JSON key of one Secrets
+//!   Manager secret per pod ([`TaskPlan::secret_values`]), created before
+//!   `RunTask`, so a task definition never holds them.
+//! - Init containers are non-essential and run in order (`dependsOn`
+//!   SUCCESS on the one before); sidecars (init containers with
+//!   `restartPolicy: Always`) are non-essential and `dependsOn` START; app
+//!   containers wait for both.
+//! - The task's CPU and memory are the smallest valid Fargate size that
+//!   holds the pod's totals ([`crate::task_size`]); each container reserves
+//!   its memory request (`memoryReservation`, which the stand-in needs too)
+//!   and is capped by its memory limit.
+//! - Network: awsvpc with the config's subnets, security groups and public
+//!   IP, each overridable per pod by annotation ([`ANNOTATION_SUBNETS`]...).
+//! - Identity: tags carry node, namespace, name and UID
+//!   ([`vk_core::toolkit::pod_identity`]); `startedBy` carries the UID, the
+//!   `clientToken` is the UID.
+//! - Logs: `awslogs` to the configured group, the stream prefix naming the pod.
+//!
+//! What cannot be honoured is a [`ProviderError::InvalidInput`] with a sentence
+//! saying why.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, ContainerCondition, ContainerDefinition,
+    ContainerDependency, KeyValuePair, LogConfiguration, LogDriver, MountPoint,
+    NetworkConfiguration, PortMapping, Secret, Tag, TransportProtocol, Volume,
+};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use vk_core::provider::{ProviderError, ProviderResult, ResolvedPod};
+use vk_core::quantity::{divide_ceil, quantity_nanos};
+use vk_core::toolkit::pod_identity::{NameRules, PodIdentity};
+use vk_core::toolkit::pod_resources::pod_resources;
+use vk_core::toolkit::restart::is_sidecar;
+
+use crate::config::{CapacityProvider, FargateConfig};
+use crate::task_size::TaskSize;
+
+/// Annotation: comma-separated subnets for this pod's task.
+pub const ANNOTATION_SUBNETS: &str = "fargate.vk-rs.io/subnets";
+/// Annotation: comma-separated security groups for this pod's task.
+pub const ANNOTATION_SECURITY_GROUPS: &str = "fargate.vk-rs.io/security-groups";
+/// Annotation: `true` or `false`, a public IPv4 address for this pod's task.
+pub const ANNOTATION_PUBLIC_IP: &str = "fargate.vk-rs.io/assign-public-ip";
+/// Annotation: `FARGATE` or `FARGATE_SPOT` for this pod's task.
+pub const ANNOTATION_CAPACITY_PROVIDER: &str = "fargate.vk-rs.io/capacity-provider";
+
+/// The prefix of `startedBy`: the pod's UID follows.
+pub const STARTED_BY_PREFIX: &str = "vk-rs/";
+
+/// The volume the API server adds to every pod for its service-account token.
+const SERVICE_ACCOUNT_VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// ECS's smallest `memoryReservation`, in MiB.
+const MIN_CONTAINER_MIB: i32 = 6;
+
+const MIB: i128 = 1024 * 1024;
+const NANO: i128 = 1_000_000_000;
+
+/// What the provider needs to turn a pod into a task.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskSettings<'a> {
+    /// The node the pod is bound to.
+    pub node: &'a str,
+    /// The provider config.
+    pub config: &'a FargateConfig,
+}
+
+/// One container of the task, with its secrets still to point at the pod's secret.
+#[derive(Clone, Debug)]
+struct PlannedContainer {
+    definition: ContainerDefinition,
+    /// (env name, JSON key in the pod's secret).
+    secrets: Vec<(String, String)>,
+}
+
+/// Everything the provider sends for one pod.
+#[derive(Clone, Debug)]
+pub struct TaskPlan {
+    /// Task definition family: the pod's backend name (unique per UID).
+    pub family: String,
+    /// The task's size.
+    pub size: TaskSize,
+    /// Task volumes (emptyDir).
+    pub volumes: Vec<Volume>,
+    /// awsvpc subnets, security groups and public IP.
+    pub network: NetworkConfiguration,
+    /// Launch type or capacity provider.
+    pub capacity: CapacityProvider,
+    /// Tags of the task, its definition and its secret.
+    pub tags: Vec<Tag>,
+    /// `startedBy` of `RunTask`: finds the pod's task again.
+    pub started_by: String,
+    /// `clientToken` of `RunTask`.
+    pub client_token: String,
+    /// Name of the pod's Secrets Manager secret.
+    pub secret_name: String,
+    /// The Secret-backed env values by JSON key: the pod's secret's content.
+    /// Empty when the pod has none (no secret is then created).
+    pub secret_values: BTreeMap<String, String>,
+    /// Volumes left out, with why (the pod's event says so).
+    pub skipped_volumes: Vec<String>,
+    containers: Vec<PlannedContainer>,
+}
+
+impl TaskPlan {
+    /// The container definitions, their `secrets` pointing at JSON keys of
+    /// the secret `secret_arn` (`None` only when there are no secret values).
+    pub fn container_definitions(&self, secret_arn: Option<&str>) -> Vec<ContainerDefinition> {
+        self.containers
+            .iter()
+            .map(|c| {
+                let mut d = c.definition.clone();
+                if let Some(arn) = secret_arn
+                    && !c.secrets.is_empty()
+                {
+                    d.secrets = Some(
+                        c.secrets
+                            .iter()
+                            .filter_map(|(name, key)| {
+                                Secret::builder()
+                                    .name(name)
+                                    .value_from(format!("{arn}:{key}::"))
+                                    .build()
+                                    .ok()
+                            })
+                            .collect(),
+                    );
+                }
+                d
+            })
+            .collect()
+    }
+
+    /// The awslogs stream of container `container` of task `task_id` (the
+    /// last part of the task ARN), as ECS names it.
+    pub fn log_stream(family: &str, container: &str, task_id: &str) -> String {
+        format!("{family}/{container}/{task_id}")
+    }
+}
+
+fn invalid(key: &str, message: impl std::fmt::Display) -> ProviderError {
+    ProviderError::InvalidInput(format!("pod {key}: {message}"))
+}
+
+/// The key of a Secret-backed env value in the pod's secret: `<container>.<NAME>`
+/// (by index when the name has a `:`, which `valueFrom` uses as separator).
+fn secret_key(container: &str, index: usize, name: &str) -> String {
+    if name.contains(':') {
+        format!("{container}.#{index}")
+    } else {
+        format!("{container}.{name}")
+    }
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// MiB of a container's memory request or limit, rounded up.
+fn container_mib(c: &Container, limit: bool) -> Result<Option<i128>, String> {
+    let list = c.resources.as_ref().and_then(|r| {
+        if limit {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        }
+    });
+    let Some(q) = list.and_then(|l| l.get("memory")) else {
+        return Ok(None);
+    };
+    let nanos = quantity_nanos(q).map_err(|e| format!("container {:?} memory: {e}", c.name))?;
+    Ok(Some(divide_ceil(nanos.max(0), NANO * MIB).unwrap_or(0)))
+}
+
+/// Turns `resolved` into its task. See the module doc.
+pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> ProviderResult<TaskPlan> {
+    let pod = &resolved.pod;
+    let key = resolved
+        .key()
+        .ok_or_else(|| ProviderError::InvalidInput("pod without namespace, name or UID".into()))?;
+    let shown = format!("{}/{}", key.namespace, key.name);
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid(&shown, "the pod has no spec"))?;
+    let identity = PodIdentity::new(settings.node, &key);
+    let family = identity.backend_name(&NameRules::ECS_TASK_FAMILY);
+    let config = settings.config;
+
+    let totals = pod_resources(spec).map_err(|e| invalid(&shown, e))?;
+    let size = TaskSize::for_pod(&totals.sizing).map_err(|e| invalid(&shown, e))?;
+
+    // Volumes: emptyDir is a task volume; the rest cannot be honoured yet.
+    let mut volumes = Vec::new();
+    let mut skipped_volumes = Vec::new();
+    for v in spec.volumes.iter().flatten() {
+        if v.empty_dir.is_some() {
+            volumes.push(Volume::builder().name(&v.name).build());
+        } else if v.projected.is_some() && v.name.starts_with(SERVICE_ACCOUNT_VOLUME_PREFIX) {
+            skipped_volumes.push(format!(
+                "the service-account token volume {:?} is not mounted: vk-fargate does not deliver volume files yet",
+                v.name
+            ));
+        } else {
+            return Err(invalid(
+                &shown,
+                format!(
+                    "volume {:?} cannot be honoured on Fargate: only emptyDir volumes are supported",
+                    v.name
+                ),
+            ));
+        }
+    }
+    let mounted: Vec<&str> = volumes.iter().filter_map(|v| v.name()).collect();
+
+    let inits: Vec<&Container> = spec.init_containers.iter().flatten().collect();
+    let apps: Vec<&Container> = spec.containers.iter().collect();
+    let log_prefix = family.clone();
+    let mut secret_values = BTreeMap::new();
+    let mut containers = Vec::new();
+    // Dependencies so far: the last init container (SUCCESS) and every sidecar (START).
+    let mut last_init: Option<&str> = None;
+    let mut sidecars: Vec<&str> = Vec::new();
+    let dependencies = |last_init: Option<&str>, sidecars: &[&str]| -> ProviderResult<_> {
+        let mut deps = Vec::new();
+        if let Some(init) = last_init {
+            deps.push((init.to_string(), ContainerCondition::Success));
+        }
+        deps.extend(
+            sidecars
+                .iter()
+                .map(|s| (s.to_string(), ContainerCondition::Start)),
+        );
+        deps.into_iter()
+            .map(|(name, condition)| {
+                ContainerDependency::builder()
+                    .container_name(name)
+                    .condition(condition)
+                    .build()
+                    .map_err(|e| ProviderError::InvalidInput(e.to_string()))
+            })
+            .collect::<ProviderResult<Vec<_>>>()
+    };
+    let roles = inits
+        .iter()
+        .map(|c| {
+            (
+                *c,
+                if is_sidecar(c) {
+                    Role::Sidecar
+                } else {
+                    Role::Init
+                },
+            )
+        })
+        .chain(apps.iter().map(|c| (*c, Role::App)));
+    for (c, role) in roles {
+        let depends_on = dependencies(last_init, &sidecars)?;
+        let mut d = container_definition(c, role, &shown, &mounted)?;
+        d.depends_on = (!depends_on.is_empty()).then_some(depends_on);
+        if let Some(group) = &config.log_group {
+            let logs = LogConfiguration::builder()
+                .log_driver(LogDriver::Awslogs)
+                .options("awslogs-group", group)
+                .options("awslogs-region", &config.region)
+                .options("awslogs-stream-prefix", &log_prefix)
+                .build()
+                .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+            d.log_configuration = Some(logs);
+        }
+        let mut environment = Vec::new();
+        let mut secrets = Vec::new();
+        for (i, e) in c.env.iter().flatten().enumerate() {
+            let value = e.value.clone().unwrap_or_default();
+            if resolved.is_secret_env(&c.name, &e.name) {
+                let k = secret_key(&c.name, i, &e.name);
+                secret_values.insert(k.clone(), value);
+                secrets.push((e.name.clone(), k));
+            } else {
+                environment.push(KeyValuePair::builder().name(&e.name).value(value).build());
+            }
+        }
+        d.environment = (!environment.is_empty()).then_some(environment);
+        containers.push(PlannedContainer {
+            definition: d,
+            secrets,
+        });
+        match role {
+            Role::Init => last_init = Some(&c.name),
+            Role::Sidecar => sidecars.push(&c.name),
+            Role::App => {}
+        }
+    }
+    fit_reservations(&mut containers, size.memory_mib);
+
+    let subnets = annotation(pod, ANNOTATION_SUBNETS)
+        .map(list)
+        .unwrap_or_else(|| config.subnets.clone());
+    let security_groups = annotation(pod, ANNOTATION_SECURITY_GROUPS)
+        .map(list)
+        .unwrap_or_else(|| config.security_groups.clone());
+    let public_ip = match annotation(pod, ANNOTATION_PUBLIC_IP) {
+        None => config.assign_public_ip,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(invalid(
+                &shown,
+                format!("annotation {ANNOTATION_PUBLIC_IP} is {other:?}: must be true or false"),
+            ));
+        }
+    };
+    let capacity = match annotation(pod, ANNOTATION_CAPACITY_PROVIDER) {
+        None => config.capacity_provider,
+        Some("FARGATE") => CapacityProvider::Fargate,
+        Some("FARGATE_SPOT") => CapacityProvider::FargateSpot,
+        Some(other) => {
+            return Err(invalid(
+                &shown,
+                format!(
+                    "annotation {ANNOTATION_CAPACITY_PROVIDER} is {other:?}: must be FARGATE or FARGATE_SPOT"
+                ),
+            ));
+        }
+    };
+    if subnets.is_empty() {
+        return Err(invalid(&shown, "no subnet for its task"));
+    }
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(subnets))
+        .set_security_groups(Some(security_groups))
+        .assign_public_ip(if public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(|e| invalid(&shown, e))?;
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(vpc)
+        .build();
+
+    let labels: BTreeMap<String, String> = identity.labels();
+    let tags = config
+        .tags
+        .iter()
+        .chain(labels.iter())
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    Ok(TaskPlan {
+        secret_name: format!("vk-rs/{family}"),
+        family,
+        size,
+        volumes,
+        network,
+        capacity,
+        tags,
+        started_by: format!("{STARTED_BY_PREFIX}{}", key.uid),
+        client_token: key.uid.clone(),
+        secret_values,
+        skipped_volumes,
+        containers,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Init,
+    Sidecar,
+    App,
+}
+
+/// One container's definition, without env, dependencies and logs.
+fn container_definition(
+    c: &Container,
+    role: Role,
+    pod: &str,
+    volumes: &[&str],
+) -> ProviderResult<ContainerDefinition> {
+    let image = c
+        .image
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid(pod, format!("container {:?} has no image", c.name)))?;
+    let mut ports = Vec::new();
+    for p in c.ports.iter().flatten() {
+        let protocol = match p.protocol.as_deref() {
+            None | Some("TCP") => TransportProtocol::Tcp,
+            Some("UDP") => TransportProtocol::Udp,
+            Some(other) => {
+                return Err(invalid(
+                    pod,
+                    format!("container {:?}: Fargate has no {other} ports", c.name),
+                ));
+            }
+        };
+        if p.host_port.is_some_and(|h| h != p.container_port) {
+            return Err(invalid(
+                pod,
+                format!(
+                    "container {:?}: on Fargate a hostPort must equal its containerPort",
+                    c.name
+                ),
+            ));
+        }
+        ports.push(
+            PortMapping::builder()
+                .container_port(p.container_port)
+                .protocol(protocol)
+                .build(),
+        );
+    }
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        if volumes.contains(&m.name.as_str()) {
+            mounts.push(
+                MountPoint::builder()
+                    .source_volume(&m.name)
+                    .container_path(&m.mount_path)
+                    .read_only(m.read_only.unwrap_or(false))
+                    .build(),
+            );
+        } else if !m.name.starts_with(SERVICE_ACCOUNT_VOLUME_PREFIX) {
+            return Err(invalid(
+                pod,
+                format!("container {:?} mounts unknown volume {:?}", c.name, m.name),
+            ));
+        }
+    }
+    let limit = container_mib(c, true).map_err(|e| invalid(pod, e))?;
+    let request = container_mib(c, false).map_err(|e| invalid(pod, e))?;
+    let to_i32 = |v: i128| i32::try_from(v).unwrap_or(i32::MAX);
+    let reservation = request
+        .or(limit)
+        .map_or(MIN_CONTAINER_MIB, |v| to_i32(v).max(MIN_CONTAINER_MIB));
+    Ok(ContainerDefinition::builder()
+        .name(&c.name)
+        .image(image)
+        .essential(role == Role::App)
+        .set_entry_point(c.command.clone().filter(|v| !v.is_empty()))
+        .set_command(c.args.clone().filter(|v| !v.is_empty()))
+        .set_working_directory(c.working_dir.clone().filter(|w| !w.is_empty()))
+        .set_port_mappings((!ports.is_empty()).then_some(ports))
+        .set_mount_points((!mounts.is_empty()).then_some(mounts))
+        .set_memory(limit.map(|v| to_i32(v).max(MIN_CONTAINER_MIB)))
+        .memory_reservation(reservation)
+        .build())
+}
+
+/// Keeps the containers' reservations within the task's memory (ECS
+/// refuses more): when they add up to more (init containers run alone, so
+/// their requests do not add up in the pod's size), each gets an equal share.
+fn fit_reservations(containers: &mut [PlannedContainer], task_mib: u32) {
+    let task_mib = i32::try_from(task_mib).unwrap_or(i32::MAX);
+    let total: i64 = containers
+        .iter()
+        .map(|c| i64::from(c.definition.memory_reservation.unwrap_or(0)))
+        .sum();
+    if total <= i64::from(task_mib) || containers.is_empty() {
+        return;
+    }
+    let n = i32::try_from(containers.len()).unwrap_or(i32::MAX);
+    let share = (task_mib / n).max(MIN_CONTAINER_MIB);
+    for c in containers {
+        let d = &mut c.definition;
+        let reservation = d.memory_reservation.unwrap_or(share).min(share);
+        d.memory_reservation = Some(reservation);
+        // A hard limit below its reservation is refused too.
+        if let Some(m) = d.memory {
+            d.memory = Some(m.max(reservation));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

@@ -1,0 +1,210 @@
+"""The Fargate provider's AWS stand-in: moto in server mode, in-process,
+with a control route and the patches that make its ECS behave as ECS
+documents where the provider depends on it.
+
+Usage: python moto_ecs.py  (prints "listening on 127.0.0.1:PORT", then serves
+until stdin closes or the process is killed).
+
+Patches of moto 5.2.x, each one where moto falls short of ECS's documented
+behaviour (this list is their record):
+
+- A task shows one container per container definition (moto builds one,
+  from the first definition), named and imaged as defined, RUNNING with no
+  exit code while the task runs (moto: always PENDING with exit code 0).
+- A task has `startedAt` (moto: no timestamps).
+- Tasks stay RUNNING until stopped (moto's state manager set to manual).
+- StopTask stops the task's running containers with exit code 143
+  (SIGTERM), as ECS reports a stopped container; moto leaves them PENDING.
+
+Control route (POST, JSON body), on the same port as the AWS APIs:
+
+- /_vk/container {"task": ARN or id, "container": name,
+  "lastStatus": "STOPPED", "exitCode": 1, "reason": "..."}: a container's state;
+- /_vk/task {"task": ARN or id, "lastStatus": "STOPPED", "stopCode": "...",
+  "stoppedReason": "..."}: a task's state (STOPPED also sets desiredStatus
+  and stoppedAt);
+- GET /_vk/network?region=R: the default VPC's first subnet and default
+  security group, {"subnet": "...", "securityGroup": "..."}.
+"""
+
+import datetime
+import json
+import sys
+import threading
+
+from moto.ec2.models import ec2_backends
+from moto.moto_api import state_manager
+from moto.ecs import models as ecs_models
+from moto.ecs.models import ecs_backends
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+ACCOUNT = "123456789012"
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# ---- Patches -------------------------------------------------------------
+
+_original_task_init = ecs_models.Task.__init__
+
+
+def _task_init(self, cluster, task_definition, *args, **kwargs):
+    _original_task_init(self, cluster, task_definition, *args, **kwargs)
+    containers = []
+    for definition in task_definition.container_definitions:
+        c = ecs_models.Container(task_definition)
+        c.name = definition.get("name")
+        c.image = definition.get("image")
+        c.cpu = definition.get("cpu", 0)
+        c.memory = definition.get("memory")
+        c.environment = definition.get("environment")
+        c.command = definition.get("command")
+        c.last_status = "RUNNING"
+        c.exitCode = None
+        c.reason = None
+        containers.append(c)
+    self.containers = containers
+    self.started_at = _now()
+    self.stop_code = None
+
+
+ecs_models.Task.__init__ = _task_init
+
+_original_stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+
+
+def _stop_task(self, cluster_str, task_str, reason):
+    task = _original_stop_task(self, cluster_str, task_str, reason)
+    for c in task.containers:
+        if c.last_status != "STOPPED":
+            c.last_status = "STOPPED"
+            c.exitCode = 143
+    task.stop_code = task.stop_code or "UserInitiated"
+    task.stopped_at = _now()
+    return task
+
+
+ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task
+
+
+# ---- Control route ---------------------------------------------------------
+
+
+def _find_task(ident):
+    for region in ecs_backends[ACCOUNT].keys():
+        backend = ecs_backends[ACCOUNT][region]
+        for tasks in backend.tasks.values():
+            for arn, task in tasks.items():
+                if arn == ident or arn.endswith("/" + ident):
+                    return task
+    raise KeyError(f"no task {ident}")
+
+
+def _control(request):
+    try:
+        if request.path == "/_vk/network":
+            region = request.args.get("region", "us-east-1")
+            ec2 = ec2_backends[ACCOUNT][region]
+            vpc = next(v for v in ec2.vpcs.values() if v.is_default)
+            subnet = sorted(
+                (s for s in ec2.describe_subnets() if s.vpc_id == vpc.id),
+                key=lambda s: s.id,
+            )[0]
+            group = next(
+                g
+                for g in ec2.describe_security_groups()
+                if g.vpc_id == vpc.id and g.name == "default"
+            )
+            body = {"subnet": subnet.id, "securityGroup": group.id}
+        elif request.path == "/_vk/container":
+            args = request.get_json(force=True)
+            task = _find_task(args["task"])
+            c = next(c for c in task.containers if c.name == args["container"])
+            if "lastStatus" in args:
+                c.last_status = args["lastStatus"]
+            if "exitCode" in args:
+                c.exitCode = args["exitCode"]
+            if "reason" in args:
+                c.reason = args["reason"]
+            body = {"ok": True}
+        elif request.path == "/_vk/task":
+            args = request.get_json(force=True)
+            task = _find_task(args["task"])
+            if "lastStatus" in args:
+                task.last_status = args["lastStatus"]
+                if args["lastStatus"] == "STOPPED":
+                    task.desired_status = "STOPPED"
+                    task.stopped_at = _now()
+            if "stopCode" in args:
+                task.stop_code = args["stopCode"]
+            if "stoppedReason" in args:
+                task.stopped_reason = args["stoppedReason"]
+            body = {"ok": True}
+        else:
+            return Response("no such control route\n", status=404)
+    except (KeyError, StopIteration, IndexError) as e:
+        return Response(json.dumps({"error": str(e)}), status=404)
+    return Response(json.dumps(body), content_type="application/json")
+
+
+class _WithControl:
+    """The moto application, with /_vk/* answered by the control route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/_vk/"):
+            return _control(Request(environ))(environ, start_response)
+        return self.app(environ, start_response)
+
+
+class Server(ThreadedMotoServer):
+    def _server_entry(self):
+        app = _WithControl(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address,
+            self._port,
+            app,
+            True,
+            request_handler=MotoRequestHandler,
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+def main():
+    # Tasks stay where they are until StopTask or the control route moves
+    # them (moto otherwise advances a task one state per DescribeTasks, from
+    # RUNNING down to STOPPED). A reset keeps this.
+    state_manager.set_transition(
+        model_name="ecs::task",
+        transition={"progression": "manual", "times": 10**9},
+    )
+    server = Server(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    print(f"listening on {host}:{port}", flush=True)
+    # Serve until the test process goes away (stdin closes) or kills us.
+    stop = threading.Event()
+
+    def watch_stdin():
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
