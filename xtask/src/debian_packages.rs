@@ -50,6 +50,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "openssl",
         "serving certificates signed by the test cluster's CA",
     ),
+    (
+        "python3-venv",
+        "the virtual environment of the pinned moto the Fargate tests run \
+         (vk-test-support's moto)",
+    ),
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing (as root), or says what to
