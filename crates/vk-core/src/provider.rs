@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{NodeAddress, Pod, PodStatus, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::mpsc;
 
 pub use crate::registry::RegistryCredential;
@@ -119,6 +120,20 @@ impl PodKey {
             name: pod.metadata.name.clone()?,
             uid: pod.metadata.uid.clone()?,
         })
+    }
+}
+
+impl PodKey {
+    /// Object metadata naming this pod (namespace, name, UID): the start of
+    /// the `Pod` a provider reports for a workload it holds (`list_pods`,
+    /// `/runningpods/`) when the backend keeps no copy of the pod.
+    pub fn metadata(&self) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(self.namespace.clone()),
+            name: Some(self.name.clone()),
+            uid: Some(self.uid.clone()),
+            ..Default::default()
+        }
     }
 }
 

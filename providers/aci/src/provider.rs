@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container as KubeContainer, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use vk_core::provider::{ByteStream, CallRateLimit, LogOptions};
 use vk_core::toolkit::log_lines::log_stream;
 use vk_core::{
@@ -132,12 +131,7 @@ impl AciProvider {
 /// containers and images (the group does not keep the rest).
 fn pod_of(key: &PodKey, group: &ContainerGroup) -> Pod {
     Pod {
-        metadata: ObjectMeta {
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
-            uid: Some(key.uid.clone()),
-            ..Default::default()
-        },
+        metadata: key.metadata(),
         spec: Some(PodSpec {
             containers: group
                 .properties

@@ -24,7 +24,6 @@ use aws_sdk_ecs::types::{
     NetworkMode, Task, TaskDefinitionField, TaskDefinitionStatus, TaskField,
 };
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::{info, warn};
 use vk_core::provider::{
     BackendPod, ByteStream, CallRateLimit, LogOptions, NodeCapacity, PodKey, Provider,
@@ -440,12 +439,7 @@ fn pod_of(key: &PodKey, node: &str, defined: &[DefinedContainer]) -> Pod {
     };
     let inits = containers(false);
     Pod {
-        metadata: ObjectMeta {
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
-            uid: Some(key.uid.clone()),
-            ..Default::default()
-        },
+        metadata: key.metadata(),
         spec: Some(PodSpec {
             node_name: Some(node.to_string()),
             containers: containers(true),
