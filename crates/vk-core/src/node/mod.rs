@@ -35,6 +35,9 @@ use crate::provider::{NodeCapacity, Provider};
 /// the conditions' heartbeat times from going stale.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 
+/// The longest a health check may take (`Provider::ping`): one heartbeat.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The version this kubelet reports in `nodeInfo.kubeletVersion`.
 pub fn kubelet_version() -> String {
     format!("v1.35.0-vk-rs.{}", env!("CARGO_PKG_VERSION"))
@@ -109,14 +112,24 @@ impl NodeController {
                 }
             }
 
-            health = match self.provider.ping().await {
-                Ok(()) => Health {
+            // Bounded: a health check that hangs must not hold the Lease
+            // renewals below (the node would go Unknown instead of saying why).
+            let ping_timeout = self.ctx.config.provider_call_timeout.min(PING_TIMEOUT);
+            health = match tokio::time::timeout(ping_timeout, self.provider.ping()).await {
+                Ok(Ok(())) => Health {
                     ready: true,
                     message: String::new(),
                 },
-                Err(e) => Health {
+                Ok(Err(e)) => Health {
                     ready: false,
                     message: e.to_string(),
+                },
+                Err(_) => Health {
+                    ready: false,
+                    message: format!(
+                        "the backend's health check did not answer within {}s",
+                        ping_timeout.as_secs_f64()
+                    ),
                 },
             };
             self.ctx
