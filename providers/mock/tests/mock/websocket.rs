@@ -1,14 +1,12 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The kubelet API's WebSocket channel protocols against a real `vk-mock` node:
 //! exec and port-forward called directly with the apiserver's kubelet client
 //! certificate (as the apiserver does from 1.36 on), and through the apiserver
 //! for legacy `v4` clients, which it passes to the kubelet untranslated.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
@@ -16,7 +14,6 @@ use futures::{SinkExt, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
-use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;

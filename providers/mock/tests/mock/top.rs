@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `kubectl top` through a real metrics-server scraping a mock node.
 //!
 //! metrics-server (built from its pinned Go module by `cargo xtask
@@ -17,15 +16,13 @@
 //! the RoleBinding in kube-system, the node) are deleted when the test ends,
 //! failed or not.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::test_host::{TestHost, not_root};
+use crate::support::*;
 use serde_json::json;
-use support::test_host::{TestHost, not_root};
-use support::*;
 
 /// Bound of each wait on metrics-server.
 const WAIT: Duration = Duration::from_secs(90);

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The `vk-mock` Helm chart (`charts/vk-mock`), rendered with the pinned helm
 //! (`cargo xtask helm-path`):
 //!
@@ -15,8 +13,6 @@
 //! - `cargo xtask charts`: `helm lint --strict` is clean and the apiserver
 //!   accepts every rendering in a server-side dry run.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,7 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use support::*;
+use crate::support::*;
 use vk_test_support::chart::{self, RbacExpectation, objects, of_kind, strings};
 
 /// The chart under test.

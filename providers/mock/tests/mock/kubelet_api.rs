@@ -1,14 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The kubelet HTTPS API through the real apiserver, which verifies the node's
 //! serving certificate (issued by CSR) and presents its own client certificate.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::*;
 use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]

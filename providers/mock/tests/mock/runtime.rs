@@ -1,20 +1,16 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The core runtime's behaviour with the mock backend, against the real local
 //! control plane (issue: core node and pod runtime). Every test runs its own
 //! `vk-mock` process with its own node name.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn node_registers_with_lease_taint_labels_capacity_addresses() {

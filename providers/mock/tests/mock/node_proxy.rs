@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `kubectl get --raw /api/v1/nodes/<node>/proxy/...` through the real apiserver.
 //!
 //! The apiserver refuses to proxy to a node whose address is not a global
@@ -8,11 +7,9 @@
 //! socket to the kubelet API on loopback. Traffic goes only to loopback and
 //! to the namespace the test created.
 
-mod support;
-
+use crate::support::test_host::{TestHost, not_root};
+use crate::support::*;
 use serde_json::json;
-use support::test_host::{TestHost, not_root};
-use support::*;
 
 #[tokio::test]
 async fn node_proxy_stats_summary_through_the_apiserver() {

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The `vk-edge` Helm chart (`charts/vk-edge`), rendered with the pinned helm
 //! (`cargo xtask helm-path`):
 //!

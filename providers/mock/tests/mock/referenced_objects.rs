@@ -1,19 +1,15 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! Pods follow the objects they reference, against the real local control
 //! plane: volume files follow their ConfigMap (and the pod's labels) without
 //! touching the backend when nothing changed, and image pull secrets reach the
 //! backend as registry credentials without blocking the pod when one is missing.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::*;
 
 /// The sum of a Prometheus counter over the series whose labels include `labels`.
 fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -1,18 +1,14 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The engine is the record: a SIGKILLed `vk-edge` adopts what runs without
 //! recreating anything, containers keep running and restarting while the
 //! control plane is away, and an unreachable engine turns the node NotReady.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
-use support::*;
 use vk_test_support::{PodmanEngine, RIG_DIR, TestCluster, client_for_kubeconfig, podman};
 
 async fn uids(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The edge provider's streams and usage against real containers: `kubectl
 //! logs` options (tail, timestamps, since, follow, previous), `kubectl attach`
 //! (output and stdin), `kubectl exec` with a TTY, a memory limit the kernel
@@ -7,13 +5,10 @@
 //! stats. Each test runs its own `vk-edge` node and namespace on the rig's
 //! rootful podman.
 
-#[macro_use]
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use vk_test_support::podman;
 

@@ -1,18 +1,13 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The edge provider against real containers: rootful podman (the test rig's
 //! shared service), the real local control plane and real kubectl. Each test
 //! runs its own `vk-edge` node and namespace.
 
-#[macro_use]
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::*;
 use vk_test_support::{BUSYBOX_HTTPD_IMAGE, BUSYBOX_IMAGE, Registry};
 
 async fn exec_out(cluster: &TestCluster, ns: &str, pod: &str, c: &str, path: &str) -> String {

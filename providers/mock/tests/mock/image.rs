@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 //! The `vk-mock` image: built by `cargo xtask build-images --provider mock`
 //! (no container engine involved), loaded into rootful podman from its
 //! `docker-archive` tarball, run for `--version`, and run with host
@@ -14,8 +12,6 @@
 //! (the CLI with those flags). When podman cannot run at all the tests say
 //! so loudly and skip.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -27,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use vk_test_support::{PodmanOutput, prepare_podman};
 
-use support::*;
+use crate::support::*;
 
 /// The mock image must stay below this (compressed).
 const MAX_COMPRESSED_BYTES: u64 = 20_000_000;

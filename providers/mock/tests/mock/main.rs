@@ -1,0 +1,15 @@
+//! The mock's integration tests, against the real local control plane: one
+//! test binary (one link of the workspace's dependencies, not one per file).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod chart;
+mod image;
+mod kubelet_api;
+mod node_proxy;
+mod referenced_objects;
+mod runtime;
+mod top;
+mod websocket;
