@@ -355,7 +355,12 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
     // Node Ready, and its lease renewed by the ServiceAccount.
     wait_node_ready(&client, &node, Duration::from_secs(60)).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = leases.get(&node).await.expect("the node's lease");
+    // The Lease follows the node's first status write: wait for it.
+    let lease = wait_for("the node's lease", Duration::from_secs(30), || async {
+        Ok(leases.get_opt(&node).await?)
+    })
+    .await
+    .expect("the node's lease");
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(node.as_str())
