@@ -80,13 +80,13 @@ impl PodWriter for FakeApi {
         _namespace: &str,
         name: &str,
         uid: &str,
-        status: &PodStatus,
+        status: PodStatus,
     ) -> Result<(), WriteError> {
         let mut pod = self.pod(name).ok_or(WriteError::Gone)?;
         if pod.metadata.uid.as_deref() != Some(uid) {
             return Err(WriteError::Gone);
         }
-        pod.status = Some(status.clone());
+        pod.status = Some(status);
         self.apply(pod);
         Ok(())
     }

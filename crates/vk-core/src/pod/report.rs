@@ -42,7 +42,7 @@ pub trait PodWriter: Send + Sync {
         namespace: &str,
         name: &str,
         uid: &str,
-        status: &PodStatus,
+        status: PodStatus,
     ) -> Result<(), WriteError>;
     /// `DELETE` with grace 0 and a UID precondition.
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), WriteError>;
@@ -78,7 +78,7 @@ impl PodWriter for ApiWriter {
         namespace: &str,
         name: &str,
         uid: &str,
-        status: &PodStatus,
+        status: PodStatus,
     ) -> Result<(), WriteError> {
         self.ctx.limiter.acquire().await;
         let res = writes::patch_pod_status(&self.ctx.client, namespace, name, uid, status).await;
@@ -203,7 +203,7 @@ impl Reporter {
             // yet; when it does, the pod is synced again against it.
             return Written::Done;
         }
-        match self.api.patch_status(ns, &name, uid, &new).await {
+        match self.api.patch_status(ns, &name, uid, new).await {
             Ok(()) => {
                 locked(&self.written).insert(key, this_write);
                 Written::Done

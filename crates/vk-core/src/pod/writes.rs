@@ -8,7 +8,7 @@
 //! allocations per pod lifecycle. Errors are the same as with `Api`
 //! (`kube::Error::Api` for a refusal, with its code).
 
-use k8s_openapi::api::core::v1::PodStatus;
+use k8s_openapi::api::core::v1::{HostIP, PodIP, PodStatus};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -37,7 +37,61 @@ fn pods(namespace: &str) -> Request {
 #[derive(Serialize, Debug)]
 struct StatusPatch<'a> {
     metadata: UidPrecondition<'a>,
-    status: &'a PodStatus,
+    status: StatusBody<'a>,
+}
+
+/// The status with its IP lists replaced rather than merged. `podIPs` and
+/// `hostIPs` merge by `ip` in a strategic merge patch: a pod whose IP changed
+/// (a cloud backend that replaced a stopped task) would get both IPs, which
+/// the apiserver refuses ("no more than one IP for each IP family"), and
+/// the status could never be written again.
+#[derive(Serialize, Debug)]
+struct StatusBody<'a> {
+    /// Everything else; its `podIPs` and `hostIPs` were taken out.
+    #[serde(flatten)]
+    rest: &'a PodStatus,
+    #[serde(rename = "podIPs", skip_serializing_if = "Option::is_none")]
+    pod_ips: Option<Replace<PodIP>>,
+    #[serde(rename = "hostIPs", skip_serializing_if = "Option::is_none")]
+    host_ips: Option<Replace<HostIP>>,
+}
+
+/// A list sent with the strategic merge patch directive `{"$patch": "replace"}`.
+#[derive(Debug)]
+struct Replace<T>(Vec<T>);
+
+impl<T: Serialize> Serialize for Replace<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len() + 1))?;
+        seq.serialize_element(&ReplaceDirective { patch: "replace" })?;
+        for item in &self.0 {
+            seq.serialize_element(item)?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize, Debug)]
+struct ReplaceDirective {
+    #[serde(rename = "$patch")]
+    patch: &'static str,
+}
+
+impl StatusPatch<'_> {
+    /// The patch of `status` for the pod of `uid`; takes the IP lists out of `status`.
+    fn new<'a>(uid: &'a str, status: &'a mut PodStatus) -> StatusPatch<'a> {
+        let pod_ips = status.pod_ips.take().map(Replace);
+        let host_ips = status.host_ips.take().map(Replace);
+        StatusPatch {
+            metadata: UidPrecondition { uid },
+            status: StatusBody {
+                rest: status,
+                pod_ips,
+                host_ips,
+            },
+        }
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -52,12 +106,9 @@ pub async fn patch_pod_status(
     namespace: &str,
     name: &str,
     uid: &str,
-    status: &PodStatus,
+    mut status: PodStatus,
 ) -> Result<(), kube::Error> {
-    let patch = Patch::Strategic(StatusPatch {
-        metadata: UidPrecondition { uid },
-        status,
-    });
+    let patch = Patch::Strategic(StatusPatch::new(uid, &mut status));
     send(
         client,
         pods(namespace).patch_subresource("status", name, &PatchParams::default(), &patch),
@@ -84,4 +135,44 @@ pub async fn create_event(client: &Client, event: &Event) -> Result<(), kube::Er
     ))
     .create(&PostParams::default(), body);
     send(client, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_status_patch_replaces_the_ip_lists_and_keeps_the_rest() {
+        let mut status = PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.0.0.9".into()),
+            pod_ips: Some(vec![PodIP {
+                ip: "10.0.0.9".into(),
+            }]),
+            host_ips: Some(vec![HostIP {
+                ip: "192.0.2.1".into(),
+            }]),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(StatusPatch::new("u1", &mut status)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "metadata": { "uid": "u1" },
+                "status": {
+                    "phase": "Running",
+                    "podIP": "10.0.0.9",
+                    "podIPs": [{ "$patch": "replace" }, { "ip": "10.0.0.9" }],
+                    "hostIPs": [{ "$patch": "replace" }, { "ip": "192.0.2.1" }],
+                }
+            })
+        );
+        let mut bare = PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(StatusPatch::new("u1", &mut bare)).unwrap();
+        assert_eq!(body["status"], serde_json::json!({ "phase": "Pending" }));
+    }
 }

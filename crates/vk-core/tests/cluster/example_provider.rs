@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The worked example of `docs/writing-a-provider.md`
 //! (`examples/timer_provider.rs`) runs a pod on the real local control
 //! plane: Running, logs through the apiserver, then Succeeded on its own.
