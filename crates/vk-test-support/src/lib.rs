@@ -112,7 +112,7 @@ pub use busybox::{
 pub use cluster::{TestCluster, cluster_and_namespace};
 pub use command::CommandOutput;
 pub use daemon::RIG_DIR;
-pub use fake_arm::{FakeArm, FakeArmOptions, RecordedRequest};
+pub use fake_arm::{ExecRecord, FakeArm, FakeArmOptions, RecordedRequest};
 pub use kubeconfig::client_for_kubeconfig;
 pub use kubectl::{
     KubectlOutput, kubectl, kubectl_blocking, kubectl_ok, run_with_stdin, spawn_kubectl,

@@ -1,7 +1,8 @@
 //! The AWS stand-in of the Fargate provider's tests: `moto` (PyPI, pinned)
 //! in server mode, run in-process by a small wrapper of the provider's own
-//! (`providers/fargate/tests/rig/moto_ecs.py`) that adds a control route and
-//! makes moto's ECS behave as ECS documents where it falls short.
+//! (`providers/fargate/tests/rig/moto_ecs.py`) that adds a control route,
+//! makes moto's ECS behave as ECS documents where it falls short, and puts a
+//! fault-injecting reverse proxy in front ([`MotoServer::faulty_endpoint`]).
 //!
 //! The Python virtual environment is made by the tests themselves, once per
 //! machine, under the cache (`$VK_CACHE_DIR`, else `~/.cache/vk-rs`,
@@ -120,6 +121,8 @@ fn run(cmd: &mut Command) -> Result<()> {
 #[derive(Debug)]
 pub struct MotoServer {
     port: u16,
+    /// The fault-injecting proxy in front of it.
+    proxy_port: u16,
     log: PathBuf,
     child: Child,
     /// Closing it tells the wrapper to stop.
@@ -163,12 +166,12 @@ impl MotoServer {
                 );
             }
         };
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok());
-        let Some(port) = port else {
+        // `listening on 127.0.0.1:PORT faults 127.0.0.1:PROXY`
+        let ports: Vec<u16> = line
+            .split_whitespace()
+            .filter_map(|w| w.rsplit_once(':')?.1.parse().ok())
+            .collect();
+        let (Some(&port), Some(&proxy_port)) = (ports.first(), ports.get(1)) else {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
@@ -178,6 +181,7 @@ impl MotoServer {
         };
         Ok(MotoServer {
             port,
+            proxy_port,
             log,
             _stdin: child.stdin.take(),
             child,
@@ -192,6 +196,23 @@ impl MotoServer {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The endpoint of the fault-injecting proxy in front of it: the same
+    /// APIs, with the share of failures [`MotoServer::set_faults`] chose
+    /// (none at first).
+    pub fn faulty_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
+    /// Makes the proxy fail `share` of the calls (0 to 1) without
+    /// forwarding them: `throttled` of those with 400 `ThrottlingException`,
+    /// the others with 500. Returns the counts so far
+    /// (`{"forwarded": n, "throttled": n, "failed": n}`).
+    pub fn set_faults(&self, share: f64, throttled: f64) -> Result<serde_json::Value> {
+        let body = serde_json::json!({ "share": share, "throttled": throttled });
+        let answer = self.call("POST", "/_vk/faults", &body.to_string())?;
+        serde_json::from_str(&answer).context("the faults answer")
     }
 
     /// The last lines of its log (requests and errors), for failure messages.
@@ -234,6 +255,14 @@ impl MotoServer {
         let mut body = fields;
         body["task"] = task.into();
         self.call("POST", "/_vk/task", &body.to_string())?;
+        Ok(())
+    }
+
+    /// Makes later calls of AWS action `action` (`RunTask`...) answered one
+    /// at a time, each `seconds` late (0: on time again).
+    pub fn set_latency(&self, action: &str, seconds: f64) -> Result<()> {
+        let body = serde_json::json!({ action: seconds });
+        self.call("POST", "/_vk/latency", &body.to_string())?;
         Ok(())
     }
 

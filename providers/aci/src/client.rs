@@ -1,8 +1,9 @@
 //! The ARM client of the provider: container groups created, read, listed and
 //! deleted in one resource group, through azure_core's pipeline.
 //!
-//! - **Transport**: reqwest with rustls on ring; the system's roots plus the
-//!   `--extra-ca-file` certificates (a private cloud's CA, the tests' CA).
+//! - **Transport** ([`crate::transport`]): reqwest with rustls on ring; the
+//!   system's roots plus the `--extra-ca-file` certificates (a private
+//!   cloud's CA, the tests' CA).
 //! - **Auth**: an azure_identity credential (workload identity, client
 //!   secret or managed identity) through azure_core's bearer token policy,
 //!   scope `<arm endpoint>/.default`. The policy refuses non-https URLs,
@@ -21,26 +22,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::{
-    ClientOptions, Context, ExponentialRetryOptions, Method, Pipeline, PipelineSendOptions,
-    RawResponse, Request, RetryOptions, StatusCode, Transport, Url,
-};
-use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request, StatusCode, Url,
 };
 use serde::de::DeserializeOwned;
 use vk_core::{ProviderError, ProviderResult};
 
-use crate::config::{AciConfig, Credential};
+use crate::config::AciConfig;
 use crate::models::{
-    API_VERSION, AsyncOperation, CloudError, ContainerGroup, ContainerGroupList, Logs,
+    API_VERSION, AsyncOperation, CloudError, ContainerExecRequest, ContainerGroup,
+    ContainerGroupList, Logs, StreamSession,
 };
+use crate::transport::{client_options, credential, transport, websocket_tls};
 
 /// api-version of `Microsoft.Resources/resourceGroups` (the health check).
 const RESOURCE_GROUPS_API_VERSION: &str = "2021-04-01";
@@ -58,94 +54,11 @@ const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("x-ms-retry-after-ms"
 #[derive(Clone, Debug)]
 pub struct ArmClient {
     pipeline: Pipeline,
+    /// TLS of the exec and attach WebSockets (same roots as the pipeline).
+    websocket_tls: Arc<rustls::ClientConfig>,
     endpoint: Url,
     subscription: String,
     resource_group: String,
-}
-
-/// The HTTP transport: reqwest over rustls (ring), system roots plus extra CAs.
-fn transport(config: &AciConfig) -> anyhow::Result<Transport> {
-    // reqwest (rustls without a provider) uses the process default: ring,
-    // as the rest of the workspace. Another part of the process may have
-    // installed it already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut extra = Vec::new();
-    if let Some(path) = &config.extra_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("--extra-ca-file {}: {e}", path.display()))?;
-        extra = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| anyhow::anyhow!("--extra-ca-file {}: {e}", path.display()))?;
-    }
-    let client = reqwest::Client::builder()
-        .tls_certs_merge(extra)
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
-    Ok(Transport::new(Arc::new(client)))
-}
-
-fn client_options(transport: &Transport, config: &AciConfig) -> ClientOptions {
-    let mut cloud = azure_core::cloud::CustomConfiguration::default();
-    cloud.authority_host = config
-        .authority_host
-        .as_str()
-        .trim_end_matches('/')
-        .to_string();
-    ClientOptions {
-        transport: Some(transport.clone()),
-        retry: RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: azure_core::time::Duration::milliseconds(200),
-            max_retries: 8,
-            max_total_elapsed: azure_core::time::Duration::seconds(60),
-            max_delay: azure_core::time::Duration::seconds(30),
-        }),
-        cloud: Some(Arc::new(azure_core::cloud::CloudConfiguration::Custom(
-            cloud,
-        ))),
-        ..Default::default()
-    }
-}
-
-/// The credential of the settings, with its token requests on `transport`.
-fn credential(
-    config: &AciConfig,
-    transport: &Transport,
-) -> anyhow::Result<Arc<dyn TokenCredential>> {
-    let options = client_options(transport, config);
-    let credential: Arc<dyn TokenCredential> = match &config.credential {
-        Credential::WorkloadIdentity {
-            tenant_id,
-            client_id,
-            token_file,
-        } => WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-            credential_options: ClientAssertionCredentialOptions {
-                client_options: options,
-            },
-            client_id: Some(client_id.clone()),
-            tenant_id: Some(tenant_id.clone()),
-            token_file_path: Some(token_file.clone()),
-        }))?,
-        Credential::ClientSecret {
-            tenant_id,
-            client_id,
-            secret,
-        } => ClientSecretCredential::new(
-            tenant_id,
-            client_id.clone(),
-            Secret::from(secret.clone()),
-            Some(ClientSecretCredentialOptions {
-                client_options: options,
-            }),
-        )?,
-        Credential::ManagedIdentity { client_id } => {
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: options,
-            }))?
-        }
-    };
-    Ok(credential)
 }
 
 /// An error with its sources: azure_core's own text for a failed token
@@ -235,6 +148,7 @@ impl ArmClient {
         );
         Ok(ArmClient {
             pipeline,
+            websocket_tls: websocket_tls(config)?,
             endpoint: config.arm_endpoint.clone(),
             subscription: config.subscription_id.clone(),
             resource_group: config.resource_group.clone(),
@@ -453,6 +367,56 @@ impl ArmClient {
         }
         let logs: Logs = parse(&what, &response)?;
         Ok(logs.content.unwrap_or_default())
+    }
+
+    /// Starts `request.command` in a container: the WebSocket to dial and
+    /// its password.
+    pub async fn exec(
+        &self,
+        group: &str,
+        container: &str,
+        request: &ContainerExecRequest,
+    ) -> ProviderResult<StreamSession> {
+        let what = format!("exec in container {container} of group {group}");
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ProviderError::InvalidInput(format!("{what}: {e}")))?;
+        self.stream_session(&what, group, container, "exec", Some(body))
+            .await
+    }
+
+    /// Attaches to a container's output: the WebSocket to dial and its
+    /// password.
+    pub async fn attach(&self, group: &str, container: &str) -> ProviderResult<StreamSession> {
+        let what = format!("attach to container {container} of group {group}");
+        self.stream_session(&what, group, container, "attach", None)
+            .await
+    }
+
+    async fn stream_session(
+        &self,
+        what: &str,
+        group: &str,
+        container: &str,
+        verb: &str,
+        body: Option<Vec<u8>>,
+    ) -> ProviderResult<StreamSession> {
+        let url = self.url(
+            &format!(
+                "{}/{group}/containers/{container}/{verb}",
+                self.groups_path()
+            ),
+            API_VERSION,
+        )?;
+        let response = self.send(what, Method::Post, url, body).await?;
+        if u16::from(response.status()) != 200 {
+            return Err(arm_error(what, &response));
+        }
+        parse(what, &response)
+    }
+
+    /// TLS of the exec and attach WebSockets.
+    pub fn websocket_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.websocket_tls.clone()
     }
 
     /// Whether the resource group answers (the node's health).

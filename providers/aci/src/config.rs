@@ -66,6 +66,12 @@ pub struct AciArgs {
     /// system's (a private cloud's CA, a TLS-inspecting proxy, tests).
     #[arg(long = "extra-ca-file", env = "ACI_EXTRA_CA_FILE")]
     pub extra_ca_file: Option<PathBuf>,
+    /// The cluster DNS service's IPs (comma-separated, as the kubelet's
+    /// flag): the nameservers of ClusterFirst pods. Reachable from groups
+    /// in a virtual network (--vnet-name, --subnet-name) connected to the
+    /// cluster's.
+    #[arg(long = "cluster-dns", env = "ACI_CLUSTER_DNS", value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
 }
 
 /// How `vk-aci` gets its ARM tokens.
@@ -139,6 +145,8 @@ pub struct AciConfig {
     pub authority_host: Url,
     /// Extra CA certificates to trust.
     pub extra_ca_file: Option<PathBuf>,
+    /// The cluster DNS service's IPs (none: ClusterFirst pods use ACI's DNS).
+    pub cluster_dns: Vec<String>,
 }
 
 fn https_url(flag: &str, text: &str) -> Result<Url, String> {
@@ -217,6 +225,16 @@ impl AciConfig {
         {
             return Err(format!("--extra-ca-file {}: no such file", file.display()));
         }
+        let cluster_dns = args
+            .cluster_dns
+            .iter()
+            .map(|ip| {
+                ip.trim()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_string())
+                    .map_err(|_| format!("--cluster-dns {ip:?}: not an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(AciConfig {
             subscription_id,
             resource_group,
@@ -226,6 +244,7 @@ impl AciConfig {
             arm_endpoint: https_url("arm-endpoint", &args.arm_endpoint)?,
             authority_host: https_url("authority-host", &args.authority_host)?,
             extra_ca_file: args.extra_ca_file.clone(),
+            cluster_dns,
         })
     }
 }
@@ -269,7 +288,7 @@ mod tests {
     #[test]
     fn settings_are_checked_with_one_sentence_each() {
         type Edit = fn(&mut AciArgs);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 10] = [
             (
                 |a| a.subscription_id = None,
                 "--subscription-id (or AZURE_SUBSCRIPTION_ID) is required",
@@ -299,6 +318,10 @@ mod tests {
             (
                 |a| a.authority_host = "not a url".into(),
                 "--authority-host",
+            ),
+            (
+                |a| a.cluster_dns = vec!["10.0.0.10".into(), "kube-dns".into()],
+                "--cluster-dns \"kube-dns\": not an IP address",
             ),
         ];
         for (edit, want) in cases {

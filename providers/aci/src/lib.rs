@@ -10,14 +10,18 @@
 //! - [`client`]: the ARM client (azure_core pipeline, azure_identity
 //!   credentials, long-running operations);
 //! - [`logs`]: container logs as a line source for the core's log toolkit;
+//! - [`exec`]: exec and attach sessions over ACI's WebSockets;
+//! - [`transport`]: the HTTP transport, WebSocket TLS and credentials;
 //! - [`provider`]: the `vk_core::Provider` over them.
 
 pub mod client;
 pub mod config;
+pub mod exec;
 pub mod group;
 pub mod logs;
 pub mod models;
 pub mod provider;
 pub mod status;
+pub mod transport;
 
 pub use provider::AciProvider;

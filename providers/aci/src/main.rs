@@ -50,11 +50,14 @@ fn main() -> ExitCode {
         Err(e) => return binary::usage_error("vk-aci", e),
     };
     let poll = Duration::from_secs(cli.status_poll_seconds);
+    let cluster_domain = cli.kubelet.cluster_domain.clone();
     binary::run("vk-aci", cli.kubelet.clone(), "azure-aci", |node| {
         let settings = GroupSettings {
             node: node.to_string(),
             region: aci.region.clone(),
             subnet_id: aci.subnet_id.clone(),
+            cluster_dns: aci.cluster_dns.clone(),
+            cluster_domain: cluster_domain.clone(),
         };
         let capacity = aci_node_capacity(node, &config.node(node));
         Ok(

@@ -156,6 +156,9 @@ pub struct ContainerProperties {
     /// Readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<ContainerProbe>,
+    /// Privileges, capabilities and user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
     /// The container's live state (responses only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_view: Option<ContainerInstanceView>,
@@ -186,9 +189,47 @@ pub struct InitContainerProperties {
     /// Mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Privileges, capabilities and user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
     /// Live state (responses only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_view: Option<ContainerInstanceView>,
+}
+
+/// A container's security context (the contract's `SecurityContextDefinition`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// A privileged container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Whether a process may gain more privileges than its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    /// Capabilities added and dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// GID of the container's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i32>,
+    /// UID of the container's processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i32>,
+    /// A seccomp profile: the profile's JSON, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<String>,
+}
+
+/// Capabilities added to and dropped from a container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Added (`NET_ADMIN`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Dropped (`ALL`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
 }
 
 /// One environment variable: exactly one of `value` and `secureValue`.
@@ -539,6 +580,52 @@ pub struct Logs {
     /// The text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+}
+
+/// The body of `POST .../containers/{name}/exec`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerExecRequest {
+    /// The command: one string, which ACI splits into words like a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The terminal's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_size: Option<TerminalSize>,
+}
+
+/// A terminal's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    /// Rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i32>,
+    /// Columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<i32>,
+}
+
+/// The answer to an exec or attach: where the session's WebSocket is and its
+/// password (`ContainerExecResponse`, `ContainerAttachResponse`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamSession {
+    /// The WebSocket to dial (`wss://...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_socket_uri: Option<String>,
+    /// The session's password (exec: the first message; attach: the
+    /// `Authorization` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for StreamSession {
+    /// Leaves the password out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSession")
+            .field("web_socket_uri", &self.web_socket_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An ARM error body.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container as KubeContainer, Pod, PodSpec, PodStatus};
-use vk_core::provider::{ByteStream, CallRateLimit, LogOptions};
+use vk_core::provider::{ByteStream, CallRateLimit, ExecIo, LogOptions};
 use vk_core::toolkit::log_lines::log_stream;
 use vk_core::{
     BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
@@ -20,6 +20,7 @@ use vk_core::{
 };
 
 use crate::client::ArmClient;
+use crate::exec;
 use crate::group::{GroupSettings, container_group, group_name};
 use crate::logs::AciLogSource;
 use crate::models::ContainerGroup;
@@ -250,6 +251,35 @@ impl Provider for AciProvider {
         let source =
             AciLogSource::new(self.client.clone(), name, container.to_string(), first_tail);
         Ok(log_stream(source, opts, LOG_POLL))
+    }
+
+    /// The argv is quoted into ACI's one command string; ACI sends one
+    /// output stream and no exit code: 0 means the session closed normally
+    /// (see [`crate::exec`]).
+    async fn exec(
+        &self,
+        key: &PodKey,
+        container: &str,
+        command: Vec<String>,
+        mut io: ExecIo,
+    ) -> ProviderResult<i32> {
+        if command.is_empty() {
+            return Err(ProviderError::InvalidInput("exec needs a command".into()));
+        }
+        let name = group_name(&key.namespace, &key.name, &key.uid);
+        let size = exec::first_size(&mut io).await;
+        let session = self
+            .client
+            .exec(&name, container, &exec::exec_request(&command, size))
+            .await?;
+        exec::run_exec(self.client.websocket_tls(), &session, io).await
+    }
+
+    /// ACI's attach is output only: stdin is not carried.
+    async fn attach(&self, key: &PodKey, container: &str, io: ExecIo) -> ProviderResult<i32> {
+        let name = group_name(&key.namespace, &key.name, &key.uid);
+        let session = self.client.attach(&name, container).await?;
+        exec::run_attach(self.client.websocket_tls(), &session, io).await
     }
 
     fn notify_status(&self, notifier: StatusNotifier) -> bool {

@@ -5,150 +5,46 @@
 //! standing in for Azure. Every test asserts that no request or response
 //! broke the contract.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+#[path = "aci/rig.rs"]
+mod rig;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use vk_aci::group::group_name;
-use vk_test_support::{
-    FakeArm, FakeArmOptions, KubeletProcess, TestCluster, approve_serving_csr,
-    cluster_and_namespace, create_pod, delete_node, events, free_port, kubectl, spawn_kubectl,
-    unique_name, wait_for, wait_pod, wait_running,
-};
+use vk_test_support::{approve_serving_csr, events, kubectl, spawn_kubectl, wait_for, wait_pod};
 
-/// A pod on the fake runs within: a create (two operation polls), one
-/// second Pending, and a status poll every second.
-const RUNNING_WITHIN: Duration = Duration::from_secs(45);
-
-/// A `vk-aci` process for one node, talking to `arm`.
-struct AciNode {
-    name: String,
-    process: KubeletProcess,
-    _dir: tempfile::TempDir,
-}
-
-impl AciNode {
-    fn start(cluster: &TestCluster, arm: &FakeArm, name: &str) -> AciNode {
-        AciNode::start_with_secret(cluster, arm, name, "s3cret")
-    }
-
-    fn start_with_secret(
-        cluster: &TestCluster,
-        arm: &FakeArm,
-        name: &str,
-        client_secret: &str,
-    ) -> AciNode {
-        let dir = tempfile::tempdir().unwrap();
-        let o = arm.options();
-        let log: PathBuf = dir.path().join("vk-aci.log");
-        let flags: Vec<OsString> = [
-            "--kubeconfig",
-            cluster.kubeconfig().to_str().unwrap(),
-            "--nodename",
-            name,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-            "--kubelet-port",
-            &free_port().unwrap().to_string(),
-            "--node-ip",
-            "127.0.0.1",
-            "--log-level",
-            "info,vk_core=debug,vk_aci=debug",
-            "--subscription-id",
-            &o.subscription,
-            "--resource-group",
-            &o.resource_group,
-            "--region",
-            "westeurope",
-            "--tenant-id",
-            &o.tenant,
-            "--client-id",
-            "vk-aci-test",
-            "--client-secret",
-            client_secret,
-            "--arm-endpoint",
-            &arm.endpoint(),
-            "--authority-host",
-            &arm.endpoint(),
-            "--extra-ca-file",
-            arm.ca_file().to_str().unwrap(),
-            "--status-poll-seconds",
-            "1",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        let process =
-            KubeletProcess::start(env!("CARGO_BIN_EXE_vk-aci"), flags, &log).expect("spawn vk-aci");
-        AciNode {
-            name: name.to_string(),
-            process,
-            _dir: dir,
-        }
-    }
-}
-
-async fn fake_arm() -> FakeArm {
-    FakeArm::start(FakeArmOptions {
-        client_secret: Some("s3cret".into()),
-        ..Default::default()
-    })
-    .await
-    .expect("fake ARM")
-}
-
-fn group_of(pod: &Pod) -> String {
-    let m = &pod.metadata;
-    group_name(
-        m.namespace.as_deref().unwrap(),
-        m.name.as_deref().unwrap(),
-        m.uid.as_deref().unwrap(),
-    )
-}
-
-fn assert_contract_kept(arm: &FakeArm) {
-    let violations = arm.violations();
-    assert!(
-        violations.is_empty(),
-        "contract violations: {violations:#?}"
-    );
-}
+use self::rig::{CLUSTER_DNS, RUNNING_WITHIN, Rig, group_of};
 
 #[tokio::test]
 async fn a_pod_runs_as_a_container_group_with_its_ip_and_is_deleted_with_it() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-run").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    let created = create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "web"},
-            "spec": {"nodeName": node.name, "restartPolicy": "Never", "containers": [{
+    let rig = Rig::start("aci-run").await;
+    let created = rig
+        .pod(
+            "web",
+            json!({"restartPolicy": "Never", "containers": [{
                 "name": "main", "image": "nginx:1.27",
                 "command": ["sh", "-c", "echo a b"],
-                "ports": [{"containerPort": 80}],
+                "ports": [{"containerPort": 80, "hostPort": 80}],
                 "livenessProbe": {"tcpSocket": {"port": 80}},
+                "workingDir": "/srv",
+                "securityContext": {"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1"}}
-            }]}
-        }),
-    )
-    .await;
+            }]}),
+        )
+        .await;
     let group = group_of(&created);
-    let pod = wait_running(&client, ns.name(), "web", RUNNING_WITHIN).await;
-    let ip = arm.group_ip(&group).expect("the group exists");
+    let pod = rig.wait_running("web").await;
+    let ip = rig.arm.group_ip(&group).expect("the group exists");
     assert_eq!(
         pod.status.as_ref().unwrap().pod_ip.as_deref(),
         Some(ip.as_str())
     );
 
-    let body = arm.group_request(&group).unwrap();
-    assert_eq!(body["tags"]["io.vk-rs.node"], json!(node.name));
+    let body = rig.arm.group_request(&group).unwrap();
+    assert_eq!(body["tags"]["io.vk-rs.node"], json!(rig.node.name));
     assert_eq!(
         body["tags"]["io.vk-rs.pod-uid"],
         json!(created.metadata.uid.clone().unwrap())
@@ -161,43 +57,29 @@ async fn a_pod_runs_as_a_container_group_with_its_ip_and_is_deleted_with_it() {
         json!({"cpu": 1.0, "memoryInGB": 0.6})
     );
     assert_eq!(props["resources"]["limits"], json!({"cpu": 1.0}));
+    // The security context maps (and passed the contract's check).
+    assert_eq!(
+        props["securityContext"],
+        json!({"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}})
+    );
+    assert_eq!(props["ports"], json!([{"port": 80, "protocol": "TCP"}]));
+    // ClusterFirst: the cluster DNS, and the namespace's search domains.
+    let ns = rig.ns();
+    assert_eq!(
+        body["properties"]["dnsConfig"],
+        json!({"nameServers": [CLUSTER_DNS], "options": "ndots:5",
+            "searchDomains": format!("{ns}.svc.cluster.local svc.cluster.local cluster.local")})
+    );
 
-    // ACI has no tcpSocket probes: said in an event, not dropped silently.
-    wait_for(
-        "a ProbeNotSupported event",
-        Duration::from_secs(20),
-        || async {
-            let events = events(&client, ns.name()).await;
-            if events
-                .iter()
-                .any(|(reason, pod)| reason == "ProbeNotSupported" && pod == "web")
-            {
-                Ok(Some(()))
-            } else {
-                anyhow::bail!("events: {events:?}")
-            }
-        },
-    )
-    .await
-    .unwrap();
+    // What ACI cannot do is said in an event, not dropped silently.
+    rig.wait_event("ProbeNotSupported", "web").await;
+    rig.wait_event("WorkingDirNotSupported", "web").await;
 
     // ACI's container events become the pod's, each once however many
     // polls see them.
-    wait_for("the Started event", Duration::from_secs(20), || async {
-        let events = events(&client, ns.name()).await;
-        if events
-            .iter()
-            .any(|(reason, pod)| reason == "Started" && pod == "web")
-        {
-            Ok(Some(()))
-        } else {
-            anyhow::bail!("events: {events:?}")
-        }
-    })
-    .await
-    .unwrap();
+    rig.wait_event("Started", "web").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = events(&client, ns.name()).await;
+    let events = events(&rig.client, rig.ns()).await;
     for reason in ["Pulling", "Pulled", "Started"] {
         let n = events
             .iter()
@@ -206,9 +88,8 @@ async fn a_pod_runs_as_a_container_group_with_its_ip_and_is_deleted_with_it() {
         assert_eq!(n, 1, "{reason} recorded once: {events:?}");
     }
 
-    let requests = arm.requests();
-    let puts = requests.iter().filter(|r| r.method == "PUT").count();
-    assert_eq!(puts, 1, "one PUT per pod");
+    let requests = rig.arm.requests();
+    assert_eq!(rig.puts(), 1, "one PUT per pod");
     let per_pod_gets = requests
         .iter()
         .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/containerGroups/{group}")))
@@ -223,62 +104,47 @@ async fn a_pod_runs_as_a_container_group_with_its_ip_and_is_deleted_with_it() {
             .any(|r| r.method == "GET" && r.path.ends_with("/containerGroups"))
     );
 
-    Api::<Pod>::namespaced(client.clone(), ns.name())
+    Api::<Pod>::namespaced(rig.client.clone(), rig.ns())
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("the group is deleted", Duration::from_secs(30), || async {
-        if arm.group_names().contains(&group) {
-            anyhow::bail!("still there: {:?}", arm.group_names())
-        }
-        Ok(Some(()))
-    })
-    .await
-    .unwrap();
+    rig.wait_group_gone(&group, Duration::from_secs(30)).await;
     assert!(
-        arm.requests()
+        rig.arm
+            .requests()
             .iter()
             .any(|r| r.method == "DELETE" && r.status == 202)
     );
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn env_from_a_secret_goes_as_secure_value_and_never_comes_back() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-secret").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
+    let rig = Rig::start("aci-secret").await;
     let secret_value = "tops3cret-value-42";
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "creds"}, "stringData": {"password": secret_value}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns.name())
+    Api::<Secret>::namespaced(rig.client.clone(), rig.ns())
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let created = create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "app"},
-            "spec": {"nodeName": node.name, "containers": [{
+    let created = rig
+        .pod(
+            "app",
+            json!({"containers": [{
                 "name": "main", "image": "busybox", "command": ["sleep", "3600"],
                 "env": [
                     {"name": "PLAIN", "value": "visible"},
                     {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}
                 ],
                 "envFrom": [{"secretRef": {"name": "creds"}, "prefix": "FROM_"}]
-            }]}
-        }),
-    )
-    .await;
-    wait_running(&client, ns.name(), "app", RUNNING_WITHIN).await;
-    let body = arm.group_request(&group_of(&created)).unwrap();
+            }]}),
+        )
+        .await;
+    rig.wait_running("app").await;
+    let body = rig.arm.group_request(&group_of(&created)).unwrap();
     let env = body["properties"]["containers"][0]["properties"]["environmentVariables"]
         .as_array()
         .unwrap()
@@ -292,7 +158,7 @@ async fn env_from_a_secret_goes_as_secure_value_and_never_comes_back() {
             "{name}"
         );
     }
-    for r in arm.requests() {
+    for r in rig.arm.requests() {
         if let Some(response) = &r.response {
             assert!(
                 !response.to_string().contains(secret_value),
@@ -302,56 +168,39 @@ async fn env_from_a_secret_goes_as_secure_value_and_never_comes_back() {
             );
         }
     }
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_container_exiting_3_fails_the_pod_with_exit_code_3() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-exit").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    let created = create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "job"},
-            "spec": {"nodeName": node.name, "restartPolicy": "Never", "containers": [{
+    let rig = Rig::start("aci-exit").await;
+    let created = rig
+        .pod(
+            "job",
+            json!({"restartPolicy": "Never", "containers": [{
                 "name": "main", "image": "busybox", "command": ["sh", "-c", "exit 3"]
-            }]}
-        }),
-    )
-    .await;
-    wait_running(&client, ns.name(), "job", RUNNING_WITHIN).await;
-    arm.set_exit(&group_of(&created), "main", 3).unwrap();
-    let pod = wait_pod(&client, ns.name(), "job", RUNNING_WITHIN, "Failed", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
-    })
-    .await;
+            }]}),
+        )
+        .await;
+    rig.wait_running("job").await;
+    rig.arm.set_exit(&group_of(&created), "main", 3).unwrap();
+    let pod = rig.wait_failed("job").await;
     let status = &pod.status.unwrap().container_statuses.unwrap()[0];
     let terminated = status.state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(terminated.exit_code, 3);
     assert_eq!(terminated.reason.as_deref(), Some("Error"));
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_429_is_waited_out_for_its_retry_after() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-429").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
+    let rig = Rig::start("aci-429").await;
     wait_for(
         "the node's first ARM call",
         Duration::from_secs(20),
         || async {
-            if arm
+            if rig
+                .arm
                 .requests()
                 .iter()
                 .any(|r| r.path.contains("/resourceGroups/"))
@@ -364,18 +213,10 @@ async fn a_429_is_waited_out_for_its_retry_after() {
     )
     .await
     .unwrap();
-    arm.throttle(1, 429, 2);
-    create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "app"},
-            "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-        }),
-    )
-    .await;
-    wait_running(&client, ns.name(), "app", RUNNING_WITHIN).await;
-    let requests = arm.requests();
+    rig.arm.throttle(1, 429, 2);
+    rig.sleeper("app").await;
+    rig.wait_running("app").await;
+    let requests = rig.arm.requests();
     let (i, throttled) = requests
         .iter()
         .enumerate()
@@ -392,49 +233,40 @@ async fn a_429_is_waited_out_for_its_retry_after() {
         waited >= Duration::from_secs(2),
         "retried after {waited:?}, before Retry-After: 2"
     );
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_pod_aci_cannot_run_fails_with_provider_failed() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-invalid").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "host"},
-            "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "busybox",
+    let rig = Rig::start("aci-invalid").await;
+    // A hostPath volume and the host's network: ACI has no host to give.
+    for (name, spec, want) in [
+        (
+            "host",
+            json!({"containers": [{"name": "main", "image": "busybox",
                 "volumeMounts": [{"name": "h", "mountPath": "/h"}]}],
-                "volumes": [{"name": "h", "hostPath": {"path": "/etc"}}]}
-        }),
-    )
-    .await;
-    let pod = wait_pod(&client, ns.name(), "host", RUNNING_WITHIN, "Failed", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
-    })
-    .await;
-    let status = pod.status.unwrap();
-    assert_eq!(status.reason.as_deref(), Some("ProviderFailed"));
-    assert!(
-        status.message.as_deref().unwrap_or("").contains("hostPath"),
-        "{:?}",
-        status.message
-    );
-    assert!(
-        arm.requests().iter().all(|r| r.method != "PUT"),
-        "nothing was created"
-    );
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+                "volumes": [{"name": "h", "hostPath": {"path": "/etc"}}]}),
+            "hostPath",
+        ),
+        (
+            "hostnet",
+            json!({"hostNetwork": true, "containers": [{"name": "main", "image": "busybox",
+                "command": ["sleep", "1"]}]}),
+            "hostNetwork",
+        ),
+    ] {
+        rig.pod(name, spec).await;
+        let status = rig.wait_failed(name).await.status.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("ProviderFailed"));
+        assert!(
+            status.message.as_deref().unwrap_or("").contains(want),
+            "{name}: {:?}",
+            status.message
+        );
+    }
+    assert_eq!(rig.puts(), 0, "nothing was created");
+    rig.finish().await;
 }
-
 #[test]
 fn missing_settings_are_one_line_and_exit_2() {
     let cases: [(&[&str], &str); 3] = [
@@ -487,24 +319,13 @@ fn missing_settings_are_one_line_and_exit_2() {
 
 #[tokio::test]
 async fn restart_always_counts_restarts_and_keeps_the_last_exit() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-restart").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    let created = create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "svc"},
-            "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-        }),
-    )
-    .await;
-    wait_running(&client, ns.name(), "svc", RUNNING_WITHIN).await;
-    arm.set_exit(&group_of(&created), "main", 3).unwrap();
+    let rig = Rig::start("aci-restart").await;
+    let created = rig.sleeper("svc").await;
+    rig.wait_running("svc").await;
+    rig.arm.set_exit(&group_of(&created), "main", 3).unwrap();
     let pod = wait_pod(
-        &client,
-        ns.name(),
+        &rig.client,
+        rig.ns(),
         "svc",
         RUNNING_WITHIN,
         "restarted once",
@@ -522,37 +343,22 @@ async fn restart_always_counts_restarts_and_keeps_the_last_exit() {
     let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(last.exit_code, 3);
     assert!(c.state.as_ref().unwrap().running.is_some());
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_restarted_vk_aci_adopts_its_groups_and_removes_orphans() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-adopt").await;
-    let client = cluster.client();
-    let mut node = AciNode::start(&cluster, &arm, &unique_name("aci"));
+    let mut rig = Rig::start("aci-adopt").await;
     let mut groups = Vec::new();
     for name in ["a", "b"] {
-        let created = create_pod(
-            &client,
-            ns.name(),
-            json!({
-                "metadata": {"name": name},
-                "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-            }),
-        )
-        .await;
-        groups.push(group_of(&created));
+        groups.push(group_of(&rig.sleeper(name).await));
     }
     for name in ["a", "b"] {
-        wait_running(&client, ns.name(), name, RUNNING_WITHIN).await;
+        rig.wait_running(name).await;
     }
-    node.process.kill();
+    rig.node.process.kill();
     // Force-deleted while the kubelet is away: its group is an orphan.
-    Api::<Pod>::namespaced(client.clone(), ns.name())
+    Api::<Pod>::namespaced(rig.client.clone(), rig.ns())
         .delete(
             "b",
             &DeleteParams {
@@ -562,42 +368,25 @@ async fn a_restarted_vk_aci_adopts_its_groups_and_removes_orphans() {
         )
         .await
         .unwrap();
-    let puts_before = arm.requests().iter().filter(|r| r.method == "PUT").count();
-    node.process.restart().unwrap();
-    wait_for(
-        "the orphan group is deleted",
-        Duration::from_secs(40),
-        || async {
-            if arm.group_names().contains(&groups[1]) {
-                anyhow::bail!("still there: {:?}", arm.group_names())
-            }
-            Ok(Some(()))
-        },
-    )
-    .await
-    .unwrap();
-    wait_running(&client, ns.name(), "a", RUNNING_WITHIN).await;
-    assert!(arm.group_names().contains(&groups[0]));
-    let puts_after = arm.requests().iter().filter(|r| r.method == "PUT").count();
-    assert_eq!(puts_after, puts_before, "no group recreated");
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    let puts_before = rig.puts();
+    rig.node.process.restart().unwrap();
+    rig.wait_group_gone(&groups[1], Duration::from_secs(40))
+        .await;
+    rig.wait_running("a").await;
+    assert!(rig.arm.group_names().contains(&groups[0]));
+    assert_eq!(rig.puts(), puts_before, "no group recreated");
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_wrong_client_secret_makes_the_node_not_ready_with_the_token_error() {
-    let arm = fake_arm().await;
-    let (cluster, _ns) = cluster_and_namespace("aci-auth").await;
-    let client = cluster.client();
-    let node = AciNode::start_with_secret(&cluster, &arm, &unique_name("aci"), "wrong");
-    let nodes: Api<Node> = Api::all(client.clone());
+    let rig = Rig::start_with_secret("aci-auth", "wrong").await;
+    let nodes: Api<Node> = Api::all(rig.client.clone());
     let message = wait_for(
         "the node NotReady with the token error",
         Duration::from_secs(40),
         || async {
-            let n = nodes.get_opt(&node.name).await?;
+            let n = nodes.get_opt(&rig.node.name).await?;
             let ready = n.and_then(|n| {
                 n.status?
                     .conditions?
@@ -614,74 +403,47 @@ async fn a_wrong_client_secret_makes_the_node_not_ready_with_the_token_error() {
     .unwrap();
     assert!(message.contains("AADSTS7000215"), "{message}");
     assert!(
-        arm.requests()
+        rig.arm
+            .requests()
             .iter()
             .all(|r| !r.path.contains("/containerGroups")),
         "no ARM call without a token"
     );
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn a_group_arm_cannot_provision_fails_the_pod_with_its_reason() {
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-pull").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "bad"},
-            "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "example.com/unpullable:1"}]}
-        }),
+    let rig = Rig::start("aci-pull").await;
+    rig.pod(
+        "bad",
+        json!({"containers": [{"name": "main", "image": "example.com/unpullable:1"}]}),
     )
     .await;
-    let pod = wait_pod(&client, ns.name(), "bad", RUNNING_WITHIN, "Failed", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
-    })
-    .await;
-    let status = pod.status.unwrap();
+    let status = rig.wait_failed("bad").await.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("ProviderFailed"));
     let message = status.message.unwrap_or_default();
     assert!(message.contains("Failed to pull image"), "{message}");
-    let puts = arm.requests().iter().filter(|r| r.method == "PUT").count();
-    assert_eq!(puts, 1, "a failed provisioning is not retried");
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    assert_eq!(rig.puts(), 1, "a failed provisioning is not retried");
+    rig.finish().await;
 }
 
 #[tokio::test]
 async fn kubectl_logs_tail_timestamps_and_follow() {
     use tokio::io::AsyncBufReadExt;
 
-    let arm = fake_arm().await;
-    let (cluster, ns) = cluster_and_namespace("aci-logs").await;
-    let client = cluster.client();
-    let node = AciNode::start(&cluster, &arm, &unique_name("aci"));
-    let created = create_pod(
-        &client,
-        ns.name(),
-        json!({
-            "metadata": {"name": "logger"},
-            "spec": {"nodeName": node.name, "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-        }),
-    )
-    .await;
-    wait_running(&client, ns.name(), "logger", RUNNING_WITHIN).await;
-    approve_serving_csr(&cluster, &node.name).await;
-    let ns = ns.name();
-    let (code, all, err) = kubectl(&cluster, &["logs", "-n", ns, "logger"]).await;
+    let rig = Rig::start("aci-logs").await;
+    let created = rig.sleeper("logger").await;
+    rig.wait_running("logger").await;
+    approve_serving_csr(&rig.cluster, &rig.node.name).await;
+    let (cluster, ns) = (&rig.cluster, rig.ns());
+    let (code, all, err) = kubectl(cluster, &["logs", "-n", ns, "logger"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(all, "main line 1\nmain line 2\nmain line 3\n");
-    let (_, tail, _) = kubectl(&cluster, &["logs", "-n", ns, "logger", "--tail=1"]).await;
+    let (_, tail, _) = kubectl(cluster, &["logs", "-n", ns, "logger", "--tail=1"]).await;
     assert_eq!(tail, "main line 3\n");
     let (_, stamped, _) = kubectl(
-        &cluster,
+        cluster,
         &["logs", "-n", ns, "logger", "--tail=1", "--timestamps"],
     )
     .await;
@@ -689,7 +451,7 @@ async fn kubectl_logs_tail_timestamps_and_follow() {
     assert!(time.parse::<jiff::Timestamp>().is_ok(), "{stamped}");
     assert_eq!(text, "main line 3");
 
-    let mut follow = spawn_kubectl(&cluster, &["logs", "-n", ns, "logger", "-f"]);
+    let mut follow = spawn_kubectl(cluster, &["logs", "-n", ns, "logger", "-f"]);
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(15), lines.next_line())
@@ -703,15 +465,112 @@ async fn kubectl_logs_tail_timestamps_and_follow() {
             Some(format!("main line {i}").as_str())
         );
     }
-    arm.append_log(&group_of(&created), "main", "a new line")
+    rig.arm
+        .append_log(&group_of(&created), "main", "a new line")
         .unwrap();
     assert_eq!(next().await.as_deref(), Some("a new line"));
     // Two more polls of the log: nothing is repeated.
     let again = tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await;
     assert!(again.is_err(), "no line repeated: {again:?}");
     let _ = follow.kill().await;
-    assert_contract_kept(&arm);
-    let name = node.name.clone();
-    drop(node);
-    delete_node(&client, &name).await;
+    rig.finish().await;
+}
+
+#[tokio::test]
+async fn kubectl_exec_keeps_the_argv_carries_stdin_and_attach_shows_output() {
+    use tokio::io::AsyncWriteExt;
+
+    let rig = Rig::start("aci-exec").await;
+    rig.sleeper("box").await;
+    rig.wait_running("box").await;
+    approve_serving_csr(&rig.cluster, &rig.node.name).await;
+    let (cluster, ns) = (&rig.cluster, rig.ns());
+    let exec = async |argv: &[&str]| {
+        let mut args = vec!["exec", "-n", ns, "box", "--"];
+        args.extend(argv);
+        let (code, out, err) = kubectl(cluster, &args).await;
+        assert_eq!(code, 0, "kubectl {args:?}: {err}");
+        out
+    };
+    // `ls /bin` lists /bin: two arguments, not one.
+    assert_eq!(exec(&["ls", "/bin"]).await, "argv\ncat\necho\nls\nsh\n");
+    // `sh -c 'echo a b'` stays three arguments (joined, `echo a b` would
+    // be two more words and `sh -c echo` would print an empty line).
+    assert_eq!(exec(&["sh", "-c", "echo a b"]).await, "a b\n");
+    // Quotes, blanks, `$` and empty arguments arrive as they were.
+    assert_eq!(
+        exec(&["argv", "it's", "$HOME *", ""]).await,
+        "[it's]\n[$HOME *]\n[]\n"
+    );
+    let sessions = rig.arm.exec_sessions();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_eq!(sessions[0].command.as_deref(), Some("ls /bin"));
+    assert_eq!(sessions[0].argv, ["ls", "/bin"]);
+    assert_eq!(sessions[1].argv, ["sh", "-c", "echo a b"]);
+    assert!(sessions.iter().all(|s| s.connected && !s.attach));
+    // No TTY: the default size.
+    assert_eq!(sessions[0].terminal_size, Some((24, 80)));
+
+    // stdin: `cat` echoes it and ends when the client's input ends.
+    let mut child = spawn_kubectl(cluster, &["exec", "-i", "-n", ns, "box", "--", "cat"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\nworld\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("kubectl exec -i ends with its input")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+
+    // attach: the container's output, password in the Authorization header.
+    let (code, out, err) = kubectl(cluster, &["attach", "-n", ns, "box", "-c", "main"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "main line 1\nmain line 2\nmain line 3\n");
+    let sessions = rig.arm.exec_sessions();
+    assert!(sessions[4].attach && sessions[4].connected, "{sessions:?}");
+    rig.finish().await;
+}
+
+/// `kubectl exec -it` needs a terminal: `script` gives it one (a pty).
+#[tokio::test]
+async fn kubectl_exec_it_runs_on_a_terminal_sized_by_the_first_resize() {
+    let rig = Rig::start("aci-tty").await;
+    rig.sleeper("box").await;
+    rig.wait_running("box").await;
+    approve_serving_csr(&rig.cluster, &rig.node.name).await;
+    let kubectl = rig.cluster.kubectl_command();
+    let kubectl = kubectl.as_std();
+    let mut line: Vec<String> = std::iter::once(kubectl.get_program())
+        .chain(kubectl.get_args())
+        .map(|a| vk_aci::exec::shell_quote(&a.to_string_lossy()))
+        .collect();
+    line.extend(
+        ["exec", "-it", "-n", rig.ns(), "box", "--", "sh"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    let script = format!("stty rows 40 cols 100; {}", line.join(" "));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &script, "/dev/null"]);
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        vk_test_support::run_with_stdin(cmd, b"echo on a tty\nexit\n".to_vec()),
+    )
+    .await
+    .expect("kubectl exec -it ends with exit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // The fake's shell prompted, ran the line and ended on `exit`.
+    assert!(stdout.contains("$ on a tty"), "{stdout:?}");
+    let sessions = rig.arm.exec_sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].argv, ["sh"]);
+    // The terminal's size, from kubectl's first resize.
+    assert_eq!(sessions[0].terminal_size, Some((40, 100)));
+    rig.finish().await;
 }

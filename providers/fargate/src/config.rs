@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vk_core::cli::parse_duration;
 use vk_core::quantity::parse_nanos;
+use vk_core::toolkit::node_config::NodeConfigError;
 
 /// How the tasks get their capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,27 +124,6 @@ struct RawConfig {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// A config file that cannot be used: one line naming the file and the fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read provider config {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid, or a field is wrong.
-    #[error("invalid provider config {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 /// A non-empty string, or `None` (upstream wrote `""` for "not set").
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
@@ -164,12 +144,14 @@ fn quantity(field: &str, value: String, min: Option<(i128, &str)>) -> Result<Str
 
 impl FargateConfig {
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<FargateConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// The error is the toolkit's config error: one line naming the file
+    /// and the fault.
+    pub fn load(path: &Path) -> Result<FargateConfig, NodeConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        FargateConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+        FargateConfig::parse(&text).map_err(|message| NodeConfigError::Invalid {
             path: path.display().to_string(),
             message,
         })

@@ -6,14 +6,20 @@
 //! - [`config`]: upstream's `fargate.toml`, with our fields;
 //! - [`task`]: a pod → its task definition and `RunTask` input (pure), sized
 //!   by [`task_size`];
-//! - [`status`]: a task → the pod's status (pure);
+//! - [`status`]: a task → the pod's status (pure), and [`restart`]: when
+//!   a stopped task is replaced and what the pod's status then says (pure);
 //! - [`provider`]: the [`vk_core::Provider`] making the calls ([`aws`] holds
-//!   the clients and what their errors mean, [`logs`] reads CloudWatch).
+//!   the clients and what their errors mean, [`launch`] makes and unmakes a
+//!   pod's task, [`listing`] lists the cluster's tasks, [`logs`] reads
+//!   CloudWatch).
 
 pub mod aws;
 pub mod config;
+pub mod launch;
+pub mod listing;
 pub mod logs;
 pub mod provider;
+pub mod restart;
 pub mod status;
 pub mod task;
 pub mod task_size;

@@ -7,7 +7,9 @@
 //!   against that everywhere), then its secret, its task definition and
 //!   `RunTask`.
 //! - Delete: `StopTask`, every revision of the pod's family deregistered,
-//!   its secret deleted.
+//!   its secret deleted ([`crate::launch`] makes and unmakes).
+//! - Restarts: a stopped task is replaced after the back-off, as
+//!   [`crate::restart`] decides, while its status is listed.
 //! - Status: poll-only. One list of the cluster's tasks per poll
 //!   (`ListTasks` for desired RUNNING and STOPPED, `DescribeTasks` by 100),
 //!   never a call per pod; a task definition is described once per process.
@@ -16,14 +18,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, Compatibility, DesiredStatus, EphemeralStorage, LaunchType,
-    NetworkMode, Task, TaskDefinitionField, TaskDefinitionStatus, TaskField,
-};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use aws_sdk_ecs::types::{Task, TaskDefinitionField};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tracing::{info, warn};
 use vk_core::provider::{
     BackendPod, ByteStream, CallRateLimit, LogOptions, NodeCapacity, PodKey, Provider,
@@ -33,21 +32,25 @@ use vk_core::toolkit::log_lines::log_stream;
 use vk_core::toolkit::node_capacity::{CapacityDefaults, node_capacity};
 use vk_core::toolkit::node_config::NodeResources;
 use vk_core::toolkit::pod_identity::{NameRules, PodIdentity, backend_name};
+use vk_core::toolkit::restart::BackOff;
 
-use crate::aws::{Clients, error_code, is_not_found, provider_error};
+use crate::aws::{Clients, provider_error};
 use crate::config::FargateConfig;
+use crate::launch::{
+    RunSpec, delete_secret, deregister_family, put_secret, register, replace_task, run_task,
+    stop_tasks,
+};
+use crate::listing::{describe_tasks, list_task_arns};
 use crate::logs::CloudWatchLines;
-use crate::status::{DefinedContainer, pod_status};
-use crate::task::{TaskPlan, TaskSettings, plan_task};
-
-/// `DescribeTasks` takes at most this many tasks per call.
-const DESCRIBE_BATCH: usize = 100;
+use crate::restart::{
+    Next, PodTasks, TAG_RESTART_POLICY, group, next, restart_count, seeded_backoff, tag,
+    with_restarts,
+};
+use crate::status::{DefinedContainer, defined_containers, pod_of, pod_status};
+use crate::task::{Placement, TaskPlan, TaskSettings, plan_task};
 
 /// How often a followed log asks CloudWatch again.
 const LOG_POLL: Duration = Duration::from_secs(2);
-
-/// The `stoppedReason` of a task stopped because its pod was deleted.
-const DELETED_REASON: &str = "Pod deleted in Kubernetes (vk-fargate)";
 
 /// What the provider remembers between calls; the backend is the record.
 #[derive(Default)]
@@ -58,6 +61,12 @@ struct State {
     definitions: HashMap<String, Arc<Vec<DefinedContainer>>>,
     /// Tasks stopped for a deleted pod: ECS keeps showing them for an hour.
     deleted: HashSet<String>,
+    /// The restart back-off of each pod whose task stopped.
+    backoffs: HashMap<PodKey, BackOff>,
+    /// When each stopped task (without `stoppedAt`) was first seen stopped.
+    stopped_seen: HashMap<String, SystemTime>,
+    /// Pods whose replacement task is being run (by another call).
+    replacing: HashSet<PodKey>,
 }
 
 /// One virtual node's pods as Fargate tasks.
@@ -147,51 +156,14 @@ impl FargateProvider {
             .map(|_| ())
     }
 
-    /// Task ARNs of the cluster (of one family when given), desired RUNNING and STOPPED.
+    /// Task ARNs of the cluster (of one family when given), any desired status.
     async fn task_arns(&self, family: Option<&str>) -> ProviderResult<Vec<String>> {
-        let ecs = &self.clients().await.ecs;
-        let mut arns = Vec::new();
-        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let mut token = None;
-            loop {
-                let out = ecs
-                    .list_tasks()
-                    .cluster(&self.config.cluster_name)
-                    .set_family(family.map(str::to_string))
-                    .desired_status(desired.clone())
-                    .max_results(100)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| provider_error("ListTasks", e))?;
-                arns.extend(out.task_arns().iter().cloned());
-                token = out.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-        arns.sort();
-        arns.dedup();
-        Ok(arns)
+        list_task_arns(self.clients().await, &self.config.cluster_name, family).await
     }
 
-    /// The tasks of `arns`, with their tags, 100 a call.
+    /// The tasks of `arns`, with their tags.
     async fn describe(&self, arns: &[String]) -> ProviderResult<Vec<Task>> {
-        let ecs = &self.clients().await.ecs;
-        let mut tasks = Vec::new();
-        for chunk in arns.chunks(DESCRIBE_BATCH) {
-            let out = ecs
-                .describe_tasks()
-                .cluster(&self.config.cluster_name)
-                .set_tasks(Some(chunk.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .map_err(|e| provider_error("DescribeTasks", e))?;
-            tasks.extend(out.tasks().iter().cloned());
-        }
-        Ok(tasks)
+        describe_tasks(self.clients().await, &self.config.cluster_name, arns).await
     }
 
     /// The containers of a task definition, described once.
@@ -220,9 +192,8 @@ impl FargateProvider {
         Ok(defined)
     }
 
-    /// This node's tasks (not those of deleted pods), the best one per pod:
-    /// one still running, else the latest.
-    async fn node_tasks(&self, family: Option<&str>) -> ProviderResult<BTreeMap<PodKey, Task>> {
+    /// This node's tasks (not those of deleted pods), by pod.
+    async fn node_tasks(&self, family: Option<&str>) -> ProviderResult<BTreeMap<PodKey, PodTasks>> {
         self.ensure_cluster().await?;
         let arns = self.task_arns(family).await?;
         let arns: Vec<String> = {
@@ -237,7 +208,7 @@ impl FargateProvider {
                 .cloned()
                 .collect()
         };
-        let mut best: BTreeMap<PodKey, Task> = BTreeMap::new();
+        let mut mine = Vec::new();
         for task in self.describe(&arns).await? {
             let tags: HashMap<&str, &str> = task
                 .tags()
@@ -250,15 +221,9 @@ impl FargateProvider {
             if identity.node != self.node {
                 continue;
             }
-            let key = identity.key();
-            let better = best
-                .get(&key)
-                .is_none_or(|current| rank(&task) > rank(current));
-            if better {
-                best.insert(key, task);
-            }
+            mine.push((identity.key(), task));
         }
-        Ok(best)
+        Ok(group(mine))
     }
 
     /// Statuses of this node's tasks.
@@ -267,186 +232,104 @@ impl FargateProvider {
         family: Option<&str>,
     ) -> ProviderResult<Vec<(PodKey, PodStatus, Arc<Vec<DefinedContainer>>)>> {
         let mut out = Vec::new();
-        for (key, task) in self.node_tasks(family).await? {
+        for (key, tasks) in self.node_tasks(family).await? {
+            let task = &tasks.current;
             let Some(def_arn) = task.task_definition_arn() else {
                 continue;
             };
             let defined = self.defined(def_arn).await?;
-            out.push((key, pod_status(&task, &defined), defined));
+            let count = restart_count(task);
+            let previous = match tasks.previous.as_ref() {
+                Some(p) if count > 0 => match p.task_definition_arn() {
+                    Some(arn) => Some(pod_status(p, &self.defined(arn).await?)),
+                    None => None,
+                },
+                _ => None,
+            };
+            let waiting = match self.restart_due(&key, task, &defined) {
+                Next::Stay => None,
+                Next::Wait { delay } => Some(delay),
+                Next::Replace => {
+                    let delay = self.backoff_delay(&key);
+                    if let Err(e) = self.replace(&key, task).await {
+                        warn!(pod = %key, error = %e, "the replacement task did not start; the next poll tries again");
+                    }
+                    Some(delay)
+                }
+            };
+            let status = with_restarts(
+                pod_status(task, &defined),
+                previous.as_ref(),
+                count,
+                waiting,
+                &key.name,
+            );
+            out.push((key, status, defined));
         }
         Ok(out)
     }
 
-    /// Stores the pod's Secret-backed values in its secret; returns its ARN.
-    async fn put_secret(&self, plan: &TaskPlan, pod: &str) -> ProviderResult<String> {
-        let secrets = &self.clients().await.secrets;
-        let body = serde_json::to_string(&plan.secret_values)
-            .map_err(|e| ProviderError::unavailable(format!("secret of {pod}: {e}")))?;
-        let tags = plan
-            .tags
-            .iter()
-            .filter_map(|t| {
-                Some(
-                    aws_sdk_secretsmanager::types::Tag::builder()
-                        .key(t.key()?)
-                        .value(t.value()?)
-                        .build(),
-                )
-            })
-            .collect();
-        let created = secrets
-            .create_secret()
-            .name(&plan.secret_name)
-            .secret_string(&body)
-            .set_tags(Some(tags))
-            .send()
-            .await;
-        let arn = match created {
-            Ok(out) => out.arn().map(str::to_string),
-            // A retry: the secret is there from the earlier attempt.
-            Err(e) if error_code(&e) == Some("ResourceExistsException") => secrets
-                .put_secret_value()
-                .secret_id(&plan.secret_name)
-                .secret_string(&body)
-                .send()
-                .await
-                .map_err(|e| provider_error(&format!("PutSecretValue for {pod}"), e))?
-                .arn()
-                .map(str::to_string),
-            Err(e) => return Err(provider_error(&format!("CreateSecret for {pod}"), e)),
-        };
-        arn.ok_or_else(|| ProviderError::unavailable(format!("CreateSecret for {pod}: no ARN")))
-    }
-
-    /// Registers the pod's task definition and runs its task.
-    async fn run(
-        &self,
-        plan: &TaskPlan,
-        secret_arn: Option<&str>,
-        pod: &str,
-    ) -> ProviderResult<()> {
-        let ecs = &self.clients().await.ecs;
-        let defs = plan.container_definitions(secret_arn);
-        let storage = plan
-            .size
-            .storage_gib
-            .map(|gib| EphemeralStorage::builder().size_in_gib(gib).build());
-        let registered = ecs
-            .register_task_definition()
-            .family(&plan.family)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu(plan.size.cpu())
-            .memory(plan.size.memory())
-            .set_container_definitions(Some(defs.clone()))
-            .set_volumes(Some(plan.volumes.clone()))
-            .set_ephemeral_storage(storage)
-            .set_execution_role_arn(self.config.execution_role_arn.clone())
-            .set_task_role_arn(self.config.task_role_arn.clone())
-            .set_tags(Some(plan.tags.clone()))
-            .send()
-            .await
-            .map_err(|e| provider_error(&format!("RegisterTaskDefinition for {pod}"), e))?;
-        let def_arn = registered
-            .task_definition()
-            .and_then(|t| t.task_definition_arn())
-            .ok_or_else(|| {
-                ProviderError::unavailable(format!("RegisterTaskDefinition for {pod}: no ARN"))
-            })?
-            .to_string();
+    fn backoff_delay(&self, key: &PodKey) -> Duration {
         self.state()
-            .definitions
-            .insert(def_arn.clone(), Arc::new(defined_containers(&defs)));
-        let mut run = ecs
-            .run_task()
-            .cluster(&self.config.cluster_name)
-            .task_definition(&def_arn)
-            .count(1)
-            .network_configuration(plan.network.clone())
-            .platform_version(&self.config.platform_version)
-            .started_by(&plan.started_by)
-            .client_token(&plan.client_token)
-            .set_tags(Some(plan.tags.clone()));
-        run = match plan.capacity.name() {
-            None => run.launch_type(LaunchType::Fargate),
-            Some(provider) => run.capacity_provider_strategy(
-                CapacityProviderStrategyItem::builder()
-                    .capacity_provider(provider)
-                    .weight(1)
-                    .build()
-                    .map_err(|e| ProviderError::InvalidInput(e.to_string()))?,
-            ),
-        };
-        let out = run
-            .send()
-            .await
-            .map_err(|e| provider_error(&format!("RunTask for {pod}"), e))?;
-        if out.tasks().is_empty() {
-            let reasons: Vec<String> = out
-                .failures()
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} {}",
-                        f.reason().unwrap_or("unknown"),
-                        f.detail().unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                })
-                .collect();
-            return Err(ProviderError::unavailable(format!(
-                "RunTask for {pod} started no task: {}",
-                reasons.join("; ")
-            )));
-        }
-        Ok(())
+            .backoffs
+            .get(key)
+            .map_or_else(|| BackOff::kubelet().delay(), BackOff::delay)
     }
-}
 
-/// Which of a pod's tasks speaks for it: one still running, else the latest.
-fn rank(task: &Task) -> (bool, i64) {
-    (
-        task.last_status() != Some("STOPPED"),
-        task.created_at().map_or(0, |t| t.secs()),
-    )
-}
+    /// Whether the pod's current task is replaced, now or later.
+    fn restart_due(&self, key: &PodKey, task: &Task, defined: &[DefinedContainer]) -> Next {
+        if task.last_status() != Some("STOPPED") {
+            return Next::Stay;
+        }
+        let policy = tag(task, TAG_RESTART_POLICY).unwrap_or("Never");
+        let now = SystemTime::now();
+        let mut state = self.state();
+        let since = match task
+            .stopped_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+        {
+            Some(at) => at,
+            None => *state
+                .stopped_seen
+                .entry(task.task_arn().unwrap_or_default().to_string())
+                .or_insert(now),
+        };
+        let backoff = state
+            .backoffs
+            .entry(key.clone())
+            .or_insert_with(|| seeded_backoff(restart_count(task)));
+        // A task that ran long enough starts the back-off over, as a container does.
+        if let (Some(start), Some(stop)) = (task.started_at(), task.stopped_at()) {
+            let ran = u64::try_from(stop.secs() - start.secs()).unwrap_or(0);
+            backoff.ran_for(Duration::from_secs(ran));
+        }
+        next(task, defined, policy, backoff, since, now)
+    }
 
-/// The containers of a task definition, as the status mapping needs them.
-fn defined_containers(defs: &[aws_sdk_ecs::types::ContainerDefinition]) -> Vec<DefinedContainer> {
-    defs.iter()
-        .map(|d| DefinedContainer {
-            name: d.name().unwrap_or_default().to_string(),
-            image: d.image().unwrap_or_default().to_string(),
-            essential: d.essential().unwrap_or(true),
-        })
-        .collect()
-}
-
-/// The pod a task stands for, when the provider did not create it in this
-/// process (after a restart): identity and containers, from the backend.
-fn pod_of(key: &PodKey, node: &str, defined: &[DefinedContainer]) -> Pod {
-    let containers = |essential: bool| -> Vec<Container> {
-        defined
-            .iter()
-            .filter(|d| d.essential == essential)
-            .map(|d| Container {
-                name: d.name.clone(),
-                image: Some(d.image.clone()),
-                ..Default::default()
-            })
-            .collect()
-    };
-    let inits = containers(false);
-    Pod {
-        metadata: key.metadata(),
-        spec: Some(PodSpec {
-            node_name: Some(node.to_string()),
-            containers: containers(true),
-            init_containers: (!inits.is_empty()).then_some(inits),
-            ..Default::default()
-        }),
-        status: None,
+    /// Runs the task that replaces `stopped` (once, even across calls and restarts).
+    async fn replace(&self, key: &PodKey, stopped: &Task) -> ProviderResult<()> {
+        if !self.state().replacing.insert(key.clone()) {
+            return Ok(());
+        }
+        let result = replace_task(self.clients().await, &self.config, key, stopped).await;
+        self.state().replacing.remove(key);
+        let Some(count) = result? else {
+            return Ok(());
+        };
+        if let Some(b) = self.state().backoffs.get_mut(key) {
+            b.advance();
+        }
+        info!(pod = %key, restarts = count, "stopped task replaced");
+        self.event(
+            key,
+            true,
+            "TaskReplaced",
+            format!(
+                "the pod's task stopped ({}); restart {count} runs a new task",
+                stopped.stopped_reason().unwrap_or("no reason given")
+            ),
+        );
+        Ok(())
     }
 }
 
@@ -509,9 +392,9 @@ impl Provider for FargateProvider {
                 config: &self.config,
             },
         )?;
-        if !plan.secret_values.is_empty() && self.config.execution_role_arn.is_none() {
+        if plan.needs_secret() && self.config.execution_role_arn.is_none() {
             return Err(ProviderError::InvalidInput(format!(
-                "pod {pod}: its env values from Secrets go through Secrets Manager, which needs ExecutionRoleArn in the provider config"
+                "pod {pod}: its env values from Secrets and its pull credentials go through Secrets Manager, which needs ExecutionRoleArn in the provider config"
             )));
         }
         self.ensure_cluster().await?;
@@ -527,12 +410,30 @@ impl Provider for FargateProvider {
             .await
             .map_err(|e| provider_error(&format!("ListTasks for {pod}"), e))?;
         if existing.task_arns().is_empty() {
-            let secret_arn = if plan.secret_values.is_empty() {
-                None
+            let clients = self.clients().await;
+            let secret_arn = if plan.needs_secret() {
+                let body = plan.secret_body();
+                Some(put_secret(clients, &plan.secret_name, &body, &plan.tags, &pod).await?)
             } else {
-                Some(self.put_secret(&plan, &pod).await?)
+                None
             };
-            self.run(&plan, secret_arn.as_deref(), &pod).await?;
+            let (definition, defs) =
+                register(clients, &self.config, &plan, secret_arn.as_deref(), &pod).await?;
+            self.state()
+                .definitions
+                .insert(definition.clone(), Arc::new(defined_containers(&defs)));
+            let placed = Placement {
+                network: plan.network.clone(),
+                capacity: plan.capacity,
+            };
+            let spec = RunSpec {
+                definition: &definition,
+                placement: &placed,
+                started_by: &plan.started_by,
+                client_token: &plan.client_token,
+                tags: &plan.tags,
+            };
+            run_task(clients, &self.config, spec, &pod).await?;
             info!(pod = %key, family = %plan.family, size = %plan.size.describe(), "task started");
             self.event(
                 &key,
@@ -567,70 +468,14 @@ impl Provider for FargateProvider {
         let clients = self.clients().await;
         self.ensure_cluster().await?;
         let arns = self.task_arns(Some(&family)).await?;
-        let tasks = self.describe(&arns).await?;
-        for task in &tasks {
-            let (Some(arn), false) = (task.task_arn(), task.last_status() == Some("STOPPED"))
-            else {
-                continue;
-            };
-            clients
-                .ecs
-                .stop_task()
-                .cluster(&self.config.cluster_name)
-                .task(arn)
-                .reason(DELETED_REASON)
-                .send()
-                .await
-                .map_err(|e| provider_error(&format!("StopTask for {key}"), e))?;
-        }
-        // Every revision of the family: retries may have registered more than one.
-        let mut token = None;
-        loop {
-            let out = clients
-                .ecs
-                .list_task_definitions()
-                .family_prefix(&family)
-                .status(TaskDefinitionStatus::Active)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| provider_error(&format!("ListTaskDefinitions for {key}"), e))?;
-            for arn in out.task_definition_arns() {
-                if !arn.contains(&format!("/{family}:")) {
-                    continue;
-                }
-                clients
-                    .ecs
-                    .deregister_task_definition()
-                    .task_definition(arn)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        provider_error(&format!("DeregisterTaskDefinition for {key}"), e)
-                    })?;
-            }
-            token = out.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-        let secret = format!("vk-rs/{family}");
-        let deleted = clients
-            .secrets
-            .delete_secret()
-            .secret_id(&secret)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(provider_error(&format!("DeleteSecret for {key}"), e)),
-        }
+        stop_tasks(clients, &self.config, &self.describe(&arns).await?, key).await?;
+        deregister_family(clients, &family, key).await?;
+        delete_secret(clients, &format!("vk-rs/{family}"), key).await?;
         {
             let mut state = self.state();
             state.deleted.extend(arns.iter().cloned());
             state.pods.remove(key);
+            state.backoffs.remove(key);
         }
         if arns.is_empty() {
             return Err(ProviderError::NotFound(format!("no task for pod {key}")));
@@ -703,17 +548,21 @@ impl Provider for FargateProvider {
                 "container logs: the provider config names no CloudWatchLogGroupName",
             ));
         };
-        if opts.previous {
-            return Err(ProviderError::NotFound(format!(
-                "pod {key}: no previous task (vk-fargate does not restart tasks yet)"
-            )));
-        }
         let family = family_of(key);
-        let task = self
+        let tasks = self
             .node_tasks(Some(&family))
             .await?
             .remove(key)
             .ok_or_else(|| ProviderError::NotFound(format!("no task for pod {key}")))?;
+        let task = if opts.previous {
+            tasks.previous.ok_or_else(|| {
+                ProviderError::NotFound(format!(
+                    "pod {key}: no previous task (it was never replaced, or ECS no longer shows it)"
+                ))
+            })?
+        } else {
+            tasks.current
+        };
         let task_id = task
             .task_arn()
             .and_then(|a| a.rsplit('/').next())

@@ -12,8 +12,11 @@
 
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{Container as EcsContainer, HealthStatus, Task};
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, PodIP, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStatus, Pod, PodIP, PodSpec, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use vk_core::provider::PodKey;
 use vk_core::toolkit::container_status::{
     Termination, container_status, reason, running, terminated, waiting,
 };
@@ -190,6 +193,46 @@ fn time(t: &DateTime) -> Option<Time> {
     jiff::Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).ok()?)
         .ok()
         .map(Time)
+}
+
+/// The containers of a task definition, as the status mapping needs them.
+pub fn defined_containers(
+    defs: &[aws_sdk_ecs::types::ContainerDefinition],
+) -> Vec<DefinedContainer> {
+    defs.iter()
+        .map(|d| DefinedContainer {
+            name: d.name().unwrap_or_default().to_string(),
+            image: d.image().unwrap_or_default().to_string(),
+            essential: d.essential().unwrap_or(true),
+        })
+        .collect()
+}
+
+/// The pod a task stands for, when the provider did not create it in this
+/// process (after a restart): identity and containers, from the backend.
+pub fn pod_of(key: &PodKey, node: &str, defined: &[DefinedContainer]) -> Pod {
+    let containers = |essential: bool| -> Vec<Container> {
+        defined
+            .iter()
+            .filter(|d| d.essential == essential)
+            .map(|d| Container {
+                name: d.name.clone(),
+                image: Some(d.image.clone()),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let inits = containers(false);
+    Pod {
+        metadata: key.metadata(),
+        spec: Some(PodSpec {
+            node_name: Some(node.to_string()),
+            containers: containers(true),
+            init_containers: (!inits.is_empty()).then_some(inits),
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 #[cfg(test)]

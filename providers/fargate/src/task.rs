@@ -20,6 +20,18 @@
 //!   ([`vk_core::toolkit::pod_identity`]); `startedBy` carries the UID, the
 //!   `clientToken` is the UID.
 //! - Logs: `awslogs` to the configured group, the stream prefix naming the pod.
+//! - Stopping: each container's `stopTimeout` is the pod's
+//!   `terminationGracePeriodSeconds` (30 s when unset), at most Fargate's
+//!   120 s: the time between SIGTERM and SIGKILL when the task is stopped.
+//! - Pull secrets: the credential of each container's registry
+//!   ([`RegistryCredential::for_image`]) goes into the pod's secret as its
+//!   `username` and `password` keys, which is the shape ECS
+//!   `repositoryCredentials` reads; the container points at the secret. One
+//!   secret per pod holds one credential, so a pod whose containers need two
+//!   different ones is refused.
+//! - Restarts: the pod's `restartPolicy` and its Fargate annotations are
+//!   task tags too, so a replacement task ([`crate::restart`]) is placed as
+//!   the first was, even by a vk-fargate that never saw the pod.
 //!
 //! What cannot be honoured is a [`ProviderError::InvalidInput`] with a sentence
 //! saying why.
@@ -29,16 +41,19 @@ use std::collections::BTreeMap;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerCondition, ContainerDefinition,
     ContainerDependency, KeyValuePair, LogConfiguration, LogDriver, MountPoint,
-    NetworkConfiguration, PortMapping, Secret, Tag, TransportProtocol, Volume,
+    NetworkConfiguration, PortMapping, RepositoryCredentials, Secret, Tag, TransportProtocol,
+    Volume,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 use vk_core::provider::{ProviderError, ProviderResult, ResolvedPod};
 use vk_core::quantity::{divide_ceil, quantity_nanos};
+use vk_core::registry::RegistryCredential;
 use vk_core::toolkit::pod_identity::{NameRules, PodIdentity};
 use vk_core::toolkit::pod_resources::pod_resources;
-use vk_core::toolkit::restart::is_sidecar;
+use vk_core::toolkit::restart::{is_sidecar, restart_policy};
 
 use crate::config::{CapacityProvider, FargateConfig};
+use crate::restart::TAG_RESTART_POLICY;
 use crate::task_size::TaskSize;
 
 /// Annotation: comma-separated subnets for this pod's task.
@@ -55,6 +70,25 @@ pub const STARTED_BY_PREFIX: &str = "vk-rs/";
 
 /// The volume the API server adds to every pod for its service-account token.
 const SERVICE_ACCOUNT_VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// Every annotation that places a pod's task, kept as task tags.
+pub const PLACEMENT_ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_SUBNETS,
+    ANNOTATION_SECURITY_GROUPS,
+    ANNOTATION_PUBLIC_IP,
+    ANNOTATION_CAPACITY_PROVIDER,
+];
+
+/// Fargate's longest `stopTimeout`, in seconds.
+pub const MAX_STOP_TIMEOUT: i64 = 120;
+
+/// The grace period when the pod sets none (the API's default).
+const DEFAULT_GRACE: i64 = 30;
+
+/// The keys of the pull credential in the pod's secret, as ECS
+/// `repositoryCredentials` reads them.
+const PULL_USERNAME: &str = "username";
+const PULL_PASSWORD: &str = "password";
 
 /// ECS's smallest `memoryReservation`, in MiB.
 const MIN_CONTAINER_MIB: i32 = 6;
@@ -77,6 +111,8 @@ struct PlannedContainer {
     definition: ContainerDefinition,
     /// (env name, JSON key in the pod's secret).
     secrets: Vec<(String, String)>,
+    /// Its image is pulled with the pod's pull credential.
+    pull: bool,
 }
 
 /// Everything the provider sends for one pod.
@@ -101,8 +137,10 @@ pub struct TaskPlan {
     /// Name of the pod's Secrets Manager secret.
     pub secret_name: String,
     /// The Secret-backed env values by JSON key: the pod's secret's content.
-    /// Empty when the pod has none (no secret is then created).
+    /// Empty when the pod has none.
     pub secret_values: BTreeMap<String, String>,
+    /// The registry credential of the pod's images, when one applies.
+    pub pull_credential: Option<RegistryCredential>,
     /// Volumes left out, with why (the pod's event says so).
     pub skipped_volumes: Vec<String>,
     containers: Vec<PlannedContainer>,
@@ -116,6 +154,14 @@ impl TaskPlan {
             .iter()
             .map(|c| {
                 let mut d = c.definition.clone();
+                if let Some(arn) = secret_arn
+                    && c.pull
+                {
+                    d.repository_credentials = RepositoryCredentials::builder()
+                        .credentials_parameter(arn)
+                        .build()
+                        .ok();
+                }
                 if let Some(arn) = secret_arn
                     && !c.secrets.is_empty()
                 {
@@ -135,6 +181,22 @@ impl TaskPlan {
                 d
             })
             .collect()
+    }
+
+    /// Whether the pod needs its secret (env values from Secrets, a pull credential).
+    pub fn needs_secret(&self) -> bool {
+        !self.secret_values.is_empty() || self.pull_credential.is_some()
+    }
+
+    /// The content of the pod's secret: the Secret-backed env values, and
+    /// the pull credential as `username` and `password`.
+    pub fn secret_body(&self) -> BTreeMap<String, String> {
+        let mut body = self.secret_values.clone();
+        if let Some(c) = &self.pull_credential {
+            body.insert(PULL_USERNAME.into(), c.username.clone());
+            body.insert(PULL_PASSWORD.into(), c.password.clone());
+        }
+        body
     }
 
     /// The awslogs stream of container `container` of task `task_id` (the
@@ -167,8 +229,9 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// A list annotation (`a,b`), or its tag (`a b`: ECS tags have no commas).
 fn list(text: &str) -> Vec<String> {
-    text.split(',')
+    text.split([',', ' '])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -303,6 +366,7 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         containers.push(PlannedContainer {
             definition: d,
             secrets,
+            pull: false,
         });
         match role {
             Role::Init => last_init = Some(&c.name),
@@ -311,59 +375,31 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         }
     }
     fit_reservations(&mut containers, size.memory_mib);
-
-    let subnets = annotation(pod, ANNOTATION_SUBNETS)
-        .map(list)
-        .unwrap_or_else(|| config.subnets.clone());
-    let security_groups = annotation(pod, ANNOTATION_SECURITY_GROUPS)
-        .map(list)
-        .unwrap_or_else(|| config.security_groups.clone());
-    let public_ip = match annotation(pod, ANNOTATION_PUBLIC_IP) {
-        None => config.assign_public_ip,
-        Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(invalid(
-                &shown,
-                format!("annotation {ANNOTATION_PUBLIC_IP} is {other:?}: must be true or false"),
-            ));
-        }
-    };
-    let capacity = match annotation(pod, ANNOTATION_CAPACITY_PROVIDER) {
-        None => config.capacity_provider,
-        Some("FARGATE") => CapacityProvider::Fargate,
-        Some("FARGATE_SPOT") => CapacityProvider::FargateSpot,
-        Some(other) => {
-            return Err(invalid(
-                &shown,
-                format!(
-                    "annotation {ANNOTATION_CAPACITY_PROVIDER} is {other:?}: must be FARGATE or FARGATE_SPOT"
-                ),
-            ));
-        }
-    };
-    if subnets.is_empty() {
-        return Err(invalid(&shown, "no subnet for its task"));
+    let grace = spec
+        .termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE)
+        .clamp(0, MAX_STOP_TIMEOUT);
+    for c in &mut containers {
+        c.definition.stop_timeout = i32::try_from(grace).ok();
     }
-    let vpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(subnets))
-        .set_security_groups(Some(security_groups))
-        .assign_public_ip(if public_ip {
-            AssignPublicIp::Enabled
-        } else {
-            AssignPublicIp::Disabled
-        })
-        .build()
-        .map_err(|e| invalid(&shown, e))?;
-    let network = NetworkConfiguration::builder()
-        .awsvpc_configuration(vpc)
-        .build();
+
+    let Placement { network, capacity } = placement(pod, config, &shown)?;
+    let pull_credential = pull_credential(resolved, &mut containers, &shown)?;
 
     let labels: BTreeMap<String, String> = identity.labels();
+    let placed = PLACEMENT_ANNOTATIONS
+        .iter()
+        .filter_map(|a| annotation(pod, a).map(|v| (a.to_string(), list(v).join(" "))));
     let tags = config
         .tags
-        .iter()
-        .chain(labels.iter())
+        .clone()
+        .into_iter()
+        .chain(labels)
+        .chain(placed)
+        .chain([(
+            TAG_RESTART_POLICY.to_string(),
+            restart_policy(pod).to_string(),
+        )])
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     Ok(TaskPlan {
@@ -377,9 +413,96 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         started_by: format!("{STARTED_BY_PREFIX}{}", key.uid),
         client_token: key.uid.clone(),
         secret_values,
+        pull_credential,
         skipped_volumes,
         containers,
     })
+}
+
+/// Where a pod's task runs.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// awsvpc subnets, security groups and public IP.
+    pub network: NetworkConfiguration,
+    /// Launch type or capacity provider.
+    pub capacity: CapacityProvider,
+}
+
+/// The placement of `pod`'s task: the config's, overridden by the pod's
+/// annotations ([`PLACEMENT_ANNOTATIONS`]; `shown` names the pod in errors).
+pub fn placement(pod: &Pod, config: &FargateConfig, shown: &str) -> ProviderResult<Placement> {
+    let subnets = annotation(pod, ANNOTATION_SUBNETS)
+        .map(list)
+        .unwrap_or_else(|| config.subnets.clone());
+    let security_groups = annotation(pod, ANNOTATION_SECURITY_GROUPS)
+        .map(list)
+        .unwrap_or_else(|| config.security_groups.clone());
+    let public_ip = match annotation(pod, ANNOTATION_PUBLIC_IP) {
+        None => config.assign_public_ip,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(invalid(
+                shown,
+                format!("annotation {ANNOTATION_PUBLIC_IP} is {other:?}: must be true or false"),
+            ));
+        }
+    };
+    let capacity = match annotation(pod, ANNOTATION_CAPACITY_PROVIDER) {
+        None => config.capacity_provider,
+        Some("FARGATE") => CapacityProvider::Fargate,
+        Some("FARGATE_SPOT") => CapacityProvider::FargateSpot,
+        Some(other) => {
+            return Err(invalid(
+                shown,
+                format!(
+                    "annotation {ANNOTATION_CAPACITY_PROVIDER} is {other:?}: must be FARGATE or FARGATE_SPOT"
+                ),
+            ));
+        }
+    };
+    if subnets.is_empty() {
+        return Err(invalid(shown, "no subnet for its task"));
+    }
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(subnets))
+        .set_security_groups(Some(security_groups))
+        .assign_public_ip(if public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(|e| invalid(shown, e))?;
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(vpc)
+        .build();
+    Ok(Placement { network, capacity })
+}
+
+/// The pod's pull credential: the one matching each container's image
+/// (marking the container), which must be the same for all of them.
+fn pull_credential(
+    resolved: &ResolvedPod,
+    containers: &mut [PlannedContainer],
+    shown: &str,
+) -> ProviderResult<Option<RegistryCredential>> {
+    let mut chosen: Option<&RegistryCredential> = None;
+    for c in containers {
+        let image = c.definition.image().unwrap_or_default();
+        let Some(cred) = RegistryCredential::for_image(&resolved.pull_credentials, image) else {
+            continue;
+        };
+        if chosen.is_some_and(|k| k != cred) {
+            return Err(invalid(
+                shown,
+                "its images need two different pull credentials: vk-fargate keeps one per pod",
+            ));
+        }
+        chosen = Some(cred);
+        c.pull = true;
+    }
+    Ok(chosen.cloned())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -455,3 +455,124 @@ fn without_a_log_group_there_is_no_log_configuration() {
             .is_none()
     );
 }
+
+#[test]
+fn annotations_and_restart_policy_are_tags_and_place_a_replacement_alike() {
+    let annotated = resolved_with(
+        json!({
+            ANNOTATION_SUBNETS: "subnet-x, subnet-y",
+            ANNOTATION_PUBLIC_IP: "true",
+        }),
+        json!({"restartPolicy": "OnFailure", "containers": [{"name": "a", "image": "i"}]}),
+        &[],
+    );
+    let p = plan(&annotated).unwrap();
+    let tags: BTreeMap<String, String> = p
+        .tags
+        .iter()
+        .map(|t| (t.key().unwrap().into(), t.value().unwrap().into()))
+        .collect();
+    // ECS tag values have no commas.
+    assert_eq!(tags[ANNOTATION_SUBNETS], "subnet-x subnet-y");
+    assert_eq!(tags[ANNOTATION_PUBLIC_IP], "true");
+    assert!(!tags.contains_key(ANNOTATION_SECURITY_GROUPS));
+    assert_eq!(tags["io.vk-rs.restart-policy"], "OnFailure");
+    // The pod the tags describe is placed as the pod was.
+    let from_tags: Pod =
+        serde_json::from_value(json!({"metadata": {"annotations": tags}})).unwrap();
+    let again = placement(&from_tags, &config(), "ns/web").unwrap();
+    assert_eq!(again.network, p.network);
+    assert_eq!(again.capacity, p.capacity);
+
+    let default = plan(&resolved(
+        json!({"containers": [{"name": "a", "image": "i"}]}),
+        &[],
+    ))
+    .unwrap();
+    let policy = default
+        .tags
+        .iter()
+        .find(|t| t.key() == Some("io.vk-rs.restart-policy"))
+        .and_then(|t| t.value());
+    assert_eq!(policy, Some("Always"));
+}
+
+#[test]
+fn the_grace_period_is_the_stop_timeout_up_to_120_s() {
+    let cases = [(None, 30), (Some(5), 5), (Some(0), 0), (Some(600), 120)];
+    for (grace, want) in cases {
+        let p = plan(&resolved(
+            json!({"terminationGracePeriodSeconds": grace,
+                   "initContainers": [{"name": "init", "image": "i"}],
+                   "containers": [{"name": "a", "image": "i"}]}),
+            &[],
+        ))
+        .unwrap();
+        for d in p.container_definitions(None) {
+            assert_eq!(d.stop_timeout(), Some(want), "{grace:?} {:?}", d.name());
+        }
+    }
+}
+
+fn credential(registry: &str, user: &str) -> RegistryCredential {
+    RegistryCredential {
+        registry: registry.into(),
+        username: user.into(),
+        password: format!("{user}-pw"),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pull_credentials_go_to_the_pods_secret_as_repository_credentials() {
+    let mut r = resolved(
+        json!({"containers": [
+            {"name": "private", "image": "registry.example.com/team/app:1"},
+            {"name": "public", "image": "busybox"},
+        ]}),
+        &[],
+    );
+    r.pull_credentials = vec![credential("registry.example.com", "robot")];
+    let p = plan(&r).unwrap();
+    assert!(p.needs_secret());
+    let body = p.secret_body();
+    assert_eq!(body["username"], "robot");
+    assert_eq!(body["password"], "robot-pw");
+    let arn = "arn:aws:secretsmanager:us-east-1:1:secret:vk-rs/x";
+    let defs = p.container_definitions(Some(arn));
+    let creds = |name: &str| {
+        by_name(&defs, name)
+            .repository_credentials()
+            .map(|c| c.credentials_parameter().to_string())
+    };
+    assert_eq!(creds("private").as_deref(), Some(arn));
+    assert_eq!(creds("public"), None);
+    // The password is nowhere in the definitions.
+    assert!(!format!("{defs:?}").contains("robot-pw"));
+
+    // No credential for the pod's images: no secret.
+    let mut none = resolved(
+        json!({"containers": [{"name": "a", "image": "busybox"}]}),
+        &[],
+    );
+    none.pull_credentials = vec![credential("registry.example.com", "robot")];
+    assert!(!plan(&none).unwrap().needs_secret());
+
+    // Two registries, two credentials: refused with a sentence.
+    let mut two = resolved(
+        json!({"containers": [
+            {"name": "a", "image": "one.example.com/a:1"},
+            {"name": "b", "image": "two.example.com/b:1"},
+        ]}),
+        &[],
+    );
+    two.pull_credentials = vec![
+        credential("one.example.com", "a"),
+        credential("two.example.com", "b"),
+    ];
+    let err = plan(&two).unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidInput(m) if m.contains("two different pull credentials")),
+        "{err:?}"
+    );
+}

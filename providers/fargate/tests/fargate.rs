@@ -62,7 +62,9 @@ async fn a_pod_runs_as_a_task_with_the_tasks_ip() {
 async fn exit_1_fails_the_pod_with_its_code_and_the_stopped_reason() {
     let (cluster, ns, node) = FargateNode::ready("exit").await;
     let client = cluster.client();
-    let created = create_pod(&client, ns.name(), pod("job", &node.name, json!({}))).await;
+    let mut spec = pod("job", &node.name, json!({}));
+    spec["spec"]["restartPolicy"] = "Never".into();
+    let created = create_pod(&client, ns.name(), spec).await;
     wait_running(&client, ns.name(), "job", RUNNING_WITHIN).await;
     let task = node.task_of(created.metadata.uid.as_deref().unwrap()).await;
     let arn = task.task_arn().unwrap();
@@ -280,4 +282,338 @@ async fn kubectl_logs_reads_the_containers_cloudwatch_stream() {
     assert_eq!(text, "line 3");
     let time: jiff::Timestamp = time.parse().unwrap();
     assert_eq!(time.as_millisecond(), now);
+}
+
+#[tokio::test]
+async fn on_failure_replaces_the_stopped_task_after_the_back_off() {
+    let (cluster, ns, node) = FargateNode::ready("restart").await;
+    approve_serving_csr(&cluster, &node.name).await;
+    let client = cluster.client();
+    let mut spec = pod("job", &node.name, json!({}));
+    spec["spec"]["restartPolicy"] = "OnFailure".into();
+    let created = create_pod(&client, ns.name(), spec).await;
+    let uid = created.metadata.uid.clone().unwrap();
+    wait_running(&client, ns.name(), "job", RUNNING_WITHIN).await;
+    let first = node.task_of(&uid).await;
+    write_log(&node, &first, "main", &["first task says bye"]).await;
+    exit_task(&node, &first, "main", 1);
+
+    // While the back-off runs: CrashLoopBackOff, the exit as lastState, still Running.
+    let waiting = wait_pod(
+        &client,
+        ns.name(),
+        "job",
+        RUNNING_WITHIN,
+        "CrashLoopBackOff",
+        |p| {
+            main_status(p).is_some_and(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(phase(&waiting), "Running");
+    let c = main_status(&waiting).unwrap();
+    assert_eq!(c.restart_count, 0);
+    let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(last.map(|t| t.exit_code), Some(1), "{c:?}");
+
+    // After the back-off (10 s): a second task, restartCount 1, lastState exit 1.
+    let restarted = wait_pod(
+        &client,
+        ns.name(),
+        "job",
+        RESTART_WITHIN,
+        "restartCount 1",
+        |p| {
+            main_status(p).is_some_and(|c| {
+                c.restart_count == 1 && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+        },
+    )
+    .await;
+    let c = main_status(&restarted).unwrap();
+    let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(last.map(|t| t.exit_code), Some(1), "{c:?}");
+    let tasks = node.tasks_of(&uid).await;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let second = tasks
+        .iter()
+        .find(|t| t.last_status() == Some("RUNNING"))
+        .expect("the replacement runs");
+    assert_eq!(second.task_definition_arn(), first.task_definition_arn());
+    // The pod's address is the replacement's (its own network interface).
+    let second_ip = vk_fargate::status::pod_ip(second);
+    assert_ne!(second_ip, vk_fargate::status::pod_ip(&first));
+    wait_pod(
+        &client,
+        ns.name(),
+        "job",
+        RUNNING_WITHIN,
+        "the new task's IP",
+        |p| p.status.as_ref().and_then(|s| s.pod_ip.clone()) == second_ip,
+    )
+    .await;
+
+    // A few more polls: still exactly two tasks.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(node.tasks_of(&uid).await.len(), 2);
+
+    // --previous reads the first task's stream.
+    let previous = kubectl_ok(&cluster, &["logs", "-n", ns.name(), "job", "--previous"]).await;
+    assert_eq!(previous, "first task says bye\n");
+}
+
+/// The UID in a task's `startedBy` (`vk-rs/<uid>`).
+fn started_uid(task: &aws_sdk_ecs::types::Task) -> String {
+    task.started_by()
+        .and_then(|s| s.strip_prefix("vk-rs/"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_killed_vk_fargate_adopts_its_tasks_and_never_runs_a_second_one() {
+    let (cluster, ns, mut node) = FargateNode::ready("durable").await;
+    let client = cluster.client();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns.name());
+    // All 20 at once, RunTask slowed and one at a time, SIGKILL once the
+    // first task exists.
+    node.moto.set_latency("RunTask", 0.3).unwrap();
+    let creations: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, ns, node) = (client.clone(), ns.name().to_string(), node.name.clone());
+            tokio::spawn(async move {
+                let created =
+                    create_pod(&client, &ns, pod(&format!("p{i}"), &node, json!({}))).await;
+                (created.metadata.uid.unwrap(), format!("p{i}"))
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + RUNNING_WITHIN;
+    while node.all_tasks().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no task at all");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    node.kill();
+    let before = node.all_tasks().await;
+    eprintln!("{} tasks at the kill", before.len());
+    let mut names = BTreeMap::new();
+    for c in creations {
+        let (uid, name) = c.await.unwrap();
+        names.insert(uid, name);
+    }
+    assert!(
+        before.len() < 20,
+        "all 20 tasks ran before the kill: the test saw no interrupted creation"
+    );
+    // Deleted while nobody serves the node: one whose task runs.
+    let victim_uid = started_uid(&before[0]);
+    let victim = names[&victim_uid].clone();
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    node.moto.set_latency("RunTask", 0.0).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    node.restart();
+    wait_node_ready(&client, &node.name, std::time::Duration::from_secs(30)).await;
+
+    for name in names.values().filter(|n| **n != victim) {
+        wait_running(&client, ns.name(), name, RESTART_WITHIN).await;
+    }
+    wait_until("the deleted pod gone", RESTART_WITHIN, || {
+        let pods = pods.clone();
+        let victim = victim.clone();
+        async move { pods.get_opt(&victim).await.ok().flatten().is_none() }
+    })
+    .await;
+    // A few polls more, then: exactly one task per pod, the earlier ones adopted.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = node.all_tasks().await;
+    let mut per_pod: BTreeMap<String, Vec<&aws_sdk_ecs::types::Task>> = BTreeMap::new();
+    for t in &after {
+        per_pod.entry(started_uid(t)).or_default().push(t);
+    }
+    assert_eq!(after.len(), 20, "{per_pod:?}");
+    assert_eq!(per_pod.len(), 20);
+    for t in &before {
+        let now = &per_pod[&started_uid(t)];
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].task_arn(), t.task_arn(), "adopted, not run again");
+    }
+    for (uid, tasks) in &per_pod {
+        let want = if *uid == victim_uid {
+            "STOPPED"
+        } else {
+            "RUNNING"
+        };
+        assert_eq!(tasks[0].last_status(), Some(want), "{}", names[uid]);
+    }
+    let stopped = per_pod[&victim_uid][0];
+    let definition = node.task_definition(stopped).await;
+    assert_eq!(definition.status().map(|s| s.as_str()), Some("INACTIVE"));
+}
+
+#[tokio::test]
+async fn with_a_fifth_of_aws_calls_failing_30_pods_converge_and_leave_nothing_behind() {
+    const PODS: usize = 30;
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
+    let (cluster, ns, node) = FargateNode::ready_with("faults", true).await;
+    let client = cluster.client();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns.name());
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "stringData": {"password": "hunter2"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // From here on a fifth of the provider's AWS calls fail, half throttled.
+    node.moto.set_faults(0.2, 0.5).unwrap();
+    let env = json!({"env": [
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+    ]});
+    let creations: Vec<_> = (0..PODS)
+        .map(|i| {
+            let (client, ns, node, env) = (
+                client.clone(),
+                ns.name().to_string(),
+                node.name.clone(),
+                env.clone(),
+            );
+            tokio::spawn(async move {
+                create_pod(&client, &ns, pod(&format!("p{i}"), &node, env)).await;
+            })
+        })
+        .collect();
+    for c in creations {
+        c.await.unwrap();
+    }
+    for i in 0..PODS {
+        wait_running(&client, ns.name(), &format!("p{i}"), WITHIN).await;
+    }
+    let tasks = node.all_tasks().await;
+    let mut uids: Vec<String> = tasks.iter().map(started_uid).collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(
+        (tasks.len(), uids.len()),
+        (PODS, PODS),
+        "one task per pod, no duplicate"
+    );
+    let listed = node.clients.secrets.list_secrets().send().await.unwrap();
+    assert_eq!(listed.secret_list().len(), PODS, "one secret per pod");
+
+    for i in 0..PODS {
+        pods.delete(&format!("p{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let p = pods.clone();
+    wait_until("every pod gone", WITHIN, move || {
+        let p = p.clone();
+        async move {
+            p.list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        }
+    })
+    .await;
+    let counts = node.moto.set_faults(0.0, 0.5).unwrap();
+    assert!(
+        counts["throttled"].as_u64() > Some(0) && counts["failed"].as_u64() > Some(0),
+        "faults were injected: {counts}"
+    );
+    // Nothing left: every task stopped, no active definition, no secret.
+    let tasks = node.all_tasks().await;
+    assert_eq!(tasks.len(), PODS);
+    assert!(
+        tasks.iter().all(|t| t.last_status() == Some("STOPPED")),
+        "{tasks:?}"
+    );
+    let active = node
+        .clients
+        .ecs
+        .list_task_definitions()
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(active.task_definition_arns(), [] as [String; 0]);
+    let listed = node.clients.secrets.list_secrets().send().await.unwrap();
+    assert_eq!(listed.secret_list().len(), 0, "{listed:?}");
+    eprintln!("faults injected: {counts}");
+}
+
+#[tokio::test]
+async fn pull_secrets_become_repository_credentials_and_the_grace_period_the_stop_timeout() {
+    let (cluster, ns, node) = FargateNode::ready("pull").await;
+    let client = cluster.client();
+    let password = unique_name("pw");
+    let config =
+        json!({"auths": {"registry.example.com": {"username": "robot", "password": password}}});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut spec = pod(
+        "private",
+        &node.name,
+        json!({"image": "registry.example.com/team/app:1"}),
+    );
+    spec["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    spec["spec"]["terminationGracePeriodSeconds"] = 300.into();
+    let created = create_pod(&client, ns.name(), spec).await;
+    wait_running(&client, ns.name(), "private", RUNNING_WITHIN).await;
+    let task = node.task_of(created.metadata.uid.as_deref().unwrap()).await;
+    let definition = node.task_definition(&task).await;
+    let shown = format!("{definition:?} {:?}", task.tags());
+    assert!(!shown.contains(&password), "the password leaked: {shown}");
+    let main = &definition.container_definitions()[0];
+    // Fargate's longest stop timeout, not the pod's 300 s.
+    assert_eq!(main.stop_timeout(), Some(120));
+    let secret_arn = main
+        .repository_credentials()
+        .map(|r| r.credentials_parameter().to_string())
+        .expect("repositoryCredentials");
+    let stored = node
+        .clients
+        .secrets
+        .get_secret_value()
+        .secret_id(&secret_arn)
+        .send()
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    assert_eq!(stored["username"], "robot");
+    assert_eq!(stored["password"], password.as_str());
+
+    Api::<Pod>::namespaced(client.clone(), ns.name())
+        .delete("private", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("pod private gone", RUNNING_WITHIN, || {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns.name());
+        async move { pods.get_opt("private").await.ok().flatten().is_none() }
+    })
+    .await;
+    let gone = node
+        .clients
+        .secrets
+        .describe_secret()
+        .secret_id(&secret_arn)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the secret is still there: {gone:?}");
 }

@@ -31,6 +31,9 @@ pub struct Contract {
     list: jsonschema::Validator,
     error: jsonschema::Validator,
     logs: jsonschema::Validator,
+    exec_request: jsonschema::Validator,
+    exec_response: jsonschema::Validator,
+    attach_response: jsonschema::Validator,
 }
 
 const COMMON_PREFIX: &str = "common.";
@@ -205,6 +208,9 @@ impl Contract {
             list: validator(&response, "ContainerGroupListResult")?,
             error: validator(&response, "CloudError")?,
             logs: validator(&response, "Logs")?,
+            exec_request: validator(&request, "ContainerExecRequest")?,
+            exec_response: validator(&response, "ContainerExecResponse")?,
+            attach_response: validator(&response, "ContainerAttachResponse")?,
         })
     }
 
@@ -226,6 +232,25 @@ impl Contract {
     /// Violations of a `Logs` response body.
     pub fn check_logs(&self, body: &Value) -> Vec<String> {
         errors(&self.logs, "response Logs", body)
+    }
+
+    /// Violations of a `Containers_ExecuteCommand` request body.
+    pub fn check_exec_request(&self, body: &Value) -> Vec<String> {
+        errors(&self.exec_request, "request ContainerExecRequest", body)
+    }
+
+    /// Violations of a `ContainerExecResponse` body.
+    pub fn check_exec_response(&self, body: &Value) -> Vec<String> {
+        errors(&self.exec_response, "response ContainerExecResponse", body)
+    }
+
+    /// Violations of a `ContainerAttachResponse` body.
+    pub fn check_attach_response(&self, body: &Value) -> Vec<String> {
+        errors(
+            &self.attach_response,
+            "response ContainerAttachResponse",
+            body,
+        )
     }
 
     /// Violations of a `CloudError` response body.
@@ -270,6 +295,25 @@ mod tests {
         assert_eq!(
             c.check_logs(&logs["responses"]["200"]["body"]),
             Vec::<String>::new()
+        );
+        let exec = example("ContainerExec.json");
+        assert_eq!(
+            c.check_exec_request(&exec["parameters"]["containerExecRequest"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            c.check_exec_response(&exec["responses"]["200"]["body"]),
+            Vec::<String>::new()
+        );
+        let attach = example("ContainerAttach.json");
+        assert_eq!(
+            c.check_attach_response(&attach["responses"]["200"]["body"]),
+            Vec::<String>::new()
+        );
+        // An argv array is not the contract's one command string.
+        assert!(
+            !c.check_exec_request(&json!({"command": ["ls", "/bin"]}))
+                .is_empty()
         );
         let list = example("ContainerGroupsListByResourceGroup.json");
         assert_eq!(

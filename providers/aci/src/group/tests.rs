@@ -7,15 +7,17 @@ use vk_core::{RegistryCredential, VolumeFiles};
 
 use super::*;
 
-fn settings() -> GroupSettings {
+pub(super) fn settings() -> GroupSettings {
     GroupSettings {
         node: "aci-0".into(),
         region: "westeurope".into(),
         subnet_id: None,
+        cluster_dns: vec!["10.0.0.10".into()],
+        cluster_domain: "cluster.local".into(),
     }
 }
 
-fn pod(spec: Value) -> ResolvedPod {
+pub(super) fn pod(spec: Value) -> ResolvedPod {
     pod_with(json!({}), spec)
 }
 
@@ -34,11 +36,11 @@ fn one(container: Value) -> ResolvedPod {
     pod(json!({"containers": [container]}))
 }
 
-fn body(t: &Translation) -> Value {
+pub(super) fn body(t: &Translation) -> Value {
     serde_json::to_value(&t.group).unwrap()
 }
 
-fn invalid_message(p: &ResolvedPod) -> String {
+pub(super) fn invalid_message(p: &ResolvedPod) -> String {
     match container_group(p, &settings()) {
         Err(ProviderError::InvalidInput(m)) => m,
         other => panic!("expected InvalidInput, got {other:?}"),
@@ -381,7 +383,7 @@ fn policy_network_and_annotations() {
     let p = pod_with(
         json!({ANNOTATION_IDENTITY: id, ANNOTATION_PRIORITY: "Spot", ANNOTATION_SKU: "Confidential", ANNOTATION_CCE_POLICY: "cG9saWN5"}),
         json!({"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "i"}],
-            "dnsConfig": {"nameservers": ["10.0.0.10"], "searches": ["ns.svc.cluster.local", "svc.cluster.local"],
+            "dnsPolicy": "None", "dnsConfig": {"nameservers": ["10.0.0.10"], "searches": ["ns.svc.cluster.local", "svc.cluster.local"],
                 "options": [{"name": "ndots", "value": "5"}]}}),
     );
     let mut s = settings();

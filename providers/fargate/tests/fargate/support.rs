@@ -23,6 +23,21 @@ pub use vk_test_support::{
 /// How long a pod may take to reach a state: the poll interval is 1 s.
 pub const RUNNING_WITHIN: Duration = Duration::from_secs(30);
 
+/// How long a stopped task may take to be replaced: the first back-off is 10 s.
+pub const RESTART_WITHIN: Duration = Duration::from_secs(45);
+
+/// The status of container `main`.
+pub fn main_status(
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "main")
+}
+
 /// The region of the tests.
 pub const REGION: &str = "us-east-1";
 
@@ -47,8 +62,18 @@ pub struct FargateNode {
 impl FargateNode {
     /// A fresh namespace, moto, and a Ready node named `<prefix>-<random>`.
     pub async fn ready(prefix: &str) -> (TestCluster, TestNamespace, FargateNode) {
+        FargateNode::ready_with(prefix, false).await
+    }
+
+    /// As [`FargateNode::ready`]; `through_faults`: the provider talks to
+    /// moto through the fault-injecting proxy (no faults until the test
+    /// sets them).
+    pub async fn ready_with(
+        prefix: &str,
+        through_faults: bool,
+    ) -> (TestCluster, TestNamespace, FargateNode) {
         let (cluster, ns) = cluster_and_namespace(prefix).await;
-        let node = FargateNode::start(&cluster, &unique_name(prefix)).await;
+        let node = FargateNode::start_with(&cluster, &unique_name(prefix), through_faults).await;
         wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(30)).await;
         (cluster, ns, node)
     }
@@ -56,6 +81,16 @@ impl FargateNode {
     /// Starts moto and `vk-fargate` for node `name` (config: moto's
     /// default subnet and security group, a log group, a 1 s poll).
     pub async fn start(cluster: &TestCluster, name: &str) -> FargateNode {
+        FargateNode::start_with(cluster, name, false).await
+    }
+
+    /// As [`FargateNode::start`], the provider's endpoint the fault proxy
+    /// when `through_faults` (the test's own clients always talk to moto).
+    pub async fn start_with(
+        cluster: &TestCluster,
+        name: &str,
+        through_faults: bool,
+    ) -> FargateNode {
         // Blocking (a first run installs moto): nothing else runs meanwhile.
         let moto = MotoServer::start(&moto_script()).expect("moto starts");
         let (subnet, group) = moto
@@ -79,7 +114,14 @@ PollInterval = "1s"
         .unwrap();
         // The SDK's standard settings: endpoint and static credentials.
         let mut args: Vec<OsString> = [
-            format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
+            format!(
+                "AWS_ENDPOINT_URL={}",
+                if through_faults {
+                    moto.faulty_endpoint()
+                } else {
+                    moto.endpoint()
+                }
+            ),
             "AWS_ACCESS_KEY_ID=testing".into(),
             "AWS_SECRET_ACCESS_KEY=testing".into(),
             "AWS_EC2_METADATA_DISABLED=true".into(),
@@ -120,8 +162,16 @@ PollInterval = "1s"
         }
     }
 
-    /// The pod's task (the latest, by `startedBy` and then any state).
+    /// The pod's task: exactly one, by `startedBy`, in any state.
     pub async fn task_of(&self, uid: &str) -> Task {
+        let mine = self.tasks_of(uid).await;
+        assert_eq!(mine.len(), 1, "exactly one task for pod {uid}: {mine:?}");
+        mine.into_iter().next().unwrap()
+    }
+
+    /// Every task of the cluster, in any state, with its tags (none before
+    /// the cluster exists).
+    pub async fn all_tasks(&self) -> Vec<Task> {
         let ecs = &self.clients.ecs;
         let mut arns = Vec::new();
         for desired in [
@@ -133,27 +183,40 @@ PollInterval = "1s"
                 .cluster(CLUSTER)
                 .desired_status(desired)
                 .send()
-                .await
-                .unwrap();
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                // Before the provider's first call: no cluster, no task.
+                Err(e) if format!("{e:?}").contains("ClusterNotFoundException") => {
+                    return Vec::new();
+                }
+                Err(e) => panic!("ListTasks: {e:?}"),
+            };
             arns.extend(out.task_arns().iter().cloned());
         }
-        assert!(!arns.is_empty(), "no task in the cluster");
-        let tasks = ecs
-            .describe_tasks()
-            .cluster(CLUSTER)
-            .set_tasks(Some(arns))
-            .include(TaskField::Tags)
-            .send()
+        let mut tasks = Vec::new();
+        for chunk in arns.chunks(100) {
+            let out = ecs
+                .describe_tasks()
+                .cluster(CLUSTER)
+                .set_tasks(Some(chunk.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .unwrap();
+            tasks.extend(out.tasks().iter().cloned());
+        }
+        tasks
+    }
+
+    /// The pod's tasks (by `startedBy`), in any state.
+    pub async fn tasks_of(&self, uid: &str) -> Vec<Task> {
+        let started_by = format!("vk-rs/{uid}");
+        self.all_tasks()
             .await
-            .unwrap();
-        let mine: Vec<Task> = tasks
-            .tasks()
-            .iter()
-            .filter(|t| t.started_by() == Some(format!("vk-rs/{uid}").as_str()))
-            .cloned()
-            .collect();
-        assert_eq!(mine.len(), 1, "exactly one task for pod {uid}: {mine:?}");
-        mine.into_iter().next().unwrap()
+            .into_iter()
+            .filter(|t| t.started_by() == Some(started_by.as_str()))
+            .collect()
     }
 
     /// The task definition of `task`.
@@ -168,6 +231,16 @@ PollInterval = "1s"
             .task_definition()
             .cloned()
             .unwrap()
+    }
+
+    /// SIGKILLs `vk-fargate` (moto keeps running).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts `vk-fargate` again, same flags and config.
+    pub fn restart(&mut self) {
+        self.process.restart().expect("vk-fargate starts again");
     }
 
     /// The process log, for failure messages.
@@ -193,4 +266,71 @@ pub fn pod(name: &str, node: &str, extra: serde_json::Value) -> serde_json::Valu
             "containers": [container],
         }
     })
+}
+
+/// Writes `lines` (timestamped now) to the awslogs stream of `container` of
+/// `task`, as the awslogs driver would; returns the time of the last line
+/// (ms). The group and stream are created when missing.
+pub async fn write_log(node: &FargateNode, task: &Task, container: &str, lines: &[&str]) -> i64 {
+    let definition = node.task_definition(task).await;
+    let options = definition
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(container))
+        .and_then(|c| c.log_configuration())
+        .and_then(|l| l.options())
+        .cloned()
+        .expect("the container's awslogs options");
+    let group = &options["awslogs-group"];
+    let task_id = task.task_arn().unwrap().rsplit('/').next().unwrap();
+    let stream = format!("{}/{container}/{task_id}", options["awslogs-stream-prefix"]);
+    let logs = &node.clients.logs;
+    let _ = logs.create_log_group().log_group_name(group).send().await;
+    let _ = logs
+        .create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(&stream)
+        .send()
+        .await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let n = lines.len() as i64;
+    let events: Vec<aws_sdk_cloudwatchlogs::types::InputLogEvent> = lines
+        .iter()
+        .zip(0..)
+        .map(|(line, i)| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now - (n - 1 - i) * 1000)
+                .message(*line)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    logs.put_log_events()
+        .log_group_name(group)
+        .log_stream_name(&stream)
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .unwrap();
+    now
+}
+
+/// Stops `task`'s container `container` with `exit_code`, then the task, as
+/// ECS shows an essential container's exit.
+pub fn exit_task(node: &FargateNode, task: &Task, container: &str, exit_code: i32) {
+    let arn = task.task_arn().unwrap();
+    node.moto
+        .set_container(
+            arn,
+            container,
+            json!({"lastStatus": "STOPPED", "exitCode": exit_code}),
+        )
+        .unwrap();
+    node.moto
+        .set_task(
+            arn,
+            json!({"lastStatus": "STOPPED", "stopCode": "EssentialContainerExited",
+                   "stoppedReason": "Essential container in task exited"}),
+        )
+        .unwrap();
 }

@@ -2,8 +2,16 @@
 with a control route and the patches that make its ECS behave as ECS
 documents where the provider depends on it.
 
-Usage: python moto_ecs.py  (prints "listening on 127.0.0.1:PORT", then serves
-until stdin closes or the process is killed).
+Usage: python moto_ecs.py  (prints "listening on 127.0.0.1:PORT faults
+127.0.0.1:PROXY", then serves until stdin closes or the process is killed).
+
+PROXY is a fault-injecting reverse proxy in front of moto: it forwards each
+call to PORT, except a chosen share (`/_vk/faults` on PORT, none at first)
+that it answers itself, never reaching moto: 400
+`{"__type":"ThrottlingException","message":"Rate exceeded"}` with
+`X-Amzn-Errortype: ThrottlingException` (what ECS answers when throttling),
+or 500 `{"__type":"ServerException"}`. The provider under test talks to
+PROXY; the test checks the backend on PORT.
 
 Patches of moto 5.2.x, each one where moto falls short of ECS's documented
 behaviour (this list is their record):
@@ -15,6 +23,9 @@ behaviour (this list is their record):
 - Tasks stay RUNNING until stopped (moto's state manager set to manual).
 - StopTask stops the task's running containers with exit code 143
   (SIGTERM), as ECS reports a stopped container; moto leaves them PENDING.
+- RunTask honours `clientToken`: a second call with the same token (and
+  cluster) answers the tasks of the first instead of running more, as ECS
+  documents; moto ignores the token.
 
 Control route (POST, JSON body), on the same port as the AWS APIs:
 
@@ -24,18 +35,29 @@ Control route (POST, JSON body), on the same port as the AWS APIs:
   "stoppedReason": "..."}: a task's state (STOPPED also sets desiredStatus
   and stoppedAt);
 - GET /_vk/network?region=R: the default VPC's first subnet and default
-  security group, {"subnet": "...", "securityGroup": "..."}.
+  security group, {"subnet": "...", "securityGroup": "..."};
+- /_vk/faults {"share": 0.2, "throttled": 0.5}: the share of the calls
+  through the proxy that fail, and the share of those that are throttled
+  (the others are 500); the counts so far come back;
+- /_vk/latency {"RunTask": 0.5, ...}: later calls of these actions (the
+  `X-Amz-Target` operation) are answered one at a time, each that many
+  seconds late (0 ends it), so a test can kill the provider while its
+  calls are in flight, however many it makes at once.
 """
 
 import datetime
+import http.client
 import json
+import random
 import sys
 import threading
+import time
 
 from moto.ec2.models import ec2_backends
 from moto.moto_api import state_manager
 from moto.ecs import models as ecs_models
 from moto.ecs.models import ecs_backends
+from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -46,6 +68,15 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 ACCOUNT = "123456789012"
+
+# Seconds of latency by action, set by /_vk/latency.
+_latency = {}
+_latency_lock = threading.Lock()
+
+# The proxy's faults, set by /_vk/faults, and what it did.
+_faults = {"share": 0.0, "throttled": 0.5}
+_fault_counts = {"forwarded": 0, "throttled": 0, "failed": 0}
+_fault_lock = threading.Lock()
 
 
 def _now():
@@ -94,6 +125,24 @@ def _stop_task(self, cluster_str, task_str, reason):
 
 
 ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task
+
+_original_run_task = EC2ContainerServiceResponse.run_task
+_run_tokens = {}
+_run_lock = threading.Lock()
+
+
+def _run_task(self):
+    token = self._get_param("clientToken")
+    if not token:
+        return _original_run_task(self)
+    key = (self.current_account, self.region, self._get_param("cluster", "default"), token)
+    with _run_lock:
+        if key not in _run_tokens:
+            _run_tokens[key] = _original_run_task(self)
+        return _run_tokens[key]
+
+
+EC2ContainerServiceResponse.run_task = _run_task
 
 
 # ---- Control route ---------------------------------------------------------
@@ -149,6 +198,20 @@ def _control(request):
             if "stoppedReason" in args:
                 task.stopped_reason = args["stoppedReason"]
             body = {"ok": True}
+        elif request.path == "/_vk/faults":
+            args = request.get_json(force=True)
+            with _fault_lock:
+                for k in ("share", "throttled"):
+                    if k in args:
+                        _faults[k] = float(args[k])
+                body = dict(_fault_counts)
+        elif request.path == "/_vk/latency":
+            for action, seconds in request.get_json(force=True).items():
+                if seconds:
+                    _latency[action] = float(seconds)
+                else:
+                    _latency.pop(action, None)
+            body = {"ok": True}
         else:
             return Response("no such control route\n", status=404)
     except (KeyError, StopIteration, IndexError) as e:
@@ -165,6 +228,10 @@ class _WithControl:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_vk/"):
             return _control(Request(environ))(environ, start_response)
+        action = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1]
+        if action in _latency:
+            with _latency_lock:
+                time.sleep(_latency.get(action, 0))
         return self.app(environ, start_response)
 
 
@@ -182,6 +249,72 @@ class Server(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
+
+
+class _FaultProxy:
+    """Forwards each call to moto on `port`, or fails it (see the module doc)."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def _fail(self, start_response):
+        with _fault_lock:
+            share, throttled = _faults["share"], _faults["throttled"]
+            if random.random() >= share:
+                _fault_counts["forwarded"] += 1
+                return None
+            throttle = random.random() < throttled
+            _fault_counts["throttled" if throttle else "failed"] += 1
+        if throttle:
+            status, kind, message = "400 Bad Request", "ThrottlingException", "Rate exceeded"
+        else:
+            status, kind, message = "500 Internal Server Error", "ServerException", "injected"
+        body = json.dumps({"__type": kind, "message": message}).encode()
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amzn-Errortype", kind),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    def __call__(self, environ, start_response):
+        failed = self._fail(start_response)
+        if failed is not None:
+            return failed
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        path = environ.get("PATH_INFO", "/")
+        if environ.get("QUERY_STRING"):
+            path += "?" + environ["QUERY_STRING"]
+        headers = {
+            k[5:].replace("_", "-").title(): v
+            for k, v in environ.items()
+            if k.startswith("HTTP_") and k[5:].replace("_", "-").lower() not in _HOP_BY_HOP
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        headers["Host"] = environ.get("HTTP_HOST", f"127.0.0.1:{self.port}")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(environ["REQUEST_METHOD"], path, body=body, headers=headers)
+            answer = conn.getresponse()
+            data = answer.read()
+            out = [
+                (k, v)
+                for k, v in answer.getheaders()
+                if k.lower() not in _HOP_BY_HOP
+            ]
+            out.append(("Content-Length", str(len(data))))
+            start_response(f"{answer.status} {answer.reason}", out)
+            return [data]
+        finally:
+            conn.close()
+
+
 def main():
     # Tasks stay where they are until StopTask or the control route moves
     # them (moto otherwise advances a task one state per DescribeTasks, from
@@ -193,7 +326,9 @@ def main():
     server = Server(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    print(f"listening on {host}:{port}", flush=True)
+    proxy = make_server("127.0.0.1", 0, _FaultProxy(port), threaded=True)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    print(f"listening on {host}:{port} faults 127.0.0.1:{proxy.server_port}", flush=True)
     # Serve until the test process goes away (stdin closes) or kills us.
     stop = threading.Event()
 
