@@ -5,6 +5,8 @@
 //! standing in for Azure. Every test asserts that no request or response
 //! broke the contract.
 
+#[path = "aci/chart.rs"]
+mod chart;
 #[path = "aci/rig.rs"]
 mod rig;
 

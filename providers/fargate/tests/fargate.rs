@@ -5,6 +5,8 @@
 //! Every test runs its own moto and its own `vk-fargate` process with its
 //! own node.
 
+#[path = "fargate/chart.rs"]
+mod chart;
 #[path = "fargate/support.rs"]
 mod support;
 
