@@ -47,6 +47,9 @@ pub struct BackendEntry {
     /// When the queued re-sync for `refresh_at` fires, so that the syncs in
     /// between (watch events, resyncs) do not queue a timer each.
     pub timer: Option<Instant>,
+    /// When the entry was made: a list of the backend that started before
+    /// then may not show the workload yet, and proves nothing about it.
+    pub since: Instant,
     /// Counts the backend statuses this entry has held.
     pub status_gen: u64,
     /// The pod's resourceVersion and the `status_gen` at which a sync last
@@ -66,6 +69,7 @@ impl BackendEntry {
             downward_hash: 0,
             refresh_at: None,
             timer: None,
+            since: Instant::now(),
             status_gen: 0,
             settled: None,
         }
@@ -142,10 +146,11 @@ impl BackendView {
         Some(key)
     }
 
-    /// Compares a full list of the backend with the view: changed statuses
-    /// are taken in, and workloads missing from the list are gone. Returns
-    /// the keys to sync.
-    pub fn reconcile(&self, listed: Vec<(PodKey, PodStatus)>) -> Vec<ObjectKey> {
+    /// Compares a full list of the backend, asked for at `asked`, with the
+    /// view: changed statuses are taken in, and workloads missing from the
+    /// list are gone, unless they were created after the list was asked for
+    /// (a slow list, a create that finished meanwhile). Returns the keys to sync.
+    pub fn reconcile(&self, listed: Vec<(PodKey, PodStatus)>, asked: Instant) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
         let mut seen = HashSet::with_capacity(listed.len());
         for (key, status) in listed {
@@ -163,7 +168,11 @@ impl BackendView {
                 keys.extend(self.intake(update));
             }
         }
-        for key in self.keys().into_iter().filter(|k| !seen.contains(k)) {
+        for key in self
+            .keys_older_than(asked)
+            .into_iter()
+            .filter(|k| !seen.contains(k))
+        {
             keys.extend(self.intake(StatusUpdate { key, status: None }));
         }
         keys
@@ -270,12 +279,12 @@ impl BackendView {
         armed
     }
 
-    /// Every workload's identity (for the periodic reconcile and tests).
-    pub fn keys(&self) -> Vec<PodKey> {
+    /// The identity of every workload the view took in before `at`.
+    fn keys_older_than(&self, at: Instant) -> Vec<PodKey> {
         self.lock()
             .iter()
             .flat_map(|((ns, name), es)| {
-                es.iter().map(|e| PodKey {
+                es.iter().filter(|e| e.since < at).map(|e| PodKey {
                     namespace: ns.clone(),
                     name: name.clone(),
                     uid: e.uid.clone(),

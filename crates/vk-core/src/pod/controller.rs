@@ -308,9 +308,10 @@ impl PodController {
     /// Lists the backend and queues every pod whose status changed or whose
     /// workload is gone (the fallback for providers that do not push).
     async fn poll(&self) {
+        let asked = Instant::now();
         match self.sync.calls.list_statuses().await {
             Ok(listed) => {
-                for key in self.sync.backend.reconcile(listed) {
+                for key in self.sync.backend.reconcile(listed, asked) {
                     self.sync.queue.add(key);
                 }
             }

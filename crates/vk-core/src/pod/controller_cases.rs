@@ -38,6 +38,28 @@ async fn a_poll_only_provider_is_listed_for_status_changes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pod_created_while_a_slow_list_runs_is_not_taken_for_gone() {
+    // Lists take 3 s after their snapshot, one starts every second: pods
+    // are created while lists that cannot show them are under way.
+    let provider = FakeProvider {
+        list_delay: Duration::from_secs(3),
+        ..FakeProvider::new(false)
+    };
+    let rig = start(provider, FakeObjects::default(), vec![]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..5 {
+        rig.api.apply(pod(&format!("web-{i}"), &format!("u{i}")));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for i in 0..5 {
+        let name = format!("web-{i}");
+        assert_eq!(rig.api.phase(&name).as_deref(), Some("Running"), "{name}");
+    }
+    assert!(rig.provider.count("list") >= 5, "lists ran meanwhile");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pushed_status_is_written_without_a_list() {
     let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
     rig.api.apply(pod("job", "u1"));

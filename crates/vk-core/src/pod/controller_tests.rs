@@ -162,6 +162,8 @@ struct FakeProvider {
     pods: Mutex<HashMap<PodKey, (ResolvedPod, PodStatus)>>,
     calls: Mutex<Vec<(&'static str, Instant, Duration)>>,
     faults: Mutex<VecDeque<Fault>>,
+    /// How long a list takes after it took its snapshot (a slow cloud API).
+    list_delay: Duration,
 }
 
 fn running() -> PodStatus {
@@ -292,15 +294,18 @@ impl Provider for FakeProvider {
     }
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>> {
         self.record("list", Duration::ZERO);
-        let pods = self.pods.lock().unwrap();
-        Ok(pods
-            .iter()
-            .map(|(k, (r, s))| BackendPod {
-                key: k.clone(),
-                pod: r.pod.clone(),
-                status: s.clone(),
-            })
-            .collect())
+        let listed: Vec<BackendPod> = {
+            let pods = self.pods.lock().unwrap();
+            pods.iter()
+                .map(|(k, (r, s))| BackendPod {
+                    key: k.clone(),
+                    pod: r.pod.clone(),
+                    status: s.clone(),
+                })
+                .collect()
+        };
+        tokio::time::sleep(self.list_delay).await;
+        Ok(listed)
     }
     fn notify_status(&self, notifier: StatusNotifier) -> bool {
         let _ = self.notifier.set(notifier);
