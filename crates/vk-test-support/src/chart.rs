@@ -126,6 +126,36 @@ pub fn assert_rejected(chart: &str, args: &[&str], why: &str) {
     assert!(err.contains(why), "{args:?}: expected {why:?} in: {err}");
 }
 
+/// The objects of `chart` rendered as release `rel` in `vk-system` with helm `args`.
+///
+/// # Panics
+///
+/// When helm fails or its output is not YAML.
+pub fn render(chart: &str, args: &[&str]) -> Vec<Value> {
+    let manifest = template(chart, "rel", "vk-system", args)
+        .unwrap_or_else(|e| panic!("helm template {chart} {args:?}: {e}"));
+    objects(&manifest)
+}
+
+/// The path of the chart's `ci/<variant>-values.yaml`.
+pub fn ci_values(chart: &str, variant: &str) -> String {
+    chart_dir(chart)
+        .join("ci")
+        .join(format!("{variant}-values.yaml"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// [`render`] with one of the chart's `ci/` values files, or the defaults
+/// for `""`: the renderings `cargo xtask charts` checks.
+pub fn render_variant(chart: &str, variant: &str) -> Vec<Value> {
+    if variant.is_empty() {
+        render(chart, &[])
+    } else {
+        render(chart, &["--values", &ci_values(chart, variant)])
+    }
+}
+
 /// The objects of a rendered chart.
 ///
 /// # Panics

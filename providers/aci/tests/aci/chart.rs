@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use vk_test_support::chart::{self, RbacExpectation, assert_rejected, objects, of_kind, pod_spec};
+use vk_test_support::chart::{self, RbacExpectation, assert_rejected, of_kind, pod_spec};
 
 /// The chart under test.
 const CHART: &str = "vk-aci";
@@ -19,19 +19,11 @@ const CHART: &str = "vk-aci";
 const VARIANTS: &[&str] = &["", "workload-identity", "client-secret"];
 
 fn render(args: &[&str]) -> Vec<Value> {
-    let manifest = chart::template(CHART, "rel", "vk-system", args)
-        .unwrap_or_else(|e| panic!("helm template {args:?}: {e}"));
-    objects(&manifest)
+    chart::render(CHART, args)
 }
 
 fn render_variant(variant: &str) -> Vec<Value> {
-    if variant.is_empty() {
-        return render(&[]);
-    }
-    let values = chart::chart_dir(CHART)
-        .join("ci")
-        .join(format!("{variant}-values.yaml"));
-    render(&["--values", &values.to_string_lossy()])
+    chart::render_variant(CHART, variant)
 }
 
 /// The container's environment, by name.

@@ -27,17 +27,11 @@ use vk_test_support::chart::{
 const CHART: &str = "vk-edge";
 
 fn render(args: &[&str]) -> Vec<Value> {
-    let manifest = chart::template(CHART, "rel", "vk-system", args)
-        .unwrap_or_else(|e| panic!("helm template {args:?}: {e}"));
-    objects(&manifest)
+    chart::render(CHART, args)
 }
 
 fn ci_values(variant: &str) -> String {
-    chart::chart_dir(CHART)
-        .join("ci")
-        .join(format!("{variant}-values.yaml"))
-        .to_string_lossy()
-        .into_owned()
+    chart::ci_values(CHART, variant)
 }
 
 /// The renderings `cargo xtask charts` checks: the defaults and each `ci/` file.
@@ -50,11 +44,7 @@ const VARIANTS: &[&str] = &[
 ];
 
 fn render_variant(variant: &str) -> Vec<Value> {
-    if variant.is_empty() {
-        render(&[])
-    } else {
-        render(&["--values", &ci_values(variant)])
-    }
+    chart::render_variant(CHART, variant)
 }
 
 fn container(objects: &[Value]) -> &Value {

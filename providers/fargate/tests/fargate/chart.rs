@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 use vk_fargate::config::{CapacityProvider, FargateConfig};
-use vk_test_support::chart::{self, RbacExpectation, assert_rejected, objects, of_kind, pod_spec};
+use vk_test_support::chart::{self, RbacExpectation, assert_rejected, of_kind, pod_spec};
 
 /// The chart under test.
 const CHART: &str = "vk-fargate";
@@ -20,19 +20,11 @@ const CHART: &str = "vk-fargate";
 const VARIANTS: &[&str] = &["", "irsa", "credentials-secret"];
 
 fn render(args: &[&str]) -> Vec<Value> {
-    let manifest = chart::template(CHART, "rel", "vk-system", args)
-        .unwrap_or_else(|e| panic!("helm template {args:?}: {e}"));
-    objects(&manifest)
+    chart::render(CHART, args)
 }
 
 fn render_variant(variant: &str) -> Vec<Value> {
-    if variant.is_empty() {
-        return render(&[]);
-    }
-    let values = chart::chart_dir(CHART)
-        .join("ci")
-        .join(format!("{variant}-values.yaml"));
-    render(&["--values", &values.to_string_lossy()])
+    chart::render_variant(CHART, variant)
 }
 
 /// The rendered fargate.toml (the ConfigMap's `config.json`, read as TOML).
