@@ -405,3 +405,21 @@ pub fn lint_and_dry_run(chart: &str, renderings: &[&str]) {
         assert!(rendered.join(name).is_file(), "{name} not rendered");
     }
 }
+
+/// [`lint_and_dry_run`] of the renderings of `variants` (see
+/// [`render_variant`]): `<chart>.yaml` for the defaults (`""`), else
+/// `<chart>-<variant>.yaml`.
+pub fn lint_and_dry_run_variants(chart: &str, variants: &[&str]) {
+    let renderings: Vec<String> = variants
+        .iter()
+        .map(|v| {
+            if v.is_empty() {
+                format!("{chart}.yaml")
+            } else {
+                format!("{chart}-{v}.yaml")
+            }
+        })
+        .collect();
+    let names: Vec<&str> = renderings.iter().map(String::as_str).collect();
+    lint_and_dry_run(chart, &names);
+}
