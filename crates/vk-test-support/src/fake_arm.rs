@@ -8,7 +8,8 @@
 //!   `shared/specs/aci/containerInstance.json` ([`contract`]); a request
 //!   that violates it is answered 400, and every violation is kept for the
 //!   test to assert on ([`FakeArm::violations`]);
-//! - ARM calls need a bearer token the fake issued;
+//! - ARM calls need a bearer token the fake issued and that has not
+//!   expired (`token_lifetime`);
 //! - a PUT answers 201 with `Azure-AsyncOperation` and `Retry-After`; the
 //!   operation is `InProgress` on its first poll and `Succeeded` on the
 //!   next; the group then shows `Pending` and its containers `Waiting` until
@@ -29,7 +30,10 @@
 //!   `argv` to show how the words arrived), password checked as the
 //!   contract says; [`FakeArm::exec_sessions`] lists them;
 //! - [`FakeArm::throttle`] answers the next calls with 429 or 5xx and a
-//!   `Retry-After`.
+//!   `Retry-After`; [`FakeArm::fault_share`] answers a share of all calls
+//!   with 429 or 500 (a 500 after the call was served: the answer lost);
+//! - [`FakeArm::created_groups`] lists the PUTs that created a group (an
+//!   update is not one), to catch duplicates.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -50,7 +54,7 @@ mod state;
 mod tls;
 mod token;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -63,7 +67,7 @@ use serde_json::Value;
 
 use self::contract::{Contract, specs_dir};
 use self::routes::handle;
-use self::state::{State, exit};
+use self::state::{FaultRate, State, exit};
 use self::tls::tls_config;
 
 /// The api-version of the contract.
@@ -80,7 +84,8 @@ pub struct FakeArmOptions {
     pub tenant: String,
     /// The client secret the token endpoint accepts (`None`: any).
     pub client_secret: Option<String>,
-    /// Lifetime of the tokens it issues.
+    /// Lifetime of the tokens it issues (`expires_in`); an ARM call with
+    /// an expired token is answered 401 `ExpiredAuthenticationToken`.
     pub token_lifetime: Duration,
     /// How long a provisioned group stays Pending before its containers run.
     pub running_after: Duration,
@@ -201,12 +206,14 @@ impl FakeArm {
             started: Instant::now(),
             groups: BTreeMap::new(),
             ops: HashMap::new(),
-            tokens: HashSet::new(),
+            tokens: HashMap::new(),
             requests: Vec::new(),
             violations: Vec::new(),
             sessions: HashMap::new(),
             exec_log: Vec::new(),
             faults: VecDeque::new(),
+            fault_rate: None,
+            created: Vec::new(),
             next_id: 1,
             base: format!("https://{addr}"),
         }));
@@ -317,5 +324,25 @@ impl FakeArm {
         state
             .faults
             .extend(std::iter::repeat_n((status, retry_after_secs), count));
+    }
+
+    /// From now on answers about `share` (0.0–1.0) of the ARM calls with a
+    /// fault, 429 and 500 in turn, each with `Retry-After:
+    /// retry_after_secs`. A 429 is answered before the call is served; a
+    /// 500 after it (the group was created or deleted, the answer lost).
+    /// The choice is pseudo-random with a fixed seed. `0.0` stops it.
+    pub fn fault_share(&self, share: f64, retry_after_secs: u64) {
+        self.lock().fault_rate = (share > 0.0).then_some(FaultRate {
+            share,
+            retry_after_secs,
+            seed: 0x9E37_79B9_7F4A_7C15,
+            draws: 0,
+        });
+    }
+
+    /// Every PUT that created a group (not one that updated it), in order:
+    /// the group's name and its tags.
+    pub fn created_groups(&self) -> Vec<(String, Value)> {
+        self.lock().created.clone()
     }
 }

@@ -7,7 +7,9 @@
 //! - **Auth**: an azure_identity credential (workload identity, client
 //!   secret or managed identity) through azure_core's bearer token policy,
 //!   scope `<arm endpoint>/.default`. The policy refuses non-https URLs,
-//!   and so does [`crate::config`].
+//!   and so does [`crate::config`]. A cache in front of the credential
+//!   ([`crate::token_cache`]) keeps a short-lived token from being fetched
+//!   again for every call.
 //! - **Retries**: azure_core's retry policy retries 408, 429, 500, 502, 503
 //!   and 504 and transport errors, waiting the longer of its back-off and
 //!   the server's `Retry-After` / `x-ms-retry-after-ms` / `retry-after-ms`.
@@ -36,6 +38,7 @@ use crate::models::{
     API_VERSION, AsyncOperation, CloudError, ContainerExecRequest, ContainerGroup,
     ContainerGroupList, Logs, StreamSession,
 };
+use crate::token_cache::RenewingCredential;
 use crate::transport::{client_options, credential, transport, websocket_tls};
 
 /// api-version of `Microsoft.Resources/resourceGroups` (the health check).
@@ -131,7 +134,9 @@ impl ArmClient {
     /// A client for the settings' subscription and resource group.
     pub fn new(config: &AciConfig) -> anyhow::Result<ArmClient> {
         let transport = transport(config)?;
-        let credential = credential(config, &transport)?;
+        // Short-lived tokens renewed once per half-life, not once per call.
+        let credential: Arc<dyn azure_core::credentials::TokenCredential> =
+            Arc::new(RenewingCredential::new(credential(config, &transport)?));
         let scope = format!(
             "{}/.default",
             config.arm_endpoint.as_str().trim_end_matches('/')

@@ -10,6 +10,7 @@ use vk_aci::AciProvider;
 use vk_aci::client::ArmClient;
 use vk_aci::config::{AciArgs, AciConfig, aci_node_capacity};
 use vk_aci::group::GroupSettings;
+use vk_aci::secrets::{ApiSecrets, SecretSource};
 use vk_core::cli::KubeletArgs;
 use vk_core::runtime::binary;
 use vk_core::toolkit::node_config::NodeConfig;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     };
     let poll = Duration::from_secs(cli.status_poll_seconds);
     let cluster_domain = cli.kubelet.cluster_domain.clone();
+    let secrets: Arc<dyn SecretSource> = Arc::new(ApiSecrets::new(cli.kubelet.clone()));
     binary::run("vk-aci", cli.kubelet.clone(), "azure-aci", |node| {
         let settings = GroupSettings {
             node: node.to_string(),
@@ -60,9 +62,9 @@ fn main() -> ExitCode {
             cluster_domain: cluster_domain.clone(),
         };
         let capacity = aci_node_capacity(node, &config.node(node));
-        Ok(
-            Arc::new(AciProvider::new(client.clone(), settings, capacity, poll))
-                as Arc<dyn vk_core::Provider>,
-        )
+        Ok(Arc::new(
+            AciProvider::new(client.clone(), settings, capacity, poll)
+                .with_secrets(secrets.clone()),
+        ) as Arc<dyn vk_core::Provider>)
     })
 }

@@ -413,8 +413,9 @@ pub struct Volume {
     pub azure_file: Option<AzureFileVolume>,
 }
 
-/// An Azure Files share.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// An Azure Files share. Its `Debug` leaves the key out: a group printed
+/// in a log must not carry it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureFileVolume {
     /// Share name.
@@ -427,6 +428,20 @@ pub struct AzureFileVolume {
     /// Read-only mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl std::fmt::Debug for AzureFileVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureFileVolume")
+            .field("share_name", &self.share_name)
+            .field("storage_account_name", &self.storage_account_name)
+            .field(
+                "storage_account_key",
+                &self.storage_account_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("read_only", &self.read_only)
+            .finish()
+    }
 }
 
 /// A volume mounted into a container.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container as KubeContainer, Pod, PodSpec, PodStatus};
-use vk_core::provider::{ByteStream, CallRateLimit, ExecIo, LogOptions};
+use vk_core::provider::{ByteStream, CallRateLimit, ExecIo, LogOptions, PodUsage};
 use vk_core::toolkit::log_lines::log_stream;
 use vk_core::{
     BackendPod, NodeCapacity, PodKey, Provider, ProviderError, ProviderResult, ResolvedPod,
@@ -21,10 +21,15 @@ use vk_core::{
 
 use crate::client::ArmClient;
 use crate::exec;
-use crate::group::{GroupSettings, container_group, group_name};
+use crate::group::{GroupSettings, container_group_with, group_name};
 use crate::logs::AciLogSource;
 use crate::models::ContainerGroup;
+use crate::secrets::{SecretSource, azure_file_secrets};
 use crate::status::{group_events, pod_key, pod_status};
+
+/// Why stats are not offered (the kubelet API adds "is not supported by
+/// this provider").
+pub const STATS_NOT_OFFERED: &str = "stats (ACI's container group API reports no CPU or memory usage of containers; that is in Azure Monitor, which vk-aci does not read)";
 
 /// How often a followed log is read again.
 const LOG_POLL: Duration = Duration::from_secs(2);
@@ -39,6 +44,9 @@ pub struct AciProvider {
     started: jiff::Timestamp,
     /// Ids of the ACI events recorded, by pod.
     seen_events: Mutex<HashMap<PodKey, HashSet<String>>>,
+    /// Where the Secrets of azureFile volumes are read (none: such a pod
+    /// is refused, its Secret "not found").
+    secrets: Option<Arc<dyn SecretSource>>,
 }
 
 impl AciProvider {
@@ -57,6 +65,15 @@ impl AciProvider {
             notifier: Mutex::new(None),
             started: jiff::Timestamp::now(),
             seen_events: Mutex::new(HashMap::new()),
+            secrets: None,
+        }
+    }
+
+    /// The same provider, reading the Secrets of azureFile volumes from `source`.
+    pub fn with_secrets(self, source: Arc<dyn SecretSource>) -> AciProvider {
+        AciProvider {
+            secrets: Some(source),
+            ..self
         }
     }
 
@@ -115,7 +132,11 @@ impl AciProvider {
         let key = pod
             .key()
             .ok_or_else(|| ProviderError::InvalidInput("the pod has no UID".into()))?;
-        let translation = container_group(pod, &self.settings)?;
+        let azure_files = match &self.secrets {
+            Some(source) => azure_file_secrets(source.as_ref(), pod).await?,
+            None => Default::default(),
+        };
+        let translation = container_group_with(pod, &self.settings, &azure_files)?;
         for note in translation.notes {
             self.event(&key, note.reason, note.message);
         }
@@ -280,6 +301,15 @@ impl Provider for AciProvider {
         let name = group_name(&key.namespace, &key.name, &key.uid);
         let session = self.client.attach(&name, container).await?;
         exec::run_attach(self.client.websocket_tls(), &session, io).await
+    }
+
+    /// Not offered: the contract (api-version 2026-05-01) has no endpoint
+    /// for a container's CPU or memory usage (the group's instance view
+    /// carries states and events only). Usage lives in Azure Monitor, a
+    /// different API that vk-aci does not call: `/stats/summary` and
+    /// `/metrics/resource` answer 501 saying so.
+    async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
+        Err(ProviderError::NotImplemented(STATS_NOT_OFFERED))
     }
 
     fn notify_status(&self, notifier: StatusNotifier) -> bool {

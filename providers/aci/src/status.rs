@@ -12,6 +12,10 @@
 //!   Built with the core's container status builders and reasons.
 //! - **Ready**: a running container is ready unless ACI's latest readiness
 //!   event for it (since it started) is a failure.
+//! - **Sidecars** (the containers the group's `io.vk-rs.sidecars` tag
+//!   names, see [`crate::group`]): reported among the init containers, as
+//!   Kubernetes does, and left out of the phase: the pod ends when its app
+//!   containers do.
 //! - **Pod IP**: `ipAddress.ip`.
 
 use std::str::FromStr;
@@ -24,7 +28,8 @@ use vk_core::toolkit::container_status::{
 };
 use vk_core::toolkit::pod_identity::{LABEL_NODE, PodIdentity};
 
-use crate::models::{ContainerGroup, ContainerInstanceView, ContainerState, Event};
+use crate::group::TAG_SIDECARS;
+use crate::models::{Container, ContainerGroup, ContainerInstanceView, ContainerState, Event};
 
 /// The pod a group was created for, when it carries this node's tags.
 pub fn pod_key(group: &ContainerGroup, node: &str) -> Option<PodKey> {
@@ -113,17 +118,24 @@ fn status_of(name: &str, image: &str, view: Option<&ContainerInstanceView>) -> C
 /// The pod status of a group (see the module doc).
 pub fn pod_status(group: &ContainerGroup) -> PodStatus {
     let props = &group.properties;
-    let containers: Vec<ContainerStatus> = props
+    let sidecars: Vec<&str> = group
+        .tags
+        .get(TAG_SIDECARS)
+        .map(|names| names.split(',').collect())
+        .unwrap_or_default();
+    let (sidecars, apps): (Vec<_>, Vec<_>) = props
         .containers
         .iter()
-        .map(|c| {
-            status_of(
-                &c.name,
-                &c.properties.image,
-                c.properties.instance_view.as_ref(),
-            )
-        })
-        .collect();
+        .partition(|c| sidecars.contains(&c.name.as_str()));
+    let status_of_container = |c: &&Container| {
+        status_of(
+            &c.name,
+            &c.properties.image,
+            c.properties.instance_view.as_ref(),
+        )
+    };
+    let containers: Vec<ContainerStatus> = apps.iter().map(status_of_container).collect();
+    let sidecars: Vec<ContainerStatus> = sidecars.iter().map(status_of_container).collect();
     let init: Vec<ContainerStatus> = props
         .init_containers
         .iter()
@@ -134,6 +146,7 @@ pub fn pod_status(group: &ContainerGroup) -> PodStatus {
                 c.properties.instance_view.as_ref(),
             )
         })
+        .chain(sidecars)
         .collect();
     let exits: Vec<Option<i32>> = containers
         .iter()
@@ -485,6 +498,30 @@ mod tests {
         let t = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
         assert_eq!(init.image, "busybox");
+    }
+
+    #[test]
+    fn sidecars_are_init_statuses_and_do_not_hold_the_phase() {
+        let props = json!({"containers": [container("app", exited(0)), container("proxy", running_view())],
+            "initContainers": [{"name": "setup", "properties": {"image": "busybox", "instanceView": exited(0)}}],
+            "restartPolicy": "Never", "provisioningState": "Succeeded", "instanceView": {"state": "Running"}});
+        let mut g = group(props);
+        // Without the tag, the running proxy keeps the pod Running.
+        assert_eq!(pod_status(&g).phase.as_deref(), Some("Running"));
+        g.tags.insert(TAG_SIDECARS.into(), "proxy".into());
+        let s = pod_status(&g);
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"), "the app ended");
+        let apps: Vec<_> = s
+            .container_statuses
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(apps, ["app"]);
+        let init = s.init_container_statuses.unwrap();
+        let names: Vec<_> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["setup", "proxy"]);
+        assert!(init[1].state.as_ref().unwrap().running.is_some() && init[1].ready);
     }
 
     #[test]

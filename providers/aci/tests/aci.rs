@@ -7,8 +7,16 @@
 
 #[path = "aci/chart.rs"]
 mod chart;
+#[path = "aci/fake.rs"]
+mod fake;
+#[path = "aci/fleet.rs"]
+mod fleet;
+#[path = "aci/image.rs"]
+mod image;
 #[path = "aci/rig.rs"]
 mod rig;
+#[path = "aci/translation.rs"]
+mod translation;
 
 use std::time::Duration;
 
@@ -349,38 +357,6 @@ async fn restart_always_counts_restarts_and_keeps_the_last_exit() {
 }
 
 #[tokio::test]
-async fn a_restarted_vk_aci_adopts_its_groups_and_removes_orphans() {
-    let mut rig = Rig::start("aci-adopt").await;
-    let mut groups = Vec::new();
-    for name in ["a", "b"] {
-        groups.push(group_of(&rig.sleeper(name).await));
-    }
-    for name in ["a", "b"] {
-        rig.wait_running(name).await;
-    }
-    rig.node.process.kill();
-    // Force-deleted while the kubelet is away: its group is an orphan.
-    Api::<Pod>::namespaced(rig.client.clone(), rig.ns())
-        .delete(
-            "b",
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let puts_before = rig.puts();
-    rig.node.process.restart().unwrap();
-    rig.wait_group_gone(&groups[1], Duration::from_secs(40))
-        .await;
-    rig.wait_running("a").await;
-    assert!(rig.arm.group_names().contains(&groups[0]));
-    assert_eq!(rig.puts(), puts_before, "no group recreated");
-    rig.finish().await;
-}
-
-#[tokio::test]
 async fn a_wrong_client_secret_makes_the_node_not_ready_with_the_token_error() {
     let rig = Rig::start_with_secret("aci-auth", "wrong").await;
     let nodes: Api<Node> = Api::all(rig.client.clone());
@@ -574,5 +550,22 @@ async fn kubectl_exec_it_runs_on_a_terminal_sized_by_the_first_resize() {
     assert_eq!(sessions[0].argv, ["sh"]);
     // The terminal's size, from kubectl's first resize.
     assert_eq!(sessions[0].terminal_size, Some((40, 100)));
+    rig.finish().await;
+}
+
+/// The contract has no usage endpoint: stats answer 501, saying why.
+#[tokio::test]
+async fn stats_answer_501_saying_aci_reports_no_usage() {
+    let rig = Rig::start("aci-stats").await;
+    approve_serving_csr(&rig.cluster, &rig.node.name).await;
+    let port = vk_test_support::kubelet_port(&rig.cluster, &rig.node.name).await;
+    for path in ["/stats/summary", "/metrics/resource"] {
+        let (code, body) = vk_test_support::kubelet_get(&rig.cluster, port, path).await;
+        assert_eq!(code, "501", "{path}: {body}");
+        assert!(
+            body.contains("reports no CPU or memory usage") && body.contains("Azure Monitor"),
+            "{path}: {body}"
+        );
+    }
     rig.finish().await;
 }

@@ -134,6 +134,12 @@ pub(super) fn put(st: &mut State, name: &str, body: Option<&Value>) -> Answer {
         })
         .collect();
     let exists = st.groups.contains_key(name);
+    if !exists {
+        st.created.push((
+            name.to_string(),
+            body.get("tags").cloned().unwrap_or_default(),
+        ));
+    }
     let ip = match st.groups.get(name) {
         Some(g) => g.ip.clone(),
         None => {

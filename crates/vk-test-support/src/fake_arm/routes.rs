@@ -142,7 +142,6 @@ pub(super) fn route(
     body: Option<&Value>,
 ) -> Answer {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     // Entra ID: POST /{tenant}/oauth2/v2.0/token
     if segs.len() == 4 && segs[1] == "oauth2" && segs[3] == "token" && method == "POST" {
         return token(st, segs[0], raw);
@@ -159,18 +158,39 @@ pub(super) fn route(
             Err(e) => answer(404, json!({"error": e.to_string()}), Shape::Other),
         };
     }
-    // ARM: a token we issued.
-    let token_ok = auth
+    // ARM: a token we issued, not expired.
+    let expiry = auth
         .and_then(|a| a.strip_prefix("Bearer "))
-        .is_some_and(|t| st.tokens.contains(t));
-    if !token_ok {
-        return error(
-            401,
-            "AuthenticationFailed",
-            "missing or unknown bearer token",
-        );
+        .and_then(|t| st.tokens.get(t));
+    match expiry {
+        None => {
+            return error(
+                401,
+                "AuthenticationFailed",
+                "missing or unknown bearer token",
+            );
+        }
+        Some(at) if *at <= std::time::Instant::now() => {
+            return error(
+                401,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            );
+        }
+        Some(_) => {}
     }
-    if let Some((status, after)) = st.faults.pop_front() {
+    let drawn = st.fault_rate.as_mut().and_then(|f| {
+        let status = f.draw()?;
+        Some((status, f.retry_after_secs))
+    });
+    if let Some((500, after)) = drawn {
+        // Served, then the answer is lost.
+        let _served = route_arm(st, method, path, query, body, &segs);
+        let mut a = error(500, "InternalServerError", "injected fault after serving");
+        a.headers.push(("retry-after", after.to_string()));
+        return a;
+    }
+    if let Some((status, after)) = st.faults.pop_front().or(drawn) {
         let mut a = error(
             status,
             if status == 429 {
@@ -183,6 +203,19 @@ pub(super) fn route(
         a.headers.push(("retry-after", after.to_string()));
         return a;
     }
+    route_arm(st, method, path, query, body, &segs)
+}
+
+/// An authenticated ARM call, past fault injection.
+fn route_arm(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&Value>,
+    segs: &[&str],
+) -> Answer {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     if segs.len() < 2 || !eq(segs[0], "subscriptions") || segs[1] != st.options.subscription {
         return error(
             404,

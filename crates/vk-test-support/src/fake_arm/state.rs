@@ -1,7 +1,7 @@
 //! The fake's state: groups and their containers, operations, tokens, the
 //! request log; how a group advances, exits, and how ARM shows it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -54,14 +54,49 @@ pub(super) struct State {
     pub(super) started: Instant,
     pub(super) groups: BTreeMap<String, Group>,
     pub(super) ops: HashMap<String, Operation>,
-    pub(super) tokens: HashSet<String>,
+    /// Tokens issued, with when each expires.
+    pub(super) tokens: HashMap<String, Instant>,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) violations: Vec<String>,
     pub(super) sessions: HashMap<String, Session>,
     pub(super) exec_log: Vec<ExecRecord>,
     pub(super) faults: VecDeque<(u16, u64)>,
+    /// A share of ARM calls answered with a fault (see [`FaultRate`]).
+    pub(super) fault_rate: Option<FaultRate>,
+    /// Every PUT that created a group (not an update): its name and tags.
+    pub(super) created: Vec<(String, Value)>,
     pub(super) next_id: u64,
     pub(super) base: String,
+}
+
+/// Faults on a share of ARM calls, drawn from a fixed-seed generator so a
+/// run can be repeated: 429s are answered before the call is served (ARM
+/// throttles before it does anything); 500s after it (the work was done and
+/// the answer lost, the harshest case for a client that retries writes).
+#[derive(Debug)]
+pub(super) struct FaultRate {
+    pub(super) share: f64,
+    pub(super) retry_after_secs: u64,
+    pub(super) seed: u64,
+    pub(super) draws: u64,
+}
+
+impl FaultRate {
+    /// The fault of the next call, if it gets one: 429 and 500 alternate.
+    pub(super) fn draw(&mut self) -> Option<u16> {
+        // xorshift64*: enough randomness for picking calls, no dependency.
+        let mut x = self.seed;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed = x;
+        let r = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        if r >= self.share {
+            return None;
+        }
+        self.draws += 1;
+        Some(if self.draws % 2 == 1 { 429 } else { 500 })
+    }
 }
 
 pub(super) fn exit(state: &mut State, group: &str, container: &str, code: i64) -> Result<()> {

@@ -38,8 +38,10 @@ pub(super) fn token(st: &mut State, tenant: &str, raw: &[u8]) -> Answer {
     }
     let token = format!("fake-token-{}", st.next_id);
     st.next_id += 1;
-    st.tokens.insert(token.clone());
-    let lifetime = st.options.token_lifetime.as_secs();
+    let lifetime = st.options.token_lifetime;
+    st.tokens
+        .insert(token.clone(), std::time::Instant::now() + lifetime);
+    let lifetime = lifetime.as_secs();
     answer(
         200,
         json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),

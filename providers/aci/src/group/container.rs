@@ -173,7 +173,7 @@ pub(super) fn init_container(
 ) -> ProviderResult<InitContainer> {
     if is_sidecar(c) {
         return Err(invalid(format!(
-            "init container {:?} is a sidecar (restartPolicy: Always); ACI init containers must run to completion",
+            "init container {:?} is a sidecar (restartPolicy: Always): it runs among the group's containers, not its init containers",
             c.name
         )));
     }

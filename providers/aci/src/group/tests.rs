@@ -221,7 +221,7 @@ fn secret_env_goes_as_secure_value_only() {
 }
 
 #[test]
-fn init_containers_run_first_and_sidecars_are_refused() {
+fn init_containers_run_first() {
     let mut p = pod(json!({
         "initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "true"], "env": [{"name": "K", "value": "v"}]}],
         "containers": [{"name": "c", "image": "i"}]
@@ -235,11 +235,72 @@ fn init_containers_run_first_and_sidecars_are_refused() {
             "environmentVariables": [{"name": "K", "secureValue": "v"}]
         }}])
     );
-    let sidecar = pod(json!({
-        "initContainers": [{"name": "proxy", "image": "envoy", "restartPolicy": "Always"}],
-        "containers": [{"name": "c", "image": "i"}]
+}
+
+#[test]
+fn sidecars_run_as_containers_of_the_group_and_say_so() {
+    let mut p = pod(json!({
+        "restartPolicy": "Never",
+        "initContainers": [
+            {"name": "setup", "image": "busybox", "command": ["true"]},
+            {"name": "proxy", "image": "envoy", "restartPolicy": "Always",
+                "ports": [{"containerPort": 15001}],
+                "resources": {"requests": {"cpu": "500m", "memory": "1G"}}},
+            {"name": "migrate", "image": "busybox", "command": ["true"]}
+        ],
+        "containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "1", "memory": "1G"}}}]
     }));
-    assert!(invalid_message(&sidecar).contains("sidecar"));
+    p.pod.metadata.name = Some("web".into());
+    let t = container_group(&p, &settings()).unwrap();
+    let b = body(&t);
+    let names = |list: &str| -> Vec<String> {
+        b["properties"][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("containers"), ["c", "proxy"]);
+    assert_eq!(names("initContainers"), ["setup", "migrate"]);
+    let proxy = &b["properties"]["containers"][1]["properties"];
+    assert_eq!(proxy["image"], "envoy");
+    assert_eq!(
+        proxy["resources"]["requests"],
+        json!({"cpu": 0.5, "memoryInGB": 1.0})
+    );
+    assert_eq!(
+        b["properties"]["ipAddress"]["ports"],
+        json!([{"port": 15001, "protocol": "TCP"}])
+    );
+    assert_eq!(b["tags"][TAG_SIDECARS], "proxy");
+    let notes: Vec<_> = t
+        .notes
+        .iter()
+        .filter(|n| n.reason == "SidecarRunsAsContainer")
+        .collect();
+    assert_eq!(notes.len(), 1, "{:?}", t.notes);
+    let m = &notes[0].message;
+    assert!(
+        m.contains("\"proxy\"") && m.contains("ACI has no sidecars"),
+        "{m}"
+    );
+    assert!(
+        m.contains("[\"migrate\"] listed after it run without it"),
+        "{m}"
+    );
+    assert!(m.contains("restartPolicy (Never)"), "{m}");
+
+    // No sidecar: no tag, no note.
+    let plain = container_group(&one(json!({"name": "c", "image": "i"})), &settings()).unwrap();
+    assert!(!plain.group.tags.contains_key(TAG_SIDECARS));
+    assert!(
+        plain
+            .notes
+            .iter()
+            .all(|n| n.reason != "SidecarRunsAsContainer")
+    );
 }
 
 #[test]
@@ -434,4 +495,101 @@ fn policy_network_and_annotations() {
         json!({"name": "c", "image": "i", "ports": [{"containerPort": 1, "protocol": "SCTP"}]}),
     );
     assert!(invalid_message(&sctp).contains("no SCTP ports"));
+}
+
+fn azure_file_pod(read_only: Option<bool>) -> ResolvedPod {
+    let mut source = json!({"secretName": "storage", "shareName": "data"});
+    if let Some(ro) = read_only {
+        source["readOnly"] = json!(ro);
+    }
+    pod(json!({
+        "containers": [{"name": "c", "image": "i",
+            "volumeMounts": [{"name": "share", "mountPath": "/data"}]}],
+        "volumes": [{"name": "share", "azureFile": source}]
+    }))
+}
+
+fn storage_secret(entries: &[(&str, &str)]) -> AzureFileSecrets {
+    AzureFileSecrets::from([(
+        "storage".to_string(),
+        Some(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        ),
+    )])
+}
+
+#[test]
+fn azure_file_takes_the_account_and_key_from_its_secret() {
+    let p = azure_file_pod(Some(true));
+    assert_eq!(azure_file_secret_names(&p), ["storage"]);
+    let secrets = storage_secret(&[
+        (AZURE_STORAGE_ACCOUNT_NAME, "acct\n"),
+        (AZURE_STORAGE_ACCOUNT_KEY, "a2V5PT0="),
+        ("other", "x"),
+    ]);
+    let t = container_group_with(&p, &settings(), &secrets).unwrap();
+    let b = body(&t);
+    assert_eq!(
+        b["properties"]["volumes"],
+        json!([{"name": "share", "azureFile": {
+            "shareName": "data", "storageAccountName": "acct",
+            "storageAccountKey": "a2V5PT0=", "readOnly": true
+        }}])
+    );
+    assert_eq!(
+        b["properties"]["containers"][0]["properties"]["volumeMounts"],
+        json!([{"name": "share", "mountPath": "/data"}])
+    );
+    // Printed (a debug log of the group), the key is not there.
+    let printed = format!("{t:?}");
+    assert!(printed.contains("acct") && !printed.contains("a2V5PT0="));
+
+    // readOnly false or absent: a writable share (nothing sent).
+    for ro in [Some(false), None] {
+        let b = body(&container_group_with(&azure_file_pod(ro), &settings(), &secrets).unwrap());
+        assert!(
+            b["properties"]["volumes"][0]["azureFile"]
+                .get("readOnly")
+                .is_none(),
+            "{ro:?}"
+        );
+    }
+}
+
+#[test]
+fn azure_file_without_its_secret_or_keys_is_refused_saying_which() {
+    let p = azure_file_pod(None);
+    let refused = |secrets: &AzureFileSecrets| match container_group_with(&p, &settings(), secrets)
+    {
+        Err(ProviderError::InvalidInput(m)) => m,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    };
+    let missing = refused(&AzureFileSecrets::from([("storage".to_string(), None)]));
+    assert!(
+        missing.contains("\"share\"") && missing.contains("Secret \"storage\" not found"),
+        "{missing}"
+    );
+    // Without any Secret read (container_group): the same refusal.
+    assert!(invalid_message(&p).contains("not found"));
+    let no_key = refused(&storage_secret(&[(AZURE_STORAGE_ACCOUNT_NAME, "acct")]));
+    assert!(
+        no_key.contains("no key \"azurestorageaccountkey\""),
+        "{no_key}"
+    );
+    let no_name = refused(&storage_secret(&[(AZURE_STORAGE_ACCOUNT_KEY, "k")]));
+    assert!(
+        no_name.contains("no key \"azurestorageaccountname\""),
+        "{no_name}"
+    );
+    let empty = refused(&storage_secret(&[
+        (AZURE_STORAGE_ACCOUNT_NAME, "acct"),
+        (AZURE_STORAGE_ACCOUNT_KEY, " \n"),
+    ]));
+    assert!(empty.contains("is empty"), "{empty}");
+    // The refusal never quotes the key.
+    let with_key = storage_secret(&[(AZURE_STORAGE_ACCOUNT_KEY, "s3cretkey")]);
+    assert!(!refused(&with_key).contains("s3cretkey"));
 }

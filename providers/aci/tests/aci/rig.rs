@@ -104,9 +104,15 @@ impl Rig {
 
     /// With `client_secret` as vk-aci's (the fake accepts only `s3cret`).
     pub async fn start_with_secret(prefix: &str, client_secret: &str) -> Rig {
+        Rig::start_with(prefix, FakeArmOptions::default(), client_secret).await
+    }
+
+    /// With the fake's `options` (its accepted secret is always `s3cret`)
+    /// and `client_secret` as vk-aci's.
+    pub async fn start_with(prefix: &str, options: FakeArmOptions, client_secret: &str) -> Rig {
         let arm = FakeArm::start(FakeArmOptions {
             client_secret: Some("s3cret".into()),
-            ..Default::default()
+            ..options
         })
         .await
         .expect("fake ARM");
@@ -160,6 +166,11 @@ impl Rig {
             |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"),
         )
         .await
+    }
+
+    /// Waits until pod `name` satisfies `pred`.
+    pub async fn wait_pod_where(&self, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
+        wait_pod(&self.client, self.ns(), name, RUNNING_WITHIN, what, pred).await
     }
 
     /// Waits for an event `reason` on pod `pod`.
