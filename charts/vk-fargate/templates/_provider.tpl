@@ -25,7 +25,8 @@ The provider configuration file (/etc/vk/config.json): upstream's
 fargate.toml, in TOML (vk-fargate reads the file as TOML whatever its name;
 the name is the one every chart mounts). Strings and lists are written as
 JSON, which is valid TOML for them; empty ones are left out, so vk-fargate
-applies its default (or says which required key is missing).
+applies its default (or says which required key is missing), except
+VolumeWriterImage, which defaults to the chart's image.
 */ -}}
 {{- define "vk.providerConfig" -}}
 {{- include "vk.fargateToml" . | trim -}}
@@ -33,11 +34,13 @@ applies its default (or says which required key is missing).
 
 {{- define "vk.fargateToml" -}}
 {{- $c := .Values.providerConfig -}}
-{{- range $key := list "Region" "ClusterName" "ExecutionRoleArn" "CloudWatchLogGroupName" "PlatformVersion" "OperatingSystem" "CPU" "Memory" "Storage" "Pods" "TaskRoleArn" "CapacityProvider" "PollInterval" }}
+{{- range $key := list "Region" "ClusterName" "ExecutionRoleArn" "CloudWatchLogGroupName" "PlatformVersion" "OperatingSystem" "CPU" "Memory" "Storage" "Pods" "TaskRoleArn" "CapacityProvider" "PollInterval" "SweepInterval" }}
 {{- with index $c $key }}
 {{ $key }} = {{ toString . | toJson }}
 {{- end }}
 {{- end }}
+{{- /* The volume writer runs the chart's own image unless told otherwise. */}}
+VolumeWriterImage = {{ $c.VolumeWriterImage | default (include "vk.image" .) | toJson }}
 {{- range $key := list "Subnets" "SecurityGroups" }}
 {{- with index $c $key }}
 {{ $key }} = {{ toJson . }}

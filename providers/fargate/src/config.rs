@@ -12,8 +12,12 @@
 //!
 //! Ours: `TaskRoleArn` (the role the pods' code runs as), `CapacityProvider`
 //! (`FARGATE` or `FARGATE_SPOT`; none means launch type FARGATE),
-//! `PollInterval` (how often the tasks are listed, `10s`), and `Tags` (a
-//! table of tags added to every task, task definition and secret). A field
+//! `PollInterval` (how often the tasks are listed, `10s`), `Tags` (a
+//! table of tags added to every task, task definition and secret),
+//! `VolumeWriterImage` (the image of the container that writes a pod's
+//! volume files, `vk-rs/vk-fargate:<version>` by default: this provider's own
+//! image, see [`crate::volume_files`]) and `SweepInterval` (how often task
+//! definitions and secrets left without a pod are looked for, `5m`). A field
 //! that neither knows is an error, so a typo never goes unnoticed.
 
 use std::collections::BTreeMap;
@@ -74,6 +78,12 @@ pub struct FargateConfig {
     pub poll_interval: Duration,
     /// Tags added to every task, task definition and secret.
     pub tags: BTreeMap<String, String>,
+    /// The image of the container that writes a pod's volume files: this
+    /// provider's own image (it runs `vk-fargate write-volumes`).
+    pub volume_writer_image: String,
+    /// How often task definitions and secrets left without a pod (a create
+    /// interrupted between them and `RunTask`) are looked for.
+    pub sweep_interval: Duration,
     /// Node CPU capacity (a quantity).
     pub cpu: String,
     /// Node memory capacity.
@@ -122,6 +132,16 @@ struct RawConfig {
     poll_interval: Option<String>,
     #[serde(rename = "Tags")]
     tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "VolumeWriterImage")]
+    volume_writer_image: Option<String>,
+    #[serde(rename = "SweepInterval")]
+    sweep_interval: Option<String>,
+}
+
+/// The image of the volume writer when the config names none: this
+/// provider's own image, as `cargo xtask build-images` tags it.
+pub fn default_volume_writer_image() -> String {
+    format!("vk-rs/vk-fargate:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// A non-empty string, or `None` (upstream wrote `""` for "not set").
@@ -212,6 +232,15 @@ impl FargateConfig {
         if poll_interval.is_zero() {
             return Err("PollInterval must be more than zero".into());
         }
+        let sweep_interval = match non_empty(raw.sweep_interval) {
+            None => Duration::from_secs(300),
+            Some(text) => {
+                parse_duration(&text).map_err(|e| format!("SweepInterval = {text:?}: {e}"))?
+            }
+        };
+        if sweep_interval.is_zero() {
+            return Err("SweepInterval must be more than zero".into());
+        }
         const NANO: i128 = 1_000_000_000;
         let cpu = quantity(
             "CPU",
@@ -246,6 +275,9 @@ impl FargateConfig {
             capacity_provider,
             poll_interval,
             tags: raw.tags.unwrap_or_default(),
+            volume_writer_image: non_empty(raw.volume_writer_image)
+                .unwrap_or_else(default_volume_writer_image),
+            sweep_interval,
             cpu,
             memory,
             storage,
@@ -286,6 +318,11 @@ mod tests {
         assert_eq!(c.capacity_provider, CapacityProvider::LaunchType);
         assert_eq!(c.poll_interval, Duration::from_secs(10));
         assert!(c.task_role_arn.is_none() && c.tags.is_empty());
+        assert_eq!(
+            c.volume_writer_image,
+            format!("vk-rs/vk-fargate:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.sweep_interval, Duration::from_secs(300));
     }
 
     #[test]
@@ -300,6 +337,8 @@ mod tests {
             CapacityProvider = "FARGATE_SPOT"
             PollInterval = "3s"
             AssignPublicIPv4Address = true
+            VolumeWriterImage = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/vk-fargate:1"
+            SweepInterval = "1m"
             [Tags]
             team = "infra"
             "#,
@@ -316,6 +355,11 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(3));
         assert_eq!(c.tags["team"], "infra");
         assert_eq!((c.cpu.as_str(), c.pods.as_str()), ("20", "20"));
+        assert_eq!(
+            c.volume_writer_image,
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/vk-fargate:1"
+        );
+        assert_eq!(c.sweep_interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -360,6 +404,8 @@ mod tests {
             ),
             (&format!("{base}PollInterval = \"soon\""), "PollInterval"),
             (&format!("{base}PollInterval = \"0s\""), "more than zero"),
+            (&format!("{base}SweepInterval = \"0s\""), "more than zero"),
+            (&format!("{base}SweepInterval = \"later\""), "SweepInterval"),
             (&format!("{base}Regoin = \"x\""), "unknown field `Regoin`"),
             (&format!("{base}Subnets = \"s\""), "duplicate key"),
             ("Region = ", "TOML"),

@@ -15,6 +15,16 @@
 //!   never a call per pod; a task definition is described once per process.
 //! - Node: capacity from the config, the region as a label, healthy while
 //!   the cluster is ACTIVE; the cluster is created when missing.
+//! - Leftovers: at the first full listing and every `SweepInterval`, task
+//!   definitions and secrets of this node whose pod has no task and was not
+//!   created here are looked for, and removed at their second sighting
+//!   ([`crate::sweep`]).
+//! - Volume files are written once, at the task's start: `refresh_volumes`
+//!   keeps the core's default (the files the task started with), as ECS
+//!   cannot change a running task.
+//! - Exec and attach would need ECS Exec (`ExecuteCommand` and its Session
+//!   Manager data channel), stats CloudWatch Container Insights: neither is
+//!   implemented, and each answers `NotImplemented` saying so.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -25,8 +35,8 @@ use aws_sdk_ecs::types::{Task, TaskDefinitionField};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tracing::{info, warn};
 use vk_core::provider::{
-    BackendPod, ByteStream, CallRateLimit, LogOptions, NodeCapacity, PodKey, Provider,
-    ProviderError, ProviderResult, ResolvedPod, StatusNotifier,
+    BackendPod, ByteStream, CallRateLimit, ExecIo, LogOptions, NodeCapacity, PodKey, PodUsage,
+    Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier,
 };
 use vk_core::toolkit::log_lines::log_stream;
 use vk_core::toolkit::node_capacity::{CapacityDefaults, node_capacity};
@@ -47,7 +57,24 @@ use crate::restart::{
     with_restarts,
 };
 use crate::status::{DefinedContainer, defined_containers, pod_of, pod_status};
+use crate::sweep::{Sweeper, family_of_arn};
 use crate::task::{Placement, TaskPlan, TaskSettings, plan_task};
+
+/// What `exec` answers: ECS Exec (`ExecuteCommand` and the Session Manager
+/// data channel it opens) is not implemented. The core's kubelet API sends
+/// it as "not implemented by this provider: ..." on the upgraded stream's
+/// error channel (its plain HTTP endpoints make such an answer a 501).
+pub const EXEC_NOT_IMPLEMENTED: &str =
+    "exec through ECS Exec (ExecuteCommand and its Session Manager data channel)";
+
+/// What `attach` answers (ECS Exec, as for exec).
+pub const ATTACH_NOT_IMPLEMENTED: &str =
+    "attach through ECS Exec (ExecuteCommand and its Session Manager data channel)";
+
+/// What stats answer: ECS reports no per-task usage without CloudWatch
+/// Container Insights, which vk-fargate does not read.
+pub const STATS_NOT_IMPLEMENTED: &str =
+    "stats of Fargate tasks (they would come from CloudWatch Container Insights)";
 
 /// How often a followed log asks CloudWatch again.
 const LOG_POLL: Duration = Duration::from_secs(2);
@@ -67,6 +94,9 @@ struct State {
     stopped_seen: HashMap<String, SystemTime>,
     /// Pods whose replacement task is being run (by another call).
     replacing: HashSet<PodKey>,
+    /// UIDs of the pods this process was asked to create, until deleted:
+    /// what they registered is never swept.
+    attempted: HashSet<String>,
 }
 
 /// One virtual node's pods as Fargate tasks.
@@ -76,18 +106,21 @@ pub struct FargateProvider {
     clients: tokio::sync::OnceCell<Clients>,
     cluster_ready: tokio::sync::OnceCell<()>,
     state: Mutex<State>,
+    sweeper: Sweeper,
     notifier: OnceLock<StatusNotifier>,
 }
 
 impl FargateProvider {
     /// The provider of node `node`. No AWS call until the first use.
     pub fn new(node: &str, config: FargateConfig) -> FargateProvider {
+        let sweeper = Sweeper::new(config.sweep_interval);
         FargateProvider {
             node: node.to_string(),
             config,
             clients: tokio::sync::OnceCell::new(),
             cluster_ready: tokio::sync::OnceCell::new(),
             state: Mutex::default(),
+            sweeper,
             notifier: OnceLock::new(),
         }
     }
@@ -232,7 +265,11 @@ impl FargateProvider {
         family: Option<&str>,
     ) -> ProviderResult<Vec<(PodKey, PodStatus, Arc<Vec<DefinedContainer>>)>> {
         let mut out = Vec::new();
-        for (key, tasks) in self.node_tasks(family).await? {
+        let tasks = self.node_tasks(family).await?;
+        if family.is_none() {
+            self.sweep_if_due(&tasks).await;
+        }
+        for (key, tasks) in tasks {
             let task = &tasks.current;
             let Some(def_arn) = task.task_definition_arn() else {
                 continue;
@@ -267,6 +304,37 @@ impl FargateProvider {
             out.push((key, status, defined));
         }
         Ok(out)
+    }
+
+    /// Runs the sweep of leftovers when it is due (see [`crate::sweep`]);
+    /// `tasks`: this node's tasks, just listed. Errors wait for the next one.
+    async fn sweep_if_due(&self, tasks: &BTreeMap<PodKey, PodTasks>) {
+        if !self.sweeper.due_now() {
+            return;
+        }
+        let mut known_families: HashSet<String> = tasks
+            .values()
+            .flat_map(|t| [Some(&t.current), t.previous.as_ref()])
+            .flatten()
+            .filter_map(|t| t.task_definition_arn())
+            .map(|arn| family_of_arn(arn).to_string())
+            .collect();
+        let mut live: HashSet<String> = tasks.keys().map(|k| k.uid.clone()).collect();
+        {
+            let state = self.state();
+            known_families.extend(state.pods.keys().map(family_of));
+            live.extend(state.attempted.iter().cloned());
+        }
+        let clients = self.clients().await;
+        // A create that started meanwhile keeps what it registered.
+        let not_created = |uid: &str| !self.state().attempted.contains(uid);
+        if let Err(e) = self
+            .sweeper
+            .run(clients, &self.node, &known_families, &live, not_created)
+            .await
+        {
+            warn!(error = %e, "looking for task definitions and secrets without a pod failed; the next sweep tries again");
+        }
     }
 
     fn backoff_delay(&self, key: &PodKey) -> Duration {
@@ -385,6 +453,7 @@ impl Provider for FargateProvider {
             ProviderError::InvalidInput("pod without namespace, name or UID".into())
         })?;
         let pod = format!("{}/{}", key.namespace, key.name);
+        self.state().attempted.insert(key.uid.clone());
         let plan = plan_task(
             resolved,
             TaskSettings {
@@ -394,7 +463,7 @@ impl Provider for FargateProvider {
         )?;
         if plan.needs_secret() && self.config.execution_role_arn.is_none() {
             return Err(ProviderError::InvalidInput(format!(
-                "pod {pod}: its env values from Secrets and its pull credentials go through Secrets Manager, which needs ExecutionRoleArn in the provider config"
+                "pod {pod}: its env values from Secrets, its volume files and its pull credentials go through Secrets Manager, which needs ExecutionRoleArn in the provider config"
             )));
         }
         self.ensure_cluster().await?;
@@ -476,6 +545,7 @@ impl Provider for FargateProvider {
             state.deleted.extend(arns.iter().cloned());
             state.pods.remove(key);
             state.backoffs.remove(key);
+            state.attempted.remove(&key.uid);
         }
         if arns.is_empty() {
             return Err(ProviderError::NotFound(format!("no task for pod {key}")));
@@ -582,5 +652,23 @@ impl Provider for FargateProvider {
             warn!(pod = %key, container, "container not in the task: its log may not exist");
         }
         Ok(log_stream(source, opts, LOG_POLL))
+    }
+
+    async fn exec(
+        &self,
+        _key: &PodKey,
+        _container: &str,
+        _command: Vec<String>,
+        _io: ExecIo,
+    ) -> ProviderResult<i32> {
+        Err(ProviderError::NotImplemented(EXEC_NOT_IMPLEMENTED))
+    }
+
+    async fn attach(&self, _key: &PodKey, _container: &str, _io: ExecIo) -> ProviderResult<i32> {
+        Err(ProviderError::NotImplemented(ATTACH_NOT_IMPLEMENTED))
+    }
+
+    async fn usage(&self) -> ProviderResult<Vec<PodUsage>> {
+        Err(ProviderError::NotImplemented(STATS_NOT_IMPLEMENTED))
     }
 }

@@ -4,7 +4,10 @@
 //!   states on the way down (DEACTIVATING, STOPPING, DEPROVISIONING) →
 //!   Running; STOPPED → Succeeded only when every essential container
 //!   exited 0, else Failed (upstream always said Succeeded).
-//! - `stopCode` and `stoppedReason` make the message of a stopped task.
+//! - `stopCode` and `stoppedReason` make the message of a stopped task,
+//!   with the volume writer's exit when it failed.
+//! - The volume writer ([`crate::volume_files`]) is not one of the pod's
+//!   containers: it is left out of the statuses.
 //! - Containers: essential ones are the pod's containers, the others its
 //!   init containers (sidecars included), each with the kubelet's states and
 //!   reasons ([`vk_core::toolkit::container_status`]) and its exit code.
@@ -99,7 +102,14 @@ pub fn pod_status(task: &Task, defined: &[DefinedContainer]) -> PodStatus {
         }
         _ => "Running",
     };
-    let message = stopped.then(|| stop_message(task)).flatten();
+    let message = if stopped {
+        match (stop_message(task), writer_failure(task)) {
+            (Some(m), Some(w)) => Some(format!("{m}; {w}")),
+            (m, w) => m.or(w),
+        }
+    } else {
+        None
+    };
     let ip = pod_ip(task);
     PodStatus {
         phase: Some(phase.to_string()),
@@ -111,6 +121,24 @@ pub fn pod_status(task: &Task, defined: &[DefinedContainer]) -> PodStatus {
         init_container_statuses: (!inits.is_empty()).then_some(inits),
         ..Default::default()
     }
+}
+
+/// Why the volume writer failed, when it did: the pod's containers never
+/// started then, and the task's own reason does not say why.
+fn writer_failure(task: &Task) -> Option<String> {
+    let writer = task
+        .containers()
+        .iter()
+        .find(|c| c.name() == Some(crate::volume_files::WRITER_CONTAINER))?;
+    let code = writer.exit_code().filter(|c| *c != 0)?;
+    let reason = writer
+        .reason()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    Some(format!(
+        "the volume files were not written (container {} exited {code}{reason})",
+        crate::volume_files::WRITER_CONTAINER
+    ))
 }
 
 /// `stopCode: stoppedReason`, or whichever of the two the task has.
@@ -195,11 +223,14 @@ fn time(t: &DateTime) -> Option<Time> {
         .map(Time)
 }
 
-/// The containers of a task definition, as the status mapping needs them.
+/// The pod's containers of a task definition, as the status mapping needs
+/// them (the volume writer left out).
 pub fn defined_containers(
     defs: &[aws_sdk_ecs::types::ContainerDefinition],
 ) -> Vec<DefinedContainer> {
     defs.iter()
+        // The volume writer is the provider's, not one of the pod's containers.
+        .filter(|d| d.name() != Some(crate::volume_files::WRITER_CONTAINER))
         .map(|d| DefinedContainer {
             name: d.name().unwrap_or_default().to_string(),
             image: d.image().unwrap_or_default().to_string(),

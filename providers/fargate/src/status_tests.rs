@@ -348,3 +348,64 @@ fn the_pod_ip_is_the_enis_private_address() {
         "waiting:ContainerCreating"
     );
 }
+
+#[test]
+fn a_failed_volume_writer_says_why_the_containers_never_ran() {
+    let writer = crate::volume_files::WRITER_CONTAINER;
+    let t = task(
+        "STOPPED",
+        vec![
+            container(writer, "STOPPED", Some(1), None),
+            container("web", "STOPPED", None, None),
+        ],
+    )
+    .stop_code(TaskStopCode::EssentialContainerExited)
+    .stopped_reason("Essential container in task exited")
+    .build();
+    // The writer is the provider's: never a pod container.
+    let defs = vec![
+        aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name(writer)
+            .image("vk-rs/vk-fargate:0.1.0")
+            .essential(false)
+            .build(),
+        aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name("web")
+            .image("web:1")
+            .build(),
+    ];
+    let defined = defined_containers(&defs);
+    assert_eq!(defined, [defined_one("web")]);
+    let s = pod_status(&t, &defined);
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert!(s.init_container_statuses.is_none());
+    let message = s.message.unwrap();
+    assert!(
+        message.starts_with("EssentialContainerExited: Essential container in task exited; ")
+            && message
+                .contains("the volume files were not written (container vk_volumes exited 1)"),
+        "{message}"
+    );
+    // A writer that exited 0 adds nothing.
+    let ok = task(
+        "STOPPED",
+        vec![
+            container(writer, "STOPPED", Some(0), None),
+            container("web", "STOPPED", Some(0), None),
+        ],
+    )
+    .stopped_reason("Essential container in task exited")
+    .build();
+    assert_eq!(
+        pod_status(&ok, &defined).message.as_deref(),
+        Some("Essential container in task exited")
+    );
+}
+
+fn defined_one(name: &str) -> DefinedContainer {
+    DefinedContainer {
+        name: name.into(),
+        image: format!("{name}:1"),
+        essential: true,
+    }
+}

@@ -32,6 +32,13 @@
 //! - Restarts: the pod's `restartPolicy` and its Fargate annotations are
 //!   task tags too, so a replacement task ([`crate::restart`]) is placed as
 //!   the first was, even by a vk-fargate that never saw the pod.
+//! - Volumes ([`crate::task_volumes`]): emptyDir is a task volume shared by
+//!   the containers; configMap, secret, downwardAPI and projected volumes
+//!   (the service-account token's included) are task volumes too, filled
+//!   before any other container starts (`dependsOn` SUCCESS) by the first
+//!   container, [`WRITER_CONTAINER`], from the provider's own image, its
+//!   input one key of the pod's secret ([`crate::volume_files`]). The pod's
+//!   secret holds at most [`SECRET_MAX_BYTES`].
 //!
 //! What cannot be honoured is a [`ProviderError::InvalidInput`] with a sentence
 //! saying why.
@@ -40,9 +47,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerCondition, ContainerDefinition,
-    ContainerDependency, KeyValuePair, LogConfiguration, LogDriver, MountPoint,
-    NetworkConfiguration, PortMapping, RepositoryCredentials, Secret, Tag, TransportProtocol,
-    Volume,
+    ContainerDependency, KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration,
+    PortMapping, RepositoryCredentials, Secret, Tag, TransportProtocol, Volume,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 use vk_core::provider::{ProviderError, ProviderResult, ResolvedPod};
@@ -55,6 +61,8 @@ use vk_core::toolkit::restart::{is_sidecar, restart_policy};
 use crate::config::{CapacityProvider, FargateConfig};
 use crate::restart::TAG_RESTART_POLICY;
 use crate::task_size::TaskSize;
+use crate::task_volumes::{TaskVolumes, task_volumes};
+use crate::volume_files::{MANIFEST_ENV, MANIFEST_KEY, VolumeManifest, WRITER_CONTAINER};
 
 /// Annotation: comma-separated subnets for this pod's task.
 pub const ANNOTATION_SUBNETS: &str = "fargate.vk-rs.io/subnets";
@@ -68,8 +76,8 @@ pub const ANNOTATION_CAPACITY_PROVIDER: &str = "fargate.vk-rs.io/capacity-provid
 /// The prefix of `startedBy`: the pod's UID follows.
 pub const STARTED_BY_PREFIX: &str = "vk-rs/";
 
-/// The volume the API server adds to every pod for its service-account token.
-const SERVICE_ACCOUNT_VOLUME_PREFIX: &str = "kube-api-access-";
+/// The most a Secrets Manager secret holds (`SecretString`), in bytes.
+pub const SECRET_MAX_BYTES: usize = 65_536;
 
 /// Every annotation that places a pod's task, kept as task tags.
 pub const PLACEMENT_ANNOTATIONS: [&str; 4] = [
@@ -122,7 +130,7 @@ pub struct TaskPlan {
     pub family: String,
     /// The task's size.
     pub size: TaskSize,
-    /// Task volumes (emptyDir).
+    /// Task volumes: emptyDir and the volumes with files.
     pub volumes: Vec<Volume>,
     /// awsvpc subnets, security groups and public IP.
     pub network: NetworkConfiguration,
@@ -183,20 +191,17 @@ impl TaskPlan {
             .collect()
     }
 
-    /// Whether the pod needs its secret (env values from Secrets, a pull credential).
+    /// Whether the pod needs its secret (env values from Secrets, volume
+    /// files, a pull credential).
     pub fn needs_secret(&self) -> bool {
         !self.secret_values.is_empty() || self.pull_credential.is_some()
     }
 
-    /// The content of the pod's secret: the Secret-backed env values, and
-    /// the pull credential as `username` and `password`.
+    /// The content of the pod's secret: the Secret-backed env values, the
+    /// volume files' manifest, and the pull credential as `username` and
+    /// `password`.
     pub fn secret_body(&self) -> BTreeMap<String, String> {
-        let mut body = self.secret_values.clone();
-        if let Some(c) = &self.pull_credential {
-            body.insert(PULL_USERNAME.into(), c.username.clone());
-            body.insert(PULL_PASSWORD.into(), c.password.clone());
-        }
-        body
+        secret_body(&self.secret_values, self.pull_credential.as_ref())
     }
 
     /// The awslogs stream of container `container` of task `task_id` (the
@@ -272,39 +277,43 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
     let totals = pod_resources(spec).map_err(|e| invalid(&shown, e))?;
     let size = TaskSize::for_pod(&totals.sizing).map_err(|e| invalid(&shown, e))?;
 
-    // Volumes: emptyDir is a task volume; the rest cannot be honoured yet.
-    let mut volumes = Vec::new();
-    let mut skipped_volumes = Vec::new();
-    for v in spec.volumes.iter().flatten() {
-        if v.empty_dir.is_some() {
-            volumes.push(Volume::builder().name(&v.name).build());
-        } else if v.projected.is_some() && v.name.starts_with(SERVICE_ACCOUNT_VOLUME_PREFIX) {
-            skipped_volumes.push(format!(
-                "the service-account token volume {:?} is not mounted: vk-fargate does not deliver volume files yet",
-                v.name
-            ));
-        } else {
-            return Err(invalid(
-                &shown,
-                format!(
-                    "volume {:?} cannot be honoured on Fargate: only emptyDir volumes are supported",
-                    v.name
-                ),
-            ));
-        }
-    }
-    let mounted: Vec<&str> = volumes.iter().filter_map(|v| v.name()).collect();
+    let planned = task_volumes(spec, config).map_err(|e| invalid(&shown, e))?;
 
     let inits: Vec<&Container> = spec.init_containers.iter().flatten().collect();
     let apps: Vec<&Container> = spec.containers.iter().collect();
     let log_prefix = family.clone();
     let mut secret_values = BTreeMap::new();
     let mut containers = Vec::new();
+    // The writer first: every other container waits for its files.
+    let writer = match planned.writer(config, log_configuration(config, &log_prefix)?) {
+        None => None,
+        Some(definition) => {
+            let names: Vec<&str> = planned.with_files.iter().map(String::as_str).collect();
+            let manifest = VolumeManifest::of(
+                &names,
+                &resolved.volumes,
+                spec.security_context.as_ref().and_then(|s| s.fs_group),
+            );
+            secret_values.insert(
+                MANIFEST_KEY.to_string(),
+                manifest.to_json().map_err(|e| invalid(&shown, e))?,
+            );
+            containers.push(PlannedContainer {
+                definition,
+                secrets: vec![(MANIFEST_ENV.to_string(), MANIFEST_KEY.to_string())],
+                pull: false,
+            });
+            Some(WRITER_CONTAINER)
+        }
+    };
     // Dependencies so far: the last init container (SUCCESS) and every sidecar (START).
     let mut last_init: Option<&str> = None;
     let mut sidecars: Vec<&str> = Vec::new();
     let dependencies = |last_init: Option<&str>, sidecars: &[&str]| -> ProviderResult<_> {
         let mut deps = Vec::new();
+        if let Some(w) = writer {
+            deps.push((w.to_string(), ContainerCondition::Success));
+        }
         if let Some(init) = last_init {
             deps.push((init.to_string(), ContainerCondition::Success));
         }
@@ -338,18 +347,9 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         .chain(apps.iter().map(|c| (*c, Role::App)));
     for (c, role) in roles {
         let depends_on = dependencies(last_init, &sidecars)?;
-        let mut d = container_definition(c, role, &shown, &mounted)?;
+        let mut d = container_definition(c, role, &shown, &planned)?;
         d.depends_on = (!depends_on.is_empty()).then_some(depends_on);
-        if let Some(group) = &config.log_group {
-            let logs = LogConfiguration::builder()
-                .log_driver(LogDriver::Awslogs)
-                .options("awslogs-group", group)
-                .options("awslogs-region", &config.region)
-                .options("awslogs-stream-prefix", &log_prefix)
-                .build()
-                .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-            d.log_configuration = Some(logs);
-        }
+        d.log_configuration = log_configuration(config, &log_prefix)?;
         let mut environment = Vec::new();
         let mut secrets = Vec::new();
         for (i, e) in c.env.iter().flatten().enumerate() {
@@ -374,7 +374,18 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
             Role::App => {}
         }
     }
-    fit_reservations(&mut containers, size.memory_mib);
+    // The writer's small reservation comes off the task's memory first: the
+    // pod's containers share the rest.
+    let (writers, pods_own) = containers.split_at_mut(usize::from(writer.is_some()));
+    let writer_mib: i32 = writers
+        .iter()
+        .filter_map(|c| c.definition.memory_reservation)
+        .sum();
+    fit_reservations(
+        pods_own,
+        size.memory_mib
+            .saturating_sub(u32::try_from(writer_mib).unwrap_or(0)),
+    );
     let grace = spec
         .termination_grace_period_seconds
         .unwrap_or(DEFAULT_GRACE)
@@ -385,6 +396,7 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
 
     let Placement { network, capacity } = placement(pod, config, &shown)?;
     let pull_credential = pull_credential(resolved, &mut containers, &shown)?;
+    check_secret_size(&secret_values, pull_credential.as_ref(), &shown)?;
 
     let labels: BTreeMap<String, String> = identity.labels();
     let placed = PLACEMENT_ANNOTATIONS
@@ -406,7 +418,7 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         secret_name: format!("vk-rs/{family}"),
         family,
         size,
-        volumes,
+        volumes: planned.volumes,
         network,
         capacity,
         tags,
@@ -414,9 +426,60 @@ pub fn plan_task(resolved: &ResolvedPod, settings: TaskSettings<'_>) -> Provider
         client_token: key.uid.clone(),
         secret_values,
         pull_credential,
-        skipped_volumes,
+        skipped_volumes: planned.skipped.into_iter().map(|(_, why)| why).collect(),
         containers,
     })
+}
+
+/// The `awslogs` configuration of a container, when the config names a log group.
+fn log_configuration(
+    config: &FargateConfig,
+    prefix: &str,
+) -> ProviderResult<Option<LogConfiguration>> {
+    let Some(group) = &config.log_group else {
+        return Ok(None);
+    };
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", group)
+        .options("awslogs-region", &config.region)
+        .options("awslogs-stream-prefix", prefix)
+        .build()
+        .map(Some)
+        .map_err(|e| ProviderError::InvalidInput(e.to_string()))
+}
+
+/// See [`TaskPlan::secret_body`].
+fn secret_body(
+    values: &BTreeMap<String, String>,
+    pull: Option<&RegistryCredential>,
+) -> BTreeMap<String, String> {
+    let mut body = values.clone();
+    if let Some(c) = pull {
+        body.insert(PULL_USERNAME.into(), c.username.clone());
+        body.insert(PULL_PASSWORD.into(), c.password.clone());
+    }
+    body
+}
+
+/// Refuses a pod whose secret would not fit in a Secrets Manager secret.
+fn check_secret_size(
+    values: &BTreeMap<String, String>,
+    pull: Option<&RegistryCredential>,
+    shown: &str,
+) -> ProviderResult<()> {
+    let size = serde_json::to_string(&secret_body(values, pull))
+        .map_err(|e| invalid(shown, format!("its secret: {e}")))?
+        .len();
+    if size > SECRET_MAX_BYTES {
+        return Err(invalid(
+            shown,
+            format!(
+                "its volume files, Secret-backed env values and pull credential take {size} bytes in its Secrets Manager secret (volume files base64-encoded), more than the {SECRET_MAX_BYTES} a secret holds"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a pod's task runs.
@@ -489,6 +552,9 @@ fn pull_credential(
 ) -> ProviderResult<Option<RegistryCredential>> {
     let mut chosen: Option<&RegistryCredential> = None;
     for c in containers {
+        if c.definition.name() == Some(WRITER_CONTAINER) {
+            continue;
+        }
         let image = c.definition.image().unwrap_or_default();
         let Some(cred) = RegistryCredential::for_image(&resolved.pull_credentials, image) else {
             continue;
@@ -517,7 +583,7 @@ fn container_definition(
     c: &Container,
     role: Role,
     pod: &str,
-    volumes: &[&str],
+    volumes: &TaskVolumes,
 ) -> ProviderResult<ContainerDefinition> {
     let image = c
         .image
@@ -552,23 +618,7 @@ fn container_definition(
                 .build(),
         );
     }
-    let mut mounts = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
-        if volumes.contains(&m.name.as_str()) {
-            mounts.push(
-                MountPoint::builder()
-                    .source_volume(&m.name)
-                    .container_path(&m.mount_path)
-                    .read_only(m.read_only.unwrap_or(false))
-                    .build(),
-            );
-        } else if !m.name.starts_with(SERVICE_ACCOUNT_VOLUME_PREFIX) {
-            return Err(invalid(
-                pod,
-                format!("container {:?} mounts unknown volume {:?}", c.name, m.name),
-            ));
-        }
-    }
+    let mounts = volumes.mount_points(c).map_err(|e| invalid(pod, e))?;
     let limit = container_mib(c, true).map_err(|e| invalid(pod, e))?;
     let request = container_mib(c, false).map_err(|e| invalid(pod, e))?;
     let to_i32 = |v: i128| i32::try_from(v).unwrap_or(i32::MAX);

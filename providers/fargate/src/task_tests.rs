@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ecs::types::ContainerDefinition;
 use serde_json::json;
+use vk_core::provider::VolumeFiles;
 
 use super::*;
 
@@ -328,18 +329,12 @@ fn network_tags_and_identity() {
 }
 
 #[test]
-fn volumes_emptydir_shared_token_volume_skipped() {
+fn emptydir_is_a_shared_task_volume_without_a_writer() {
     let p = plan(&resolved(
         json!({
-            "volumes": [
-                {"name": "scratch", "emptyDir": {}},
-                {"name": "kube-api-access-abcde", "projected": {"sources": []}},
-            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
             "containers": [
-                {"name": "a", "image": "i", "volumeMounts": [
-                    {"name": "scratch", "mountPath": "/scratch"},
-                    {"name": "kube-api-access-abcde", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
-                ]},
+                {"name": "a", "image": "i", "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
                 {"name": "b", "image": "i", "volumeMounts": [{"name": "scratch", "mountPath": "/in", "readOnly": true}]},
             ],
         }),
@@ -348,24 +343,217 @@ fn volumes_emptydir_shared_token_volume_skipped() {
     .unwrap();
     assert_eq!(p.volumes.len(), 1);
     assert_eq!(p.volumes[0].name(), Some("scratch"));
-    assert_eq!(p.skipped_volumes.len(), 1);
-    assert!(p.skipped_volumes[0].contains("kube-api-access-abcde"));
+    assert!(!p.needs_secret());
     let defs = p.container_definitions(None);
-    let mounts = |n: &str| -> Vec<(String, String, bool)> {
-        by_name(&defs, n)
-            .mount_points()
+    assert_eq!(defs.len(), 2, "no writer without volume files");
+    assert_eq!(
+        mounts(&defs, "a"),
+        [("scratch".into(), "/scratch".into(), false)]
+    );
+    assert_eq!(mounts(&defs, "b"), [("scratch".into(), "/in".into(), true)]);
+    assert!(by_name(&defs, "a").depends_on().is_empty());
+}
+
+fn mounts(defs: &[ContainerDefinition], n: &str) -> Vec<(String, String, bool)> {
+    by_name(defs, n)
+        .mount_points()
+        .iter()
+        .map(|m| {
+            (
+                m.source_volume().unwrap().to_string(),
+                m.container_path().unwrap().to_string(),
+                m.read_only().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn files(pairs: &[(&str, &str)], sensitive: bool, mode: Option<i32>) -> VolumeFiles {
+    let files: BTreeMap<String, Vec<u8>> = pairs
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    VolumeFiles {
+        sensitive: if sensitive {
+            files.keys().cloned().collect()
+        } else {
+            BTreeSet::new()
+        },
+        files,
+        default_mode: mode,
+    }
+}
+
+/// A pod with a configMap, a secret and the token volume, its files materialised.
+fn with_file_volumes() -> ResolvedPod {
+    let mut r = resolved(
+        json!({
+            "securityContext": {"fsGroup": 2000},
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "app", "defaultMode": 0o440}},
+                {"name": "creds", "secret": {"secretName": "db"}},
+                {"name": "kube-api-access-abcde", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+            "initContainers": [{"name": "setup", "image": "i", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}],
+            "containers": [{"name": "web", "image": "i", "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/app"},
+                {"name": "creds", "mountPath": "/run/creds", "readOnly": true},
+                {"name": "kube-api-access-abcde", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
+                {"name": "scratch", "mountPath": "/tmp"},
+            ]}],
+        }),
+        &[],
+    );
+    r.volumes = BTreeMap::from([
+        (
+            "cfg".into(),
+            files(&[("app.yaml", "level: debug")], false, Some(0o440)),
+        ),
+        (
+            "creds".into(),
+            files(&[("password", "hunter2-file")], true, None),
+        ),
+        (
+            "kube-api-access-abcde".into(),
+            files(
+                &[("token", "eyJ.token"), ("ca.crt", "CA")],
+                true,
+                Some(0o644),
+            ),
+        ),
+    ]);
+    r
+}
+
+#[test]
+fn volume_files_are_written_by_a_first_container_from_the_pods_secret() {
+    let r = with_file_volumes();
+    let p = plan(&r).unwrap();
+    let names: Vec<&str> = p.volumes.iter().filter_map(|v| v.name()).collect();
+    assert_eq!(names, ["cfg", "creds", "kube-api-access-abcde", "scratch"]);
+    // Bind mounts: no host path, no EFS.
+    assert!(
+        p.volumes
             .iter()
-            .map(|m| {
-                (
-                    m.source_volume().unwrap().to_string(),
-                    m.container_path().unwrap().to_string(),
-                    m.read_only().unwrap(),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(mounts("a"), [("scratch".into(), "/scratch".into(), false)]);
-    assert_eq!(mounts("b"), [("scratch".into(), "/in".into(), true)]);
+            .all(|v| v.host().is_none() && v.efs_volume_configuration().is_none())
+    );
+    assert!(p.needs_secret());
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:vk-rs/x";
+    let defs = p.container_definitions(Some(arn));
+    let order: Vec<&str> = defs.iter().filter_map(|d| d.name()).collect();
+    assert_eq!(
+        order,
+        [crate::volume_files::WRITER_CONTAINER, "setup", "web"]
+    );
+
+    let writer = &defs[0];
+    assert_eq!(writer.essential(), Some(false));
+    assert_eq!(
+        writer.image(),
+        Some(format!("vk-rs/vk-fargate:{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(writer.entry_point(), ["/vk-fargate"]);
+    assert_eq!(writer.command(), ["write-volumes", "--root", "/vk-volumes"]);
+    assert_eq!(writer.user(), Some("0"));
+    assert!(
+        writer.memory_reservation().is_some(),
+        "the stand-in needs one"
+    );
+    assert!(writer.depends_on().is_empty());
+    assert_eq!(
+        mounts(&defs, crate::volume_files::WRITER_CONTAINER),
+        [
+            ("cfg".into(), "/vk-volumes/cfg".into(), false),
+            ("creds".into(), "/vk-volumes/creds".into(), false),
+            (
+                "kube-api-access-abcde".into(),
+                "/vk-volumes/kube-api-access-abcde".into(),
+                false
+            ),
+        ]
+    );
+    let secrets: Vec<(&str, &str)> = writer
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [("VK_VOLUMES", format!("{arn}:vk_volumes::").as_str())]
+    );
+
+    // Everyone else waits for its success; the files are read-only.
+    for name in ["setup", "web"] {
+        let deps: Vec<(&str, &str)> = by_name(&defs, name)
+            .depends_on()
+            .iter()
+            .map(|d| (d.container_name(), d.condition().as_str()))
+            .collect();
+        assert_eq!(
+            deps[0],
+            (crate::volume_files::WRITER_CONTAINER, "SUCCESS"),
+            "{name}"
+        );
+    }
+    let web_deps = by_name(&defs, "web").depends_on();
+    assert_eq!(web_deps.len(), 2, "the writer, then the init container");
+    assert_eq!(
+        mounts(&defs, "web"),
+        [
+            ("cfg".into(), "/etc/app".into(), true),
+            ("creds".into(), "/run/creds".into(), true),
+            (
+                "kube-api-access-abcde".into(),
+                "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                true
+            ),
+            ("scratch".into(), "/tmp".into(), false),
+        ]
+    );
+
+    // The contents are in the secret only, never in the definitions or tags.
+    let shown = format!("{defs:?} {:?} {:?}", p.tags, p.volumes);
+    for content in ["hunter2-file", "eyJ.token", "level: debug"] {
+        assert!(!shown.contains(content), "{content} leaked: {shown}");
+    }
+    let manifest =
+        crate::volume_files::VolumeManifest::from_json(&p.secret_body()["vk_volumes"]).unwrap();
+    assert_eq!(manifest.volumes.len(), 3);
+    assert_eq!(manifest.volumes["cfg"].mode, Some(0o440));
+    assert_eq!(manifest.volumes["cfg"].gid, Some(2000));
+    assert_eq!(
+        manifest.volumes["creds"].files["password"].0,
+        b"hunter2-file"
+    );
+    assert_eq!(
+        manifest.volumes["kube-api-access-abcde"].files["token"].0,
+        b"eyJ.token"
+    );
+    // The pod's status knows nothing of the writer.
+    let defined = crate::status::defined_containers(&defs);
+    let names: Vec<&str> = defined.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["setup", "web"]);
+}
+
+#[test]
+fn volume_files_beyond_a_secrets_64_kib_are_refused() {
+    let mut r = with_file_volumes();
+    let big = "x".repeat(50 * 1024);
+    r.volumes
+        .insert("cfg".into(), files(&[("big", big.as_str())], false, None));
+    let err = plan(&r).unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidInput(_)), "{err:?}");
+    let message = err.message();
+    assert!(
+        message.starts_with("pod ns/web: ") && message.contains("more than the 65536"),
+        "{message}"
+    );
+    // 40 KiB (53 KiB once base64-encoded) still fits.
+    let fits = "x".repeat(40 * 1024);
+    r.volumes
+        .insert("cfg".into(), files(&[("big", fits.as_str())], false, None));
+    assert!(plan(&r).is_ok());
 }
 
 #[test]
@@ -385,9 +573,20 @@ fn what_cannot_be_honoured_is_invalid_input_with_a_sentence() {
             "volume \"data\" cannot be honoured on Fargate",
         ),
         (
-            json!({"volumes": [{"name": "cfg", "configMap": {"name": "x"}}], "containers": [c(json!({}))]}),
+            json!({"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "x"}}], "containers": [c(json!({}))]}),
             json!({}),
-            "volume \"cfg\" cannot be honoured",
+            "persistentVolumeClaim volumes are not supported",
+        ),
+        (
+            json!({"volumes": [{"name": "cfg", "configMap": {"name": "x"}}],
+                   "containers": [c(json!({"volumeMounts": [{"name": "cfg", "mountPath": "/x/a.yaml", "subPath": "a.yaml"}]}))]}),
+            json!({}),
+            "with a subPath: ECS mounts whole volumes only",
+        ),
+        (
+            json!({"containers": [c(json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}))]}),
+            json!({}),
+            "mounts unknown volume \"nope\"",
         ),
         (
             json!({"containers": [c(json!({"resources": {"requests": {"cpu": "32"}}}))]}),
@@ -575,4 +774,65 @@ fn pull_credentials_go_to_the_pods_secret_as_repository_credentials() {
         matches!(&err, ProviderError::InvalidInput(m) if m.contains("two different pull credentials")),
         "{err:?}"
     );
+}
+
+#[test]
+fn without_an_execution_role_the_token_volume_is_skipped_and_other_files_refused() {
+    let mut c = config();
+    c.execution_role_arn = None;
+    c.log_group = None;
+    let plan_without = |r: &ResolvedPod| {
+        plan_task(
+            r,
+            TaskSettings {
+                node: "fargate-0",
+                config: &c,
+            },
+        )
+    };
+    let mut r = resolved(
+        json!({
+            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+            "containers": [{"name": "web", "image": "i", "volumeMounts": [
+                {"name": "kube-api-access-abcde", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
+            ]}],
+        }),
+        &[],
+    );
+    r.volumes.insert(
+        "kube-api-access-abcde".into(),
+        files(&[("token", "eyJ.token")], true, None),
+    );
+    let p = plan_without(&r).unwrap();
+    assert!(!p.needs_secret());
+    assert!(p.volumes.is_empty());
+    assert_eq!(p.skipped_volumes.len(), 1);
+    assert!(
+        p.skipped_volumes[0].contains("kube-api-access-abcde")
+            && p.skipped_volumes[0].contains("ExecutionRoleArn"),
+        "{:?}",
+        p.skipped_volumes
+    );
+    let defs = p.container_definitions(None);
+    assert_eq!(defs.len(), 1, "no writer");
+    assert!(defs[0].mount_points().is_empty());
+    // With the role, the same pod gets its token.
+    let p = plan(&r).unwrap();
+    assert!(p.skipped_volumes.is_empty());
+    assert!(p.needs_secret());
+}
+
+#[test]
+fn the_writers_memory_comes_off_the_task_before_the_pods_containers_share_it() {
+    let mut r = with_file_volumes();
+    let spec = r.pod.spec.as_mut().unwrap();
+    spec.init_containers = None;
+    spec.containers[0].resources =
+        Some(serde_json::from_value(json!({"requests": {"memory": "512Mi"}})).unwrap());
+    let p = plan(&r).unwrap();
+    assert_eq!(p.size.memory_mib, 512);
+    let defs = p.container_definitions(None);
+    let reservations: Vec<i32> = defs.iter().filter_map(|d| d.memory_reservation()).collect();
+    assert_eq!(reservations, [6, 506]);
+    assert!(reservations.iter().sum::<i32>() <= 512);
 }

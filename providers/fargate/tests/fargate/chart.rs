@@ -89,6 +89,27 @@ fn chart_renders_a_fargate_toml_vk_fargate_accepts() {
     );
     let args: Vec<String> = chart::strings(&pod_spec(&rendered)["containers"][0]["args"]);
     assert!(args.contains(&"--provider-config=/etc/vk/config.json".to_string()));
+    // The volume writer runs the chart's own image unless told otherwise.
+    let image = pod_spec(&rendered)["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(image, "vk-rs/vk-fargate:0.1.0");
+    assert_eq!(config.volume_writer_image, image);
+    assert_eq!(config.sweep_interval, std::time::Duration::from_secs(300));
+    let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/vk-fargate:0.1.0";
+    let irsa = chart::ci_values(CHART, "irsa");
+    let config = FargateConfig::parse(&toml_of(&render(&[
+        "--values",
+        &irsa,
+        "--set",
+        &format!("providerConfig.VolumeWriterImage={ecr}"),
+        "--set",
+        "providerConfig.SweepInterval=1m",
+    ])))
+    .expect("a valid fargate.toml");
+    assert_eq!(config.volume_writer_image, ecr);
+    assert_eq!(config.sweep_interval, std::time::Duration::from_secs(60));
 
     let config = FargateConfig::parse(&toml_of(&render_variant("credentials-secret")))
         .expect("a valid fargate.toml");

@@ -91,6 +91,30 @@ impl FargateNode {
         name: &str,
         through_faults: bool,
     ) -> FargateNode {
+        FargateNode::start_configured(cluster, name, through_faults, "").await
+    }
+
+    /// As [`FargateNode::ready_with`], `extra_config` appended to the
+    /// provider config (TOML lines).
+    pub async fn ready_configured(
+        prefix: &str,
+        extra_config: &str,
+    ) -> (TestCluster, TestNamespace, FargateNode) {
+        let (cluster, ns) = cluster_and_namespace(prefix).await;
+        let node =
+            FargateNode::start_configured(&cluster, &unique_name(prefix), false, extra_config)
+                .await;
+        wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(30)).await;
+        (cluster, ns, node)
+    }
+
+    /// As [`FargateNode::start_with`], `extra_config` appended to the config.
+    pub async fn start_configured(
+        cluster: &TestCluster,
+        name: &str,
+        through_faults: bool,
+        extra_config: &str,
+    ) -> FargateNode {
         // Blocking (a first run installs moto): nothing else runs meanwhile.
         let moto = MotoServer::start(&moto_script()).expect("moto starts");
         let (subnet, group) = moto
@@ -108,6 +132,7 @@ SecurityGroups = ["{group}"]
 ExecutionRoleArn = "arn:aws:iam::123456789012:role/vk-exec"
 CloudWatchLogGroupName = "vk-test"
 PollInterval = "1s"
+{extra_config}
 "#
             ),
         )
