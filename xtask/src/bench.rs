@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cluster, controlplane_build, workspace};
+use crate::{cluster, controlplane_build, fargate_bench, workspace};
 
 /// The user the kubelet under test authenticates as (`vk-bench`'s default).
 const KUBELET_USER: &str = "vk-bench:kubelet";
@@ -30,6 +30,8 @@ usage: cargo xtask bench [OPTIONS]
   --nodes M                nodes, all served by one kubelet process (default 1)
   --mode direct|deployment pods with spec.nodeName, or one Deployment through the scheduler
   --kubelet mock|floor     the kubelet: vk-mock (default) or the floor
+  --provider fargate       the kubelet is vk-fargate (release) against moto, started for
+                           the run; the result adds the AWS calls by API name, per pod
   --kubelet-cmd 'CMD ...'  any virtual-kubelet-compatible command instead; it receives
                            --nodename, --kubeconfig (and KUBECONFIG), KUBELET_PORT, --nodes M
                            when M > 1; {node} {kubeconfig} {kubelet_port} {metrics_port} are
@@ -59,6 +61,8 @@ struct Options {
     /// Only for the kubelet under test, not for the floor.
     kubelet_args: Option<String>,
     mock_bin: Option<String>,
+    /// `fargate`: vk-fargate against moto.
+    provider: Option<String>,
     pods: Option<String>,
     nodes: Option<String>,
     mode: Option<String>,
@@ -100,6 +104,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--kubelet-cmd" => o.kubelet_cmd = Some(value(flag)?),
             "--kubelet-args" => o.kubelet_args = Some(value(flag)?),
             "--mock-bin" => o.mock_bin = Some(value(flag)?),
+            "--provider" => o.provider = Some(value(flag)?),
             "--pods" => o.pods = Some(value(flag)?),
             "--nodes" => o.nodes = Some(value(flag)?),
             "--mode" => o.mode = Some(value(flag)?),
@@ -122,12 +127,23 @@ fn parse(args: &[String]) -> Result<Options> {
     if o.kubelet.is_some() && o.kubelet_cmd.is_some() {
         bail!("give --kubelet or --kubelet-cmd, not both");
     }
+    if let Some(p) = &o.provider {
+        if p != "fargate" {
+            bail!("--provider is fargate (the mock is the default), not {p:?}");
+        }
+        if o.kubelet.is_some() || o.kubelet_cmd.is_some() || o.mock_bin.is_some() {
+            bail!(
+                "--provider fargate chooses the kubelet: no --kubelet, --kubelet-cmd or --mock-bin"
+            );
+        }
+    }
     Ok(o)
 }
 
 impl Options {
     fn kind(&self) -> &str {
         match (&self.kubelet_cmd, self.kubelet.as_deref()) {
+            _ if self.provider.is_some() => "fargate",
             (Some(_), _) => "custom",
             (None, Some("floor")) => "floor",
             _ => "mock",
@@ -178,11 +194,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let out_dir = root.join("target").join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let needs_mock = opts.kind() == "mock" && opts.mock_bin.is_none();
-    let bins = build(&root, needs_mock)?;
+    let fargate = opts.kind() == "fargate";
+    let bins = build(&root, needs_mock, fargate)?;
+    let rig = if fargate {
+        Some(fargate_bench::build_rig(&root)?)
+    } else {
+        None
+    };
     let vkcp = controlplane_build::ensure_built()?;
     let dir = root.join("target").join("bench-cluster");
 
-    let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+    // (name, arguments, whether moto runs beside it)
+    let mut runs: Vec<(String, Vec<String>, bool)> = Vec::new();
     let mut floor_json = None;
     if opts.with_floor && opts.kind() != "floor" {
         let floor_name = format!("{name}-floor");
@@ -190,12 +213,14 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut a = vec!["--kubelet".to_string(), "floor".to_string()];
         a.extend(run_args(&dir, &floor_name, &out, &opts));
         floor_json = Some(out);
-        runs.push((floor_name, a));
+        runs.push((floor_name, a, false));
     }
     let out = out_dir.join(format!("{name}.json"));
     let mut a = run_args(&dir, &name, &out, &opts);
     match (opts.kind(), &opts.kubelet_cmd) {
         ("custom", Some(cmd)) => a.push(format!("--kubelet-cmd={cmd}")),
+        // The command line waits for moto's endpoint (see below).
+        ("fargate", _) => {}
         ("floor", _) => a.extend(["--kubelet".to_string(), "floor".to_string()]),
         _ => {
             if let Some(mock) = &opts.mock_bin {
@@ -218,13 +243,23 @@ pub fn run(args: &[String]) -> Result<()> {
         // One word with `=`: the value itself starts with `--`.
         a.push(format!("--kubelet-args={extra}"));
     }
-    runs.push((name.clone(), a));
+    runs.push((name.clone(), a, fargate));
 
-    for (run_name, run_args) in &runs {
+    for (run_name, run_args, with_moto) in &runs {
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
         eprintln!("=== bench run {run_name} ===");
+        let mut run_args = run_args.clone();
+        let moto = match (with_moto, &rig, &bins.fargate) {
+            (true, Some(rig), Some(vk_fargate)) => {
+                let moto = fargate_bench::Moto::start(rig, &root)?;
+                let cmd = moto.kubelet_cmd(vk_fargate, &out_dir, run_name)?;
+                run_args.push(format!("--kubelet-cmd={cmd}"));
+                Some(moto)
+            }
+            _ => None,
+        };
         let result = fresh_cluster(&dir, &vkcp).and_then(|()| {
             let status = Command::new(&bins.bench)
                 .arg("run")
@@ -247,6 +282,10 @@ pub fn run(args: &[String]) -> Result<()> {
         let down = cluster::down(&dir);
         result?;
         down?;
+        if let Some(moto) = moto {
+            let calls = moto.finish()?;
+            fargate_bench::record(&out, &calls)?;
+        }
     }
     let json = fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
     println!("{}", json.trim());
@@ -315,11 +354,12 @@ fn fresh_cluster(dir: &Path, vkcp: &Path) -> Result<()> {
 struct Binaries {
     bench: PathBuf,
     mock: Option<PathBuf>,
+    fargate: Option<PathBuf>,
 }
 
 /// `cargo build --release` of vk-bench (and vk-mock): a benchmark of a debug
 /// build would measure the compiler's lack of optimisation.
-fn build(root: &Path, with_mock: bool) -> Result<Binaries> {
+fn build(root: &Path, with_mock: bool, with_fargate: bool) -> Result<Binaries> {
     let mut cmd = Command::new(workspace::cargo());
     cmd.current_dir(root).args([
         "build",
@@ -329,13 +369,14 @@ fn build(root: &Path, with_mock: bool) -> Result<Binaries> {
         "--bin",
         "vk-bench",
     ]);
-    if with_mock {
-        cmd.args(["--package", "vk-mock", "--bin", "vk-mock"]);
+    let mut also = Vec::new();
+    for (wanted, bin) in [(with_mock, "vk-mock"), (with_fargate, "vk-fargate")] {
+        if wanted {
+            cmd.args(["--package", bin, "--bin", bin]);
+            also.push(format!(" and {bin}"));
+        }
     }
-    eprintln!(
-        "building vk-bench{} (release)",
-        if with_mock { " and vk-mock" } else { "" }
-    );
+    eprintln!("building vk-bench{} (release)", also.concat());
     let out = cmd
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
@@ -359,11 +400,20 @@ fn build(root: &Path, with_mock: bool) -> Result<Binaries> {
     } else {
         None
     };
-    Ok(Binaries { bench, mock })
+    let fargate = if with_fargate {
+        Some(find("vk-fargate").context("cargo did not report a vk-fargate executable")?)
+    } else {
+        None
+    };
+    Ok(Binaries {
+        bench,
+        mock,
+        fargate,
+    })
 }
 
 /// The `"executable":"..."` of one line of cargo's JSON messages.
-fn executable(line: &str) -> Option<String> {
+pub fn executable(line: &str) -> Option<String> {
     let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
     let rest = &line[start..];
     Some(rest[..rest.find('"')?].to_string())

@@ -2,10 +2,11 @@
 //! one slim image per provider and architecture, written without a container
 //! engine.
 //!
-//! For each provider (a workspace package under `providers/` with a binary
-//! `vk-<name>`): a release build linked statically for
+//! For the providers asked for (workspace packages under `providers/` with a
+//! binary `vk-<name>`; all of them by default): one release build of all
+//! their binaries in a single cargo invocation, linked statically for
 //! `x86_64-unknown-linux-musl` (or `aarch64-unknown-linux-musl` with
-//! `--arch arm64`), then a `FROM scratch` image holding only that binary at
+//! `--arch arm64`), then for each a `FROM scratch` image holding only that binary at
 //! `/vk-<name>`, the build machine's CA bundle and a non-root user
 //! (`nonroot`, uid/gid 65532), written by [`crate::oci`] to
 //! `target/images/<name>/` (`target/images/<name>-arm64/`): an OCI image
@@ -45,6 +46,8 @@ const GNU: &str = "x86_64-unknown-linux-gnu";
 const REPOSITORY_PREFIX: &str = "vk-rs";
 /// How often a running release build reports that it is still running.
 const BUILD_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// What a cold release build of every provider takes on 2 cores (docs/ci.md).
+const COLD_BUILD_MINUTES: u32 = 12;
 
 /// A provider that gets an image.
 #[derive(Debug, Clone)]
@@ -184,9 +187,12 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let mut built = Vec::new();
-    for provider in &providers {
-        for &linkage in &linkages {
-            let binary = build_binary(provider, linkage, &target_dir)?;
+    for &linkage in &linkages {
+        // One cargo invocation for every provider: the shared crates are
+        // compiled and linked once, with one feature resolution, instead of
+        // once per provider.
+        let binaries = build_binaries(&providers, linkage, &target_dir)?;
+        for (provider, binary) in providers.iter().zip(binaries) {
             let arch = linkage.arch();
             let out_dir = images_root.join(format!("{}{}", provider.name, arch.suffix()));
             let image = write_image(provider, &binary, &source, &out_dir, linkage)?;
@@ -493,16 +499,22 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// `cargo build --release --target <triple> -p <package> --bin <binary>`;
-/// returns the binary's path after checking that it is static.
-fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Result<PathBuf> {
+/// `cargo build --release --target <triple> -p <package> --bin <binary>...`
+/// for all `providers` at once; returns their binaries' paths (in the same
+/// order) after checking that each is static and for the right machine.
+fn build_binaries(
+    providers: &[Provider],
+    linkage: Linkage,
+    target_dir: &Path,
+) -> Result<Vec<PathBuf>> {
     let triple = linkage.triple();
     let mut cmd = Command::new(workspace::cargo());
     cmd.current_dir(workspace::root())
-        .args(["build", "--release", "--target", triple, "-p"])
-        .arg(&provider.package)
-        .args(["--bin", &provider.binary])
+        .args(["build", "--release", "--target", triple])
         .stdin(Stdio::null());
+    for provider in providers {
+        cmd.args(["-p", &provider.package, "--bin", &provider.binary]);
+    }
     match linkage {
         Linkage::Musl(arch) => {
             let cc = musl_cc(arch)?;
@@ -527,28 +539,43 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
             );
         }
     }
+    let names = providers
+        .iter()
+        .map(|p| p.binary.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     eprintln!(
-        "building {} (release, static, {triple}); a cold build takes about 6 minutes on 2 cores",
-        provider.binary
+        "building {names} (release, static, {triple}) in one cargo invocation; a cold build \
+         of all four takes about {COLD_BUILD_MINUTES} minutes on 2 cores"
     );
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting cargo build")?;
     let status = progress::wait_child(
         &mut child,
-        &format!("building {} for {triple}", provider.binary),
+        &format!("building {names} for {triple}"),
         BUILD_PROGRESS_EVERY,
     )?;
     if !status.success() {
-        bail!(
-            "cargo build of {} for {triple} failed ({status})",
-            provider.binary
-        );
+        bail!("cargo build of {names} for {triple} failed ({status})");
     }
-    let binary = target_dir
-        .join(triple)
-        .join("release")
-        .join(&provider.binary);
-    let bytes = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    eprintln!("built {names} in {}", format_duration(started.elapsed()));
+    providers
+        .iter()
+        .map(|provider| {
+            let binary = target_dir
+                .join(triple)
+                .join("release")
+                .join(&provider.binary);
+            check_static(&binary, linkage)?;
+            Ok(binary)
+        })
+        .collect()
+}
+
+/// Fails unless `binary` is an ELF file for `linkage`'s machine with no
+/// interpreter (a FROM-scratch image has no dynamic loader).
+fn check_static(binary: &Path, linkage: Linkage) -> Result<()> {
+    let bytes = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     let machine = elf_machine(&bytes)?;
     if machine != linkage.arch().elf_machine() {
         bail!(
@@ -566,12 +593,11 @@ fn build_binary(provider: &Provider, linkage: Linkage, target_dir: &Path) -> Res
         );
     }
     eprintln!(
-        "built {} in {} ({}, static)",
+        "  {} ({}, static)",
         binary.display(),
-        format_duration(started.elapsed()),
         megabytes(bytes.len() as u64)
     );
-    Ok(binary)
+    Ok(())
 }
 
 /// `e_machine` of a 64-bit little-endian ELF file (62 x86-64, 183 AArch64).

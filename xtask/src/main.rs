@@ -13,6 +13,7 @@ mod cluster;
 mod controlplane_build;
 mod debian_packages;
 mod demo;
+mod fargate_bench;
 mod go_build;
 mod helm_build;
 mod images;

@@ -86,6 +86,7 @@ mod command;
 mod daemon;
 mod debian;
 pub mod fake_arm;
+mod image;
 mod kubeconfig;
 mod kubectl;
 mod kubelet_api;
@@ -113,6 +114,9 @@ pub use cluster::{TestCluster, cluster_and_namespace};
 pub use command::CommandOutput;
 pub use daemon::RIG_DIR;
 pub use fake_arm::{ExecRecord, FakeArm, FakeArmOptions, RecordedRequest};
+pub use image::{
+    LoadedImage, MAX_COMPRESSED_BYTES, PodmanContainer, build_and_load, provider_image,
+};
 pub use kubeconfig::client_for_kubeconfig;
 pub use kubectl::{
     KubectlOutput, kubectl, kubectl_blocking, kubectl_ok, run_with_stdin, spawn_kubectl,

@@ -236,6 +236,14 @@ impl MotoServer {
         }
     }
 
+    /// The AWS calls it answered so far by API name (`{"ecs.RunTask": 3,
+    /// ...}`), with `ecs.DescribeTasks:tasks`, the tasks those DescribeTasks
+    /// calls asked about.
+    pub fn calls(&self) -> Result<serde_json::Value> {
+        let body = self.call("GET", "/_vk/calls", "")?;
+        serde_json::from_str(&body).context("the calls answer")
+    }
+
     /// Sets a container's state: `fields` of `lastStatus`, `exitCode`, `reason`.
     pub fn set_container(
         &self,

@@ -7,8 +7,16 @@
 
 #[path = "fargate/chart.rs"]
 mod chart;
+#[path = "fargate/image.rs"]
+mod image;
 #[path = "fargate/support.rs"]
 mod support;
+#[path = "fargate/sweep.rs"]
+mod sweep;
+#[path = "fargate/volumes.rs"]
+mod volumes;
+#[path = "fargate/workloads.rs"]
+mod workloads;
 
 use std::collections::BTreeMap;
 
@@ -127,7 +135,12 @@ async fn secret_env_stays_out_of_the_task_definition_and_goes_with_the_pod() {
     let definition = node.task_definition(&task).await;
     let shown = format!("{definition:?} {:?}", task.tags());
     assert!(!shown.contains(&value), "the value leaked: {shown}");
-    let main = &definition.container_definitions()[0];
+    // The pod's container (the volume writer comes first).
+    let main = definition
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .expect("container main");
     let plain: Vec<(&str, &str)> = main
         .environment()
         .iter()
@@ -224,7 +237,11 @@ async fn kubectl_logs_reads_the_containers_cloudwatch_stream() {
     // What the awslogs driver would write: `<prefix>/<container>/<task id>`,
     // the prefix naming the pod (its task definition family).
     let definition = node.task_definition(&task).await;
-    let options = definition.container_definitions()[0]
+    let options = definition
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .expect("container main")
         .log_configuration()
         .and_then(|l| l.options())
         .cloned()
@@ -415,6 +432,20 @@ async fn a_killed_vk_fargate_adopts_its_tasks_and_never_runs_a_second_one() {
     // Deleted while nobody serves the node: one whose task runs.
     let victim_uid = started_uid(&before[0]);
     let victim = names[&victim_uid].clone();
+    let victim_secret = format!(
+        "vk-rs/{}",
+        node.task_definition(&before[0]).await.family().unwrap()
+    );
+    assert!(
+        node.clients
+            .secrets
+            .describe_secret()
+            .secret_id(&victim_secret)
+            .send()
+            .await
+            .is_ok(),
+        "the victim has a secret (its token volume's files)"
+    );
     pods.delete(&victim, &DeleteParams::default())
         .await
         .unwrap();
@@ -457,11 +488,20 @@ async fn a_killed_vk_fargate_adopts_its_tasks_and_never_runs_a_second_one() {
     let stopped = per_pod[&victim_uid][0];
     let definition = node.task_definition(stopped).await;
     assert_eq!(definition.status().map(|s| s.as_str()), Some("INACTIVE"));
+    // Its secret (its service-account token's files) went with it.
+    let gone = node
+        .clients
+        .secrets
+        .describe_secret()
+        .secret_id(&victim_secret)
+        .send()
+        .await;
+    assert!(gone.is_err(), "{victim_secret} is still there: {gone:?}");
 }
 
 #[tokio::test]
-async fn with_a_fifth_of_aws_calls_failing_30_pods_converge_and_leave_nothing_behind() {
-    const PODS: usize = 30;
+async fn with_a_fifth_of_aws_calls_failing_50_pods_converge_and_leave_nothing_behind() {
+    const PODS: usize = 50;
     const WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
     let (cluster, ns, node) = FargateNode::ready_with("faults", true).await;
     let client = cluster.client();
@@ -582,7 +622,12 @@ async fn pull_secrets_become_repository_credentials_and_the_grace_period_the_sto
     let definition = node.task_definition(&task).await;
     let shown = format!("{definition:?} {:?}", task.tags());
     assert!(!shown.contains(&password), "the password leaked: {shown}");
-    let main = &definition.container_definitions()[0];
+    // The pod's container (the volume writer comes first).
+    let main = definition
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .expect("container main");
     // Fargate's longest stop timeout, not the pod's 300 s.
     assert_eq!(main.stop_timeout(), Some(120));
     let secret_arn = main

@@ -9,5 +9,6 @@ mod support;
 
 mod chart;
 mod durability;
+mod image;
 mod pods;
 mod streams;

@@ -42,11 +42,15 @@ Control route (POST, JSON body), on the same port as the AWS APIs:
 - /_vk/latency {"RunTask": 0.5, ...}: later calls of these actions (the
   `X-Amz-Target` operation) are answered one at a time, each that many
   seconds late (0 ends it), so a test can kill the provider while its
-  calls are in flight, however many it makes at once.
+  calls are in flight, however many it makes at once;
+- GET /_vk/calls: the calls so far by API name (`ecs.RunTask`,
+  `logs.GetLogEvents`, ...), and `ecs.DescribeTasks:tasks`, the tasks all
+  DescribeTasks calls asked about (what `cargo xtask bench` reports).
 """
 
 import datetime
 import http.client
+import io
 import json
 import random
 import sys
@@ -72,6 +76,10 @@ ACCOUNT = "123456789012"
 # Seconds of latency by action, set by /_vk/latency.
 _latency = {}
 _latency_lock = threading.Lock()
+
+# Calls by API name (`ecs.RunTask`), read by /_vk/calls.
+_calls = {}
+_calls_lock = threading.Lock()
 
 # The proxy's faults, set by /_vk/faults, and what it did.
 _faults = {"share": 0.0, "throttled": 0.5}
@@ -205,6 +213,10 @@ def _control(request):
                     if k in args:
                         _faults[k] = float(args[k])
                 body = dict(_fault_counts)
+        elif request.path == "/_vk/calls":
+            # Calls by API name since the start (through either port).
+            with _calls_lock:
+                body = dict(_calls)
         elif request.path == "/_vk/latency":
             for action, seconds in request.get_json(force=True).items():
                 if seconds:
@@ -219,6 +231,37 @@ def _control(request):
     return Response(json.dumps(body), content_type="application/json")
 
 
+def _api_name(target):
+    """`ecs.RunTask` for `AmazonEC2ContainerServiceV20141113.RunTask`,
+    `logs.GetLogEvents`, `secretsmanager.CreateSecret`."""
+    prefix, _, action = target.rpartition(".")
+    if "ContainerService" in prefix:
+        service = "ecs"
+    elif prefix.startswith("Logs"):
+        service = "logs"
+    else:
+        service = prefix.lower()
+    return f"{service}.{action}"
+
+
+def _count_call(environ, target):
+    """Counts one call by API name (what `cargo xtask bench` reports); for
+    DescribeTasks also how many tasks it asked about."""
+    name = _api_name(target)
+    described = 0
+    if name == "ecs.DescribeTasks":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            described = len(json.loads(body or b"{}").get("tasks", []))
+        except ValueError:
+            described = 0
+    with _calls_lock:
+        _calls[name] = _calls.get(name, 0) + 1
+        _calls["ecs.DescribeTasks:tasks"] = _calls.get("ecs.DescribeTasks:tasks", 0) + described
+
+
 class _WithControl:
     """The moto application, with /_vk/* answered by the control route."""
 
@@ -228,7 +271,10 @@ class _WithControl:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_vk/"):
             return _control(Request(environ))(environ, start_response)
-        action = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        action = target.rsplit(".", 1)[-1]
+        if target:
+            _count_call(environ, target)
         if action in _latency:
             with _latency_lock:
                 time.sleep(_latency.get(action, 0))
