@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ObjectReference, Pod, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
@@ -225,6 +227,39 @@ impl Reporter {
             Some("The pod status was not found and may have been deleted from the provider".into());
         for cs in status.container_statuses.iter_mut().flatten() {
             cs.ready = false;
+        }
+        self.write_status(pod, &status).await
+    }
+
+    /// Fails a pod whose `activeDeadlineSeconds` ran out, with the kubelet's
+    /// reason and message; its containers are shown stopped.
+    pub async fn write_deadline_exceeded(&self, pod: &Pod) -> Written {
+        let mut status = pod.status.clone().unwrap_or_default();
+        status.phase = Some("Failed".into());
+        status.reason = Some("DeadlineExceeded".into());
+        status.message =
+            Some("Pod was active on the node longer than the specified deadline".into());
+        let now = Time(Timestamp::now());
+        for cs in status.container_statuses.iter_mut().flatten() {
+            cs.ready = false;
+            cs.started = Some(false);
+            let started_at = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.clone());
+            if cs.state.as_ref().is_none_or(|s| s.terminated.is_none()) {
+                cs.state = Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some("Error".into()),
+                        started_at,
+                        finished_at: Some(now.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
         }
         self.write_status(pod, &status).await
     }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::backend::{BackendEntry, BackendView, ObjectKey, object_key, spec_hash, volumes_hash};
 use super::calls::ProviderCalls;
-use super::decide::{Plan, Push, decide, is_terminal};
+use super::decide::{Plan, Push, active_deadline, decide, is_terminal};
 use super::env;
 use super::lean::LeanPod;
 use super::queue::WorkQueue;
@@ -100,6 +100,9 @@ impl Syncer {
             Plan::Delete { in_backend, grace } => {
                 return self.delete(&pod, &pk, in_backend, grace).await;
             }
+            Plan::DeadlineExceeded { in_backend, grace } => {
+                return self.deadline_exceeded(&pod, &pk, in_backend, grace).await;
+            }
             Plan::FailVanished => return Outcome::of(self.reporter.write_vanished(&pod).await),
             Plan::Nothing => return Outcome::Done,
             Plan::Create => match self.create(&pod, &pk).await {
@@ -113,8 +116,35 @@ impl Syncer {
         {
             return outcome;
         }
-        self.arm_refresh(&pod, key, &pk.uid);
+        self.arm_timer(&pod, key, &pk.uid);
         self.report(&pod, key, &pk.uid).await
+    }
+
+    /// The pod's `activeDeadlineSeconds` ran out: stop the workload, then
+    /// fail the pod (reason `DeadlineExceeded`). A stop that fails is retried
+    /// before the status is written, so a Failed pod never runs on.
+    async fn deadline_exceeded(
+        &self,
+        pod: &Pod,
+        pk: &PodKey,
+        in_backend: bool,
+        grace: Duration,
+    ) -> Outcome {
+        if in_backend {
+            info!(pod = %pk, "activeDeadlineSeconds exceeded: stopping the workload");
+            if let Err(e) = self.backend_delete(pk, grace).await {
+                warn!(pod = %pk, error = %e, "stopping a pod past its deadline failed");
+                let note = format!("Delete pod in provider failed: {e}");
+                self.reporter
+                    .event(pod, true, "ProviderDeleteFailed", note)
+                    .await;
+                return Outcome::retry(&e);
+            }
+            self.resolver.objects().forget_pod(&pk.uid);
+        }
+        // Whatever the backend said of this UID before the stop is history.
+        self.backend.take_vanished(pk);
+        Outcome::of(self.reporter.write_deadline_exceeded(pod).await)
     }
 
     /// Removes backend workloads under `key` whose UID is not the API pod's
@@ -325,12 +355,16 @@ impl Syncer {
         None
     }
 
-    /// Queues a re-sync for when the pod's volume files are next due.
-    fn arm_refresh(&self, pod: &Pod, key: &ObjectKey, uid: &str) {
+    /// Queues a re-sync for when the pod's volume files are next due or its
+    /// `activeDeadlineSeconds` runs out, whichever comes first.
+    fn arm_timer(&self, pod: &Pod, key: &ObjectKey, uid: &str) {
         if is_terminal(pod) {
             return;
         }
-        let Some(at) = self.backend.entry(key, uid).and_then(|e| e.refresh_at) else {
+        let deadline = active_deadline(pod);
+        self.backend.amend(key, uid, |e| e.deadline_at = deadline);
+        let refresh = self.backend.entry(key, uid).and_then(|e| e.refresh_at);
+        let Some(at) = [refresh, deadline].into_iter().flatten().min() else {
             return;
         };
         let wait = at
