@@ -457,3 +457,59 @@ async fn an_adopted_pod_already_past_its_deadline_is_stopped_not_recreated() {
     let status = rig.api.pod("job").unwrap().status.unwrap();
     assert!(status.container_statuses.iter().flatten().all(|c| !c.ready));
 }
+
+/// `pod` requesting `cpu`.
+fn requesting(mut pod: Pod, cpu: &str) -> Pod {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    pod.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+        ..Default::default()
+    });
+    pod
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_beyond_what_the_node_has_left_is_rejected_once() {
+    // The node has 4 CPUs (see `start`).
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.apply(requesting(pod("first", "u1"), "3"));
+    until(5, "first Running", || {
+        rig.api.phase("first").as_deref() == Some("Running")
+    })
+    .await;
+    rig.api.apply(requesting(pod("second", "u2"), "1500m"));
+    until(5, "second Failed", || {
+        rig.api.phase("second").as_deref() == Some("Failed")
+    })
+    .await;
+    let status = rig.api.pod("second").unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1500, used: 3000, capacity: 4000"
+        )
+    );
+    assert_eq!(rig.api.events("OutOfcpu"), 1);
+    assert_eq!(
+        rig.provider.count("create"),
+        1,
+        "the rejected pod never reached the backend"
+    );
+    // The room a finished pod leaves is there for the next pod.
+    rig.provider.set_phase("first", "Succeeded");
+    until(5, "first Succeeded", || {
+        rig.api.phase("first").as_deref() == Some("Succeeded")
+    })
+    .await;
+    rig.api.apply(requesting(pod("third", "u3"), "3500m"));
+    until(5, "third Running", || {
+        rig.api.phase("third").as_deref() == Some("Running")
+    })
+    .await;
+    // The rejected pod stays rejected.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(rig.api.reason("second").as_deref(), Some("OutOfcpu"));
+    assert_eq!(rig.provider.count("create"), 2);
+}

@@ -406,6 +406,12 @@ async fn start(provider: FakeProvider, objects: FakeObjects, existing: Vec<Pod>)
         objects.clone(),
         provider.clone(),
     );
+    controller.set_node_allocatable(
+        [("cpu", "4"), ("memory", "8Gi"), ("pods", "110")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
     let stop = CancellationToken::new();
     let watch = tokio_stream_of(rx);
     tokio::spawn(controller.serve(watch, stop.clone()));

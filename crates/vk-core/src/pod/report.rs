@@ -264,6 +264,18 @@ impl Reporter {
         self.write_status(pod, &status).await
     }
 
+    /// Fails a pod that admission refused, as the kubelet does: phase
+    /// Failed, the refusal's reason, "Pod was rejected: " and its message.
+    pub async fn write_rejected(&self, pod: &Pod, reason: &str, message: &str) -> Written {
+        let failed = PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(reason.to_string()),
+            message: Some(format!("Pod was rejected: {message}")),
+            ..Default::default()
+        };
+        self.write_status(pod, &failed).await
+    }
+
     /// Fails a pod the backend refused for good (reason `ProviderFailed`).
     pub async fn write_refused(&self, pod: &Pod, message: String) -> Written {
         let failed = PodStatus {

@@ -13,6 +13,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::admit::{
+    Admission, Candidate, Rejection, parse_allocatable, pod_requests, volume_refusal,
+};
 use super::backend::{BackendEntry, BackendView, ObjectKey, object_key, spec_hash, volumes_hash};
 use super::calls::ProviderCalls;
 use super::decide::{Plan, Push, active_deadline, decide, is_terminal};
@@ -66,6 +69,8 @@ pub struct Syncer {
     pub queue: WorkQueue<ObjectKey>,
     /// Which success events to record.
     pub success_events: SuccessEvents,
+    /// Kubelet admission, decided once per pod.
+    pub admission: Admission,
 }
 
 impl Syncer {
@@ -78,6 +83,7 @@ impl Syncer {
         }
         let Some(lean) = lean else {
             self.reporter.forget(key);
+            self.admission.forget(key);
             return Outcome::Done;
         };
         if let (Some(uid), Some(rv)) = (&uid, lean.meta().resource_version.as_deref())
@@ -96,6 +102,9 @@ impl Syncer {
         };
         let entry = self.backend.entry(key, &pk.uid);
         let vanished = self.backend.take_vanished(&pk);
+        if is_terminal(&pod) {
+            self.admission.release(key, &pk.uid);
+        }
         let push = match decide(&pod, entry.as_ref(), vanished, SystemTime::now()) {
             Plan::Delete { in_backend, grace } => {
                 return self.delete(&pod, &pk, in_backend, grace).await;
@@ -105,11 +114,21 @@ impl Syncer {
             }
             Plan::FailVanished => return Outcome::of(self.reporter.write_vanished(&pod).await),
             Plan::Nothing => return Outcome::Done,
-            Plan::Create => match self.create(&pod, &pk).await {
-                Ok(()) => None,
-                Err(outcome) => return outcome,
-            },
-            Plan::Run(push) => push,
+            Plan::Create => {
+                if let Err(rejection) = self.admit(&pod, key, &pk.uid) {
+                    return self.reject(&pod, &pk, rejection).await;
+                }
+                match self.create(&pod, &pk).await {
+                    Ok(()) => None,
+                    Err(outcome) => return outcome,
+                }
+            }
+            Plan::Run(push) => {
+                if !is_terminal(&pod) {
+                    self.admission.running(key, &pk.uid, || pod_requests(&pod));
+                }
+                push
+            }
         };
         if let (Some(push), Some(entry)) = (push, &entry)
             && let Some(outcome) = self.push(&pod, &pk, entry, push).await
@@ -145,6 +164,67 @@ impl Syncer {
         // Whatever the backend said of this UID before the stop is history.
         self.backend.take_vanished(pk);
         Outcome::of(self.reporter.write_deadline_exceeded(pod).await)
+    }
+
+    /// Kubelet admission of a pod about to be created (decided once; see
+    /// [`super::admit`]).
+    fn admit(&self, pod: &Pod, key: &ObjectKey, uid: &str) -> Result<(), Rejection> {
+        let allocatable = parse_allocatable(&self.resolver.node_allocatable());
+        let provider = self.calls.provider();
+        let honoured = provider.volume_types();
+        let provider_name = provider.name();
+        self.admission.admit(key, uid, &allocatable, |known| {
+            self.store
+                .state()
+                .iter()
+                .filter_map(|lean| {
+                    let meta = lean.meta();
+                    let cand_uid = meta.uid.clone()?;
+                    let cand_key = (meta.namespace.clone()?, meta.name.clone()?);
+                    if known(&cand_key, &cand_uid) {
+                        return None;
+                    }
+                    let p = if cand_uid == uid {
+                        pod.clone()
+                    } else {
+                        readable(lean)?
+                    };
+                    let running = self.backend.entry(&cand_key, &cand_uid).is_some();
+                    let created = meta
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                        .unwrap_or_default();
+                    Some(Candidate {
+                        order: (created, cand_key.0.clone(), cand_key.1.clone()),
+                        running,
+                        finished: is_terminal(&p)
+                            || (!running && meta.deletion_timestamp.is_some()),
+                        requests: pod_requests(&p),
+                        refusal: volume_refusal(&p, provider_name, honoured),
+                        key: cand_key,
+                        uid: cand_uid,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// A pod admission refused: a warning event with the reason, and the pod
+    /// Failed. Never created, never retried.
+    async fn reject(&self, pod: &Pod, pk: &PodKey, rejection: Rejection) -> Outcome {
+        info!(pod = %pk, reason = %rejection.reason, message = %rejection.message, "pod rejected by admission");
+        self.reporter
+            .event(pod, true, &rejection.reason, rejection.message.clone())
+            .await;
+        let written = self
+            .reporter
+            .write_rejected(pod, &rejection.reason, &rejection.message)
+            .await;
+        match Outcome::of(written) {
+            Outcome::Settled => Outcome::Done,
+            other => other,
+        }
     }
 
     /// Removes backend workloads under `key` whose UID is not the API pod's
