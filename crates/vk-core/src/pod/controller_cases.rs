@@ -513,3 +513,26 @@ async fn a_pod_beyond_what_the_node_has_left_is_rejected_once() {
     assert_eq!(rig.api.reason("second").as_deref(), Some("OutOfcpu"));
     assert_eq!(rig.provider.count("create"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_status_refused_as_invalid_is_not_retried_until_it_changes() {
+    use std::sync::atomic::Ordering;
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.invalid.store(true, Ordering::SeqCst);
+    rig.api.apply(pod("web", "u1"));
+    until(5, "a status write tried", || {
+        rig.api.status_writes.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // Resyncs and retries would come within this time: none is sent.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(rig.api.status_writes.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.api.phase("web").as_deref(), Some("Pending"));
+    // A new backend status is written afresh (and accepted now).
+    rig.api.invalid.store(false, Ordering::SeqCst);
+    rig.provider.set_phase("web", "Succeeded");
+    until(5, "Succeeded", || {
+        rig.api.phase("web").as_deref() == Some("Succeeded")
+    })
+    .await;
+}

@@ -30,6 +30,10 @@ pub enum WriteError {
     /// The object is gone or is another incarnation (404, 409): nothing to retry.
     #[error("the pod is gone or was replaced")]
     Gone,
+    /// The API found the write invalid (422): the same write would be
+    /// refused again, so it is not retried (see [`Reporter::write_status`]).
+    #[error("refused as invalid: {0}")]
+    Invalid(String),
     /// Anything else: retried.
     #[error("{0}")]
     Failed(String),
@@ -69,6 +73,7 @@ impl ApiWriter {
 fn write_error(e: kube::Error) -> WriteError {
     match e {
         kube::Error::Api(s) if s.code == 404 || s.code == 409 => WriteError::Gone,
+        kube::Error::Api(s) if s.code == 422 => WriteError::Invalid(s.message),
         other => WriteError::Failed(other.to_string()),
     }
 }
@@ -211,6 +216,18 @@ impl Reporter {
                 Written::Done
             }
             Err(WriteError::Gone) => Written::Done,
+            Err(WriteError::Invalid(message)) => {
+                // Logged once per pod and backend status: the same write is
+                // not sent again. The next change of the backend status or of
+                // the pod writes afresh; a retry loop would only repeat it.
+                warn!(
+                    pod = %format!("{ns}/{name}"),
+                    error = %message,
+                    "the API refused the pod's status as invalid; not retried until the status changes"
+                );
+                locked(&self.written).insert(key, this_write);
+                Written::Done
+            }
             Err(e) => {
                 warn!(error = %e, "writing pod status failed");
                 Written::Failed
