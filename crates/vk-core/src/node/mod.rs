@@ -1,14 +1,21 @@
 //! The node runtime: registration (or adoption of an existing Node of the same
 //! name), the lease heartbeat, node status and the provider's health.
 //!
-//! Status is written when something changes (health, capacity) and at least once
-//! a minute; the lease is the 10 s heartbeat. A node deleted by someone else is
-//! registered again.
+//! Status is written when something changes (health, capacity), when the
+//! node's Ready condition in the API is not what this kubelet reports (the
+//! node lifecycle controller set it to Unknown during an outage: answered at
+//! once, not at the next refresh), and at least every five minutes; the lease
+//! is the 10 s heartbeat. A node deleted by someone else is registered again.
+//!
+//! Health: once the provider answered a ping, it takes
+//! [`PING_FAILURES_NOT_READY`] failed pings in a row to make the node
+//! NotReady (one throttled or slow health check is not an outage).
 
 pub mod lease;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,6 +44,86 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 
 /// The longest a health check may take (`Provider::ping`): one heartbeat.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Failed pings in a row that make a node whose backend answered before
+/// NotReady: 3 heartbeats (at most 30 s, within the lease's 40 s).
+pub const PING_FAILURES_NOT_READY: u32 = 3;
+
+/// The node's health from its pings: Ready until [`PING_FAILURES_NOT_READY`]
+/// pings in a row failed, once one succeeded; NotReady at the first failure
+/// before any success (a backend never reached is not a blip). Pure.
+#[derive(Debug, Default)]
+struct HealthGate {
+    proven: bool,
+    failures: u32,
+}
+
+impl HealthGate {
+    /// The health after one ping's result (`Err`: why it failed).
+    fn observe(&mut self, ping: Result<(), String>) -> Health {
+        match ping {
+            Ok(()) => {
+                self.proven = true;
+                self.failures = 0;
+                Health {
+                    ready: true,
+                    message: String::new(),
+                }
+            }
+            Err(message) => {
+                self.failures = self.failures.saturating_add(1);
+                Health {
+                    ready: self.proven && self.failures < PING_FAILURES_NOT_READY,
+                    message,
+                }
+            }
+        }
+    }
+}
+
+/// The Ready status this kubelet reports: `True` or `False`.
+fn ready_status(ready: bool) -> &'static str {
+    if ready { "True" } else { "False" }
+}
+
+/// Whether the node's Ready condition in the API differs from what this
+/// kubelet last wrote (`reported`; `None` before its first write): the node
+/// lifecycle controller sets it to `Unknown` when the lease went stale, and
+/// a missing condition is as wrong. Pure.
+fn ready_drifted(node: &Node, reported: Option<bool>) -> bool {
+    let Some(reported) = reported else {
+        return false;
+    };
+    let in_api = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    in_api != Some(ready_status(reported))
+}
+
+/// What this kubelet last wrote as Ready, shared with the node watch:
+/// 0 nothing yet, 1 True, 2 False.
+#[derive(Default)]
+struct ReportedReady(AtomicU8);
+
+impl ReportedReady {
+    fn set(&self, ready: bool) {
+        self.0.store(if ready { 1 } else { 2 }, Ordering::Relaxed);
+    }
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// The shortest time between two status writes the node watch asks for: a
+/// controller that keeps rewriting the condition gets an answer, not a loop.
+const DRIFT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The version this kubelet reports in `nodeInfo.kubeletVersion`.
 pub fn kubelet_version() -> String {
@@ -75,11 +162,18 @@ impl NodeController {
     pub async fn run(self, stop: CancellationToken, registered: Arc<Notify>) {
         let name = self.ctx.config.name.clone();
         let deleted = Arc::new(Notify::new());
-        let watch = tokio::spawn(watch_deletion(
+        let drifted = Arc::new(Notify::new());
+        let reported = Arc::new(ReportedReady::default());
+        let watch = tokio::spawn(watch_node(
             self.ctx.client.clone(),
             name.clone(),
             deleted.clone(),
+            drifted.clone(),
+            reported.clone(),
         ));
+        let mut gate = HealthGate::default();
+        let mut force_status = false;
+        let mut last_forced: Option<Instant> = None;
         let mut node_uid = String::new();
         let mut lease_cache = None;
         let mut health = Health {
@@ -115,33 +209,35 @@ impl NodeController {
             // Bounded: a health check that hangs must not hold the Lease
             // renewals below (the node would go Unknown instead of saying why).
             let ping_timeout = self.ctx.config.provider_call_timeout.min(PING_TIMEOUT);
-            health = match tokio::time::timeout(ping_timeout, self.provider.ping()).await {
-                Ok(Ok(())) => Health {
-                    ready: true,
-                    message: String::new(),
-                },
-                Ok(Err(e)) => Health {
-                    ready: false,
-                    message: e.to_string(),
-                },
-                Err(_) => Health {
-                    ready: false,
-                    message: format!(
-                        "the backend's health check did not answer within {}s",
-                        ping_timeout.as_secs_f64()
-                    ),
-                },
+            let ping = match tokio::time::timeout(ping_timeout, self.provider.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "the backend's health check did not answer within {}s",
+                    ping_timeout.as_secs_f64()
+                )),
             };
             self.ctx
                 .metrics
-                .backend("ping", if health.ready { "ok" } else { "error" });
+                .backend("ping", if ping.is_ok() { "ok" } else { "error" });
+            if let Err(e) = &ping {
+                warn!(node = %name, error = %e, failures = gate.failures + 1, "the backend's health check failed");
+            }
+            health = gate.observe(ping);
             let status = self.status(&health, None).await;
-            let due = match &last_status {
-                None => true,
-                Some((at, h, s)) => {
-                    at.elapsed() >= STATUS_REFRESH || *h != health || !same_resources(s, &status)
-                }
-            };
+            // Only the Ready state counts as a change of health: the message
+            // of a failing ping changes while the node is still Ready.
+            let due = force_status
+                || match &last_status {
+                    None => true,
+                    Some((at, h, s)) => {
+                        at.elapsed() >= STATUS_REFRESH
+                            || h.ready != health.ready
+                            || (!health.ready && h.message != health.message)
+                            || !same_resources(s, &status)
+                    }
+                };
+            force_status = false;
             if due {
                 let previous = last_status.as_ref().map(|(_, _, s)| s.clone());
                 let status = self.status(&health, previous.as_ref()).await;
@@ -150,6 +246,7 @@ impl NodeController {
                         if !health.ready {
                             warn!(node = %name, reason = %health.message, "backend unhealthy: node NotReady");
                         }
+                        reported.set(health.ready);
                         last_status = Some((Instant::now(), health.clone(), status));
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => needs_register = true,
@@ -168,6 +265,18 @@ impl NodeController {
                 _ = deleted.notified() => {
                     warn!(node = %name, "node object deleted by someone else: registering again");
                     needs_register = true;
+                }
+                _ = drifted.notified() => {
+                    info!(node = %name, "the node's Ready condition is not what this kubelet reports: writing status now");
+                    if let Some(at) = last_forced {
+                        let wait = DRIFT_MIN_INTERVAL.saturating_sub(at.elapsed());
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                    last_forced = Some(Instant::now());
+                    force_status = true;
                 }
                 _ = stop.cancelled() => break,
             }
@@ -418,7 +527,16 @@ fn arch() -> &'static str {
     }
 }
 
-async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>) {
+/// Watches the node's own object: a deletion (or a relist without it)
+/// notifies `deleted`; a Ready condition that is not what this kubelet
+/// reported notifies `drifted`.
+async fn watch_node(
+    client: kube::Client,
+    name: String,
+    deleted: Arc<Notify>,
+    drifted: Arc<Notify>,
+    reported: Arc<ReportedReady>,
+) {
     let api: Api<Node> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     // `present`: the node existed at the last look; `relisted`: seen in the current relist.
@@ -427,8 +545,18 @@ async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>
     let mut stream = std::pin::pin!(watcher(api, cfg));
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(_)) => present = true,
-            Ok(watcher::Event::InitApply(_)) => relisted = true,
+            Ok(watcher::Event::Apply(node)) => {
+                present = true;
+                if ready_drifted(&node, reported.get()) {
+                    drifted.notify_one();
+                }
+            }
+            Ok(watcher::Event::InitApply(node)) => {
+                relisted = true;
+                if ready_drifted(&node, reported.get()) {
+                    drifted.notify_one();
+                }
+            }
             Ok(watcher::Event::Delete(_)) => {
                 present = false;
                 deleted.notify_one();
@@ -445,6 +573,98 @@ async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>
                 warn!(node = %name, error = %e, "node watch failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn health_gate() {
+        let ok = || Ok(());
+        let fail = || Err("down".to_string());
+        // (pings, Ready after each)
+        let cases: Vec<(&str, Vec<Result<(), String>>, Vec<bool>)> = vec![
+            ("healthy", vec![ok(), ok()], vec![true, true]),
+            (
+                "one failure is a blip",
+                vec![ok(), fail(), ok()],
+                vec![true, true, true],
+            ),
+            (
+                "three in a row: NotReady",
+                vec![ok(), fail(), fail(), fail(), fail()],
+                vec![true, true, true, false, false],
+            ),
+            (
+                "failures apart never add up",
+                vec![ok(), fail(), fail(), ok(), fail(), fail()],
+                vec![true, true, true, true, true, true],
+            ),
+            (
+                "a success makes it Ready again at once",
+                vec![ok(), fail(), fail(), fail(), ok()],
+                vec![true, true, true, false, true],
+            ),
+            (
+                "never reached: NotReady at the first failure",
+                vec![fail(), ok()],
+                vec![false, true],
+            ),
+        ];
+        for (name, pings, want) in cases {
+            let mut gate = HealthGate::default();
+            let got: Vec<bool> = pings.into_iter().map(|p| gate.observe(p).ready).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    fn node_with_ready(status: Option<&str>) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                conditions: status.map(|s| {
+                    vec![NodeCondition {
+                        type_: "Ready".into(),
+                        status: s.into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_drift() {
+        let cases: Vec<(&str, Option<&str>, Option<bool>, bool)> = vec![
+            ("as reported", Some("True"), Some(true), false),
+            (
+                "Unknown from the lifecycle controller",
+                Some("Unknown"),
+                Some(true),
+                true,
+            ),
+            ("Unknown while NotReady", Some("Unknown"), Some(false), true),
+            ("NotReady as reported", Some("False"), Some(false), false),
+            (
+                "True while we say NotReady",
+                Some("True"),
+                Some(false),
+                true,
+            ),
+            ("no condition", None, Some(true), true),
+            ("nothing written yet", Some("Unknown"), None, false),
+        ];
+        for (name, in_api, reported, want) in cases {
+            assert_eq!(
+                ready_drifted(&node_with_ready(in_api), reported),
+                want,
+                "{name}"
+            );
         }
     }
 }
