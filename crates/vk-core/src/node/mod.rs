@@ -586,8 +586,9 @@ mod tests {
     fn health_gate() {
         let ok = || Ok(());
         let fail = || Err("down".to_string());
-        // (pings, Ready after each)
-        let cases: Vec<(&str, Vec<Result<(), String>>, Vec<bool>)> = vec![
+        // (name, pings, Ready after each)
+        type Case = (&'static str, Vec<Result<(), String>>, Vec<bool>);
+        let cases: Vec<Case> = vec![
             ("healthy", vec![ok(), ok()], vec![true, true]),
             (
                 "one failure is a blip",

@@ -323,7 +323,14 @@ mod tests {
         ]);
         let half = amounts(&[("cpu", "10"), ("memory", "1Gi")]);
         let none = Amounts::new();
-        let cases: Vec<(&str, Vec<&Amounts>, Amounts, Result<(), (&str, &str)>)> = vec![
+        // (name, admitted pods' requests, the pod's requests, the answer)
+        type Case<'a> = (
+            &'a str,
+            Vec<&'a Amounts>,
+            Amounts,
+            Result<(), (&'a str, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "empty node, small pod",
                 vec![],
@@ -444,7 +451,9 @@ mod tests {
             ..Default::default()
         };
         let honoured: &[&str] = &["emptyDir", "configMap"];
-        let cases: Vec<(&str, Pod, Option<&[&str]>, Option<&str>)> = vec![
+        // (name, pod, the provider's volume types, the refusal's message)
+        type Case<'a> = (&'a str, Pod, Option<&'a [&'a str]>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 "emptyDir honoured",
                 with_volumes(vec![empty.clone()]),
