@@ -173,6 +173,19 @@ impl Syncer {
         let provider = self.calls.provider();
         let honoured = provider.volume_types();
         let provider_name = provider.name();
+        let order_of = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let created = meta
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (
+                created,
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        };
+        let own_order = order_of(&pod.metadata);
         self.admission.admit(key, uid, &allocatable, |known| {
             self.store
                 .state()
@@ -184,19 +197,20 @@ impl Syncer {
                     if known(&cand_key, &cand_uid) {
                         return None;
                     }
+                    let running = self.backend.entry(&cand_key, &cand_uid).is_some();
+                    let order = order_of(meta);
+                    // Pods ordered after this one are decided after it: not
+                    // read now (a burst of new pods would be read n² times).
+                    if !running && order > own_order {
+                        return None;
+                    }
                     let p = if cand_uid == uid {
                         pod.clone()
                     } else {
                         readable(lean)?
                     };
-                    let running = self.backend.entry(&cand_key, &cand_uid).is_some();
-                    let created = meta
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string())
-                        .unwrap_or_default();
                     Some(Candidate {
-                        order: (created, cand_key.0.clone(), cand_key.1.clone()),
+                        order,
                         running,
                         finished: is_terminal(&p)
                             || (!running && meta.deletion_timestamp.is_some()),
