@@ -237,9 +237,14 @@ impl NodeController {
                             || !same_resources(s, &status)
                     }
                 };
-            force_status = false;
+            let answering_drift = std::mem::take(&mut force_status);
             if due {
-                let previous = last_status.as_ref().map(|(_, _, s)| s.clone());
+                // After the lifecycle controller set the conditions to
+                // Unknown, writing them back is a transition: new times.
+                let previous = last_status
+                    .as_ref()
+                    .filter(|_| !answering_drift)
+                    .map(|(_, _, s)| s.clone());
                 let status = self.status(&health, previous.as_ref()).await;
                 match self.write_status(&status).await {
                     Ok(()) => {
@@ -250,7 +255,11 @@ impl NodeController {
                         last_status = Some((Instant::now(), health.clone(), status));
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => needs_register = true,
-                    Err(e) => warn!(node = %name, error = %e, "writing node status failed"),
+                    Err(e) => {
+                        warn!(node = %name, error = %e, "writing node status failed; trying again at the next heartbeat");
+                        // The watch will not say it again: remember it.
+                        force_status = answering_drift;
+                    }
                 }
             }
             if !needs_register {

@@ -52,7 +52,8 @@ async fn ready_unknown_from_the_lifecycle_controller_is_answered_at_once() {
         }]}
     });
     for round in 0..3 {
-        nodes
+        let before = k8s_openapi::jiff::Timestamp::now();
+        let patched = nodes
             .patch_status(
                 &node.name,
                 &PatchParams::default(),
@@ -61,18 +62,32 @@ async fn ready_unknown_from_the_lifecycle_controller_is_answered_at_once() {
             .await
             .unwrap();
         let set = Instant::now();
+        // The kubelet may answer before a read could see it: the patch's own answer.
+        let written = patched.status.unwrap().conditions.unwrap();
+        let written = written.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(
-            node_ready(&client, &node.name)
-                .await
-                .map(|(s, _)| s)
-                .as_deref(),
-            Some("Unknown"),
+            written.status, "Unknown",
             "round {round}: the condition was set"
         );
         wait_node_ready(&client, &node.name, Duration::from_secs(5)).await;
         let took = set.elapsed();
         assert!(took < Duration::from_secs(5), "round {round}: {took:?}");
         eprintln!("round {round}: Ready again after {took:?}");
+        // Unknown → True is a transition: its time is new (whole seconds).
+        let ready = nodes
+            .get(&node.name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions
+            .unwrap();
+        let ready = ready.iter().find(|c| c.type_ == "Ready").unwrap();
+        let moved = ready.last_transition_time.as_ref().unwrap().0;
+        assert!(
+            moved.as_second() >= before.as_second(),
+            "round {round}: transition at {moved}, Unknown set at {before}"
+        );
     }
     // The unreachable taint the controller adds is lifted by the controller
     // once the node is Ready: add it as the controller would.
