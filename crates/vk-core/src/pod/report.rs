@@ -85,12 +85,29 @@ impl PodWriter for ApiWriter {
         namespace: &str,
         name: &str,
         uid: &str,
-        status: PodStatus,
+        mut status: PodStatus,
     ) -> Result<(), WriteError> {
         self.ctx.limiter.acquire().await;
-        let res = writes::patch_pod_status(&self.ctx.client, namespace, name, uid, status).await;
+        let res =
+            writes::patch_pod_status(&self.ctx.client, namespace, name, uid, &mut status).await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
-        res.map_err(write_error)
+        match res.map_err(write_error) {
+            Err(WriteError::Invalid(message)) => {
+                // A strategic merge combines lists with what the API holds;
+                // a merge patch replaces them. Tried once.
+                warn!(
+                    pod = %format!("{namespace}/{name}"),
+                    error = %message,
+                    "the API refused the pod's status patch as invalid; sending it as a merge patch"
+                );
+                self.ctx.limiter.acquire().await;
+                let res =
+                    writes::merge_pod_status(&self.ctx.client, namespace, name, uid, &status).await;
+                self.ctx.metrics.api("patch", "pods/status", res.is_ok());
+                res.map_err(write_error)
+            }
+            other => other,
+        }
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), WriteError> {
