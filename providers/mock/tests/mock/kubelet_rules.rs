@@ -282,12 +282,23 @@ async fn a_restart_without_state_gives_new_ips_and_the_status_follows() {
         |l| l.len() == 8 && l.iter().all(|p| phase(p) == "Running"),
     )
     .await;
-    // The first four go, so that the four left hold addresses a fresh
+    // The four with the lowest addresses go (the workers create pods in
+    // any order), so that the four left hold none of the addresses a fresh
     // backend hands out first: after the restart every IP changes.
-    for i in 0..4 {
-        pods.delete(&format!("p{i}"), &DeleteParams::default())
-            .await
-            .unwrap();
+    let mut by_ip: Vec<(std::net::Ipv4Addr, String)> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| {
+            let ip = p.status.as_ref().unwrap().pod_ip.as_ref().unwrap();
+            (ip.parse().unwrap(), p.name_any())
+        })
+        .collect();
+    by_ip.sort();
+    for (_, name) in &by_ip[..4] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
     }
     wait_pods(
         &client,
