@@ -476,6 +476,16 @@ pub trait Provider: Send + Sync + 'static {
         Duration::from_secs(10)
     }
 
+    /// The volume types this provider honours, spelt as their field in the
+    /// API (`emptyDir`, `configMap`, `secret`, `downwardAPI`, `projected`,
+    /// `persistentVolumeClaim`, `hostPath`, `nfs`, `csi`...). A pod with a
+    /// volume of another type is refused before it reaches the provider
+    /// (event and pod reason `UnsupportedVolume`, phase Failed), instead of
+    /// running without it. `None` (the default): every type is passed on.
+    fn volume_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// The budget the core keeps for this provider's pod lifecycle calls
     /// (create, update, refresh, delete, status, list); `None`: unlimited.
     fn call_rate_limit(&self) -> Option<CallRateLimit> {

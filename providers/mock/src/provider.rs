@@ -499,6 +499,19 @@ impl Provider for MockProvider {
         self.healthy()
     }
 
+    /// The volumes the core materialises as files, and scratch space: the
+    /// mock has no host, no network storage and no CSI drivers, so a pod
+    /// that needs them is refused rather than run without them.
+    fn volume_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            "emptyDir",
+            "configMap",
+            "secret",
+            "downwardAPI",
+            "projected",
+        ])
+    }
+
     async fn allocate_pod_ip(&self, key: &PodKey) -> ProviderResult<Option<String>> {
         let mut reserved = self
             .inner

@@ -1,10 +1,17 @@
 //! The node runtime: registration (or adoption of an existing Node of the same
 //! name), the lease heartbeat, node status and the provider's health.
 //!
-//! Status is written when something changes (health, capacity) and at least once
-//! a minute; the lease is the 10 s heartbeat. A node deleted by someone else is
-//! registered again.
+//! Status is written when something changes (health, capacity), when the
+//! node's Ready condition in the API is not what this kubelet reports (the
+//! node lifecycle controller set it to Unknown during an outage: answered at
+//! once, not at the next refresh), and at least every five minutes; the lease
+//! is the 10 s heartbeat. A node deleted by someone else is registered again.
+//!
+//! Health: once the provider answered a ping, it takes
+//! [`health::PING_FAILURES_NOT_READY`] failed pings in a row to make the node
+//! NotReady (one throttled or slow health check is not an outage).
 
+pub mod health;
 pub mod lease;
 
 use std::collections::BTreeMap;
@@ -25,6 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::health::{Health, HealthGate, ReportedReady, ready_drifted};
 use crate::context::NodeContext;
 use crate::pod::PodController;
 use crate::provider::{NodeCapacity, Provider};
@@ -38,6 +46,10 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 /// The longest a health check may take (`Provider::ping`): one heartbeat.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The shortest time between two status writes the node watch asks for: a
+/// controller that keeps rewriting the condition gets an answer, not a loop.
+const DRIFT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The version this kubelet reports in `nodeInfo.kubeletVersion`.
 pub fn kubelet_version() -> String {
     format!("v1.35.0-vk-rs.{}", env!("CARGO_PKG_VERSION"))
@@ -48,12 +60,6 @@ pub struct NodeController {
     ctx: Arc<NodeContext>,
     provider: Arc<dyn Provider>,
     pods: Arc<PodController>,
-}
-
-#[derive(Clone, PartialEq)]
-struct Health {
-    ready: bool,
-    message: String,
 }
 
 impl NodeController {
@@ -75,11 +81,18 @@ impl NodeController {
     pub async fn run(self, stop: CancellationToken, registered: Arc<Notify>) {
         let name = self.ctx.config.name.clone();
         let deleted = Arc::new(Notify::new());
-        let watch = tokio::spawn(watch_deletion(
+        let drifted = Arc::new(Notify::new());
+        let reported = Arc::new(ReportedReady::default());
+        let watch = tokio::spawn(watch_node(
             self.ctx.client.clone(),
             name.clone(),
             deleted.clone(),
+            drifted.clone(),
+            reported.clone(),
         ));
+        let mut gate = HealthGate::default();
+        let mut force_status = false;
+        let mut last_forced: Option<Instant> = None;
         let mut node_uid = String::new();
         let mut lease_cache = None;
         let mut health = Health {
@@ -115,45 +128,57 @@ impl NodeController {
             // Bounded: a health check that hangs must not hold the Lease
             // renewals below (the node would go Unknown instead of saying why).
             let ping_timeout = self.ctx.config.provider_call_timeout.min(PING_TIMEOUT);
-            health = match tokio::time::timeout(ping_timeout, self.provider.ping()).await {
-                Ok(Ok(())) => Health {
-                    ready: true,
-                    message: String::new(),
-                },
-                Ok(Err(e)) => Health {
-                    ready: false,
-                    message: e.to_string(),
-                },
-                Err(_) => Health {
-                    ready: false,
-                    message: format!(
-                        "the backend's health check did not answer within {}s",
-                        ping_timeout.as_secs_f64()
-                    ),
-                },
+            let ping = match tokio::time::timeout(ping_timeout, self.provider.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "the backend's health check did not answer within {}s",
+                    ping_timeout.as_secs_f64()
+                )),
             };
             self.ctx
                 .metrics
-                .backend("ping", if health.ready { "ok" } else { "error" });
+                .backend("ping", if ping.is_ok() { "ok" } else { "error" });
+            if let Err(e) = &ping {
+                warn!(node = %name, error = %e, failures = gate.failures() + 1, "the backend's health check failed");
+            }
+            health = gate.observe(ping);
             let status = self.status(&health, None).await;
-            let due = match &last_status {
-                None => true,
-                Some((at, h, s)) => {
-                    at.elapsed() >= STATUS_REFRESH || *h != health || !same_resources(s, &status)
-                }
-            };
+            // Only the Ready state counts as a change of health: the message
+            // of a failing ping changes while the node is still Ready.
+            let due = force_status
+                || match &last_status {
+                    None => true,
+                    Some((at, h, s)) => {
+                        at.elapsed() >= STATUS_REFRESH
+                            || h.ready != health.ready
+                            || (!health.ready && h.message != health.message)
+                            || !same_resources(s, &status)
+                    }
+                };
+            let answering_drift = std::mem::take(&mut force_status);
             if due {
-                let previous = last_status.as_ref().map(|(_, _, s)| s.clone());
+                // After the lifecycle controller set the conditions to
+                // Unknown, writing them back is a transition: new times.
+                let previous = last_status
+                    .as_ref()
+                    .filter(|_| !answering_drift)
+                    .map(|(_, _, s)| s.clone());
                 let status = self.status(&health, previous.as_ref()).await;
                 match self.write_status(&status).await {
                     Ok(()) => {
                         if !health.ready {
                             warn!(node = %name, reason = %health.message, "backend unhealthy: node NotReady");
                         }
+                        reported.set(health.ready);
                         last_status = Some((Instant::now(), health.clone(), status));
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => needs_register = true,
-                    Err(e) => warn!(node = %name, error = %e, "writing node status failed"),
+                    Err(e) => {
+                        warn!(node = %name, error = %e, "writing node status failed; trying again at the next heartbeat");
+                        // The watch will not say it again: remember it.
+                        force_status = answering_drift;
+                    }
                 }
             }
             if !needs_register {
@@ -168,6 +193,18 @@ impl NodeController {
                 _ = deleted.notified() => {
                     warn!(node = %name, "node object deleted by someone else: registering again");
                     needs_register = true;
+                }
+                _ = drifted.notified() => {
+                    info!(node = %name, "the node's Ready condition is not what this kubelet reports: writing status now");
+                    if let Some(at) = last_forced {
+                        let wait = DRIFT_MIN_INTERVAL.saturating_sub(at.elapsed());
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                    last_forced = Some(Instant::now());
+                    force_status = true;
                 }
                 _ = stop.cancelled() => break,
             }
@@ -418,7 +455,16 @@ fn arch() -> &'static str {
     }
 }
 
-async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>) {
+/// Watches the node's own object: a deletion (or a relist without it)
+/// notifies `deleted`; a Ready condition that is not what this kubelet
+/// reported notifies `drifted`.
+async fn watch_node(
+    client: kube::Client,
+    name: String,
+    deleted: Arc<Notify>,
+    drifted: Arc<Notify>,
+    reported: Arc<ReportedReady>,
+) {
     let api: Api<Node> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     // `present`: the node existed at the last look; `relisted`: seen in the current relist.
@@ -427,8 +473,18 @@ async fn watch_deletion(client: kube::Client, name: String, deleted: Arc<Notify>
     let mut stream = std::pin::pin!(watcher(api, cfg));
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(_)) => present = true,
-            Ok(watcher::Event::InitApply(_)) => relisted = true,
+            Ok(watcher::Event::Apply(node)) => {
+                present = true;
+                if ready_drifted(&node, reported.get()) {
+                    drifted.notify_one();
+                }
+            }
+            Ok(watcher::Event::InitApply(node)) => {
+                relisted = true;
+                if ready_drifted(&node, reported.get()) {
+                    drifted.notify_one();
+                }
+            }
             Ok(watcher::Event::Delete(_)) => {
                 present = false;
                 deleted.notify_one();

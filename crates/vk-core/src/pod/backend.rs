@@ -44,7 +44,10 @@ pub struct BackendEntry {
     /// the next `--volume-refresh-period` for files that follow ConfigMaps
     /// and Secrets. `None`: never without a change to the pod.
     pub refresh_at: Option<SystemTime>,
-    /// When the queued re-sync for `refresh_at` fires, so that the syncs in
+    /// When the pod's `activeDeadlineSeconds` runs out (from the pod the
+    /// last sync read): a settled pod is synced again from then on.
+    pub deadline_at: Option<SystemTime>,
+    /// When the queued re-sync for `refresh_at` or `deadline_at` fires, so that the syncs in
     /// between (watch events, resyncs) do not queue a timer each.
     pub timer: Option<Instant>,
     /// When the entry was made: a list of the backend that started before
@@ -68,6 +71,7 @@ impl BackendEntry {
             volumes_hash: 0,
             downward_hash: 0,
             refresh_at: None,
+            deadline_at: None,
             timer: None,
             since: Instant::now(),
             status_gen: 0,
@@ -258,6 +262,7 @@ impl BackendView {
                     .as_ref()
                     .is_some_and(|(rv, g)| rv == resource_version && *g == e.status_gen)
                     && e.refresh_at.is_none_or(|t| t > SystemTime::now())
+                    && e.deadline_at.is_none_or(|t| t > SystemTime::now())
             })
     }
 

@@ -91,6 +91,7 @@ impl PodController {
                 reporter: Reporter::new(api, config.node_ip.clone()),
                 queue: WorkQueue::new(Backoff::default()),
                 success_events: config.success_events,
+                admission: Default::default(),
             },
             writer: Mutex::new(Some(writer)),
         })

@@ -385,3 +385,154 @@ async fn a_token_renewal_on_a_provider_without_refresh_neither_loops_nor_fails_t
     assert_eq!(rig.api.phase("web").as_deref(), Some("Running"));
     assert_eq!(rig.provider.count("create"), 1);
 }
+
+/// `pod` with `activeDeadlineSeconds` and a 2 s termination grace period.
+fn with_deadline(mut pod: Pod, seconds: i64) -> Pod {
+    let spec = pod.spec.as_mut().unwrap();
+    spec.active_deadline_seconds = Some(seconds);
+    spec.termination_grace_period_seconds = Some(2);
+    pod
+}
+
+// The wall clock: the deadline counts from `status.startTime`, a wall time.
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_is_stopped_and_failed() {
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.apply(with_deadline(pod("job", "u1"), 1));
+    until(2, "Running", || {
+        rig.api.phase("job").as_deref() == Some("Running")
+    })
+    .await;
+    until(4, "Failed", || {
+        rig.api.phase("job").as_deref() == Some("Failed")
+    })
+    .await;
+    let status = rig.api.pod("job").unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let start = status.start_time.unwrap().0;
+    let waited = Timestamp::now().duration_since(start).as_secs_f64();
+    assert!(waited >= 1.0, "failed only after the deadline ({waited}s)");
+    let deletes = rig.provider.calls.lock().unwrap().clone();
+    let graces: Vec<Duration> = deletes
+        .iter()
+        .filter(|c| c.0 == "delete")
+        .map(|c| c.2)
+        .collect();
+    assert_eq!(
+        graces,
+        vec![Duration::from_secs(2)],
+        "stopped once, with its grace"
+    );
+    assert!(
+        rig.provider.resolved("job").is_none(),
+        "the workload is gone"
+    );
+    // Stays failed: never created again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.provider.count("create"), 1);
+    assert_eq!(rig.api.phase("job").as_deref(), Some("Failed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_pod_already_past_its_deadline_is_stopped_not_recreated() {
+    let mut existing = with_deadline(pod("job", "u1"), 5);
+    let status = existing.status.as_mut().unwrap();
+    status.phase = Some("Running".into());
+    status.start_time = Some(Time(
+        Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60),
+    ));
+    let provider = FakeProvider::new(true).holding(&existing);
+    let rig = start(provider, FakeObjects::default(), vec![existing]).await;
+    until(5, "Failed", || {
+        rig.api.reason("job").as_deref() == Some("DeadlineExceeded")
+    })
+    .await;
+    assert_eq!(rig.api.phase("job").as_deref(), Some("Failed"));
+    assert_eq!(rig.provider.count("delete"), 1);
+    assert_eq!(rig.provider.count("create"), 0);
+    let status = rig.api.pod("job").unwrap().status.unwrap();
+    assert!(status.container_statuses.iter().flatten().all(|c| !c.ready));
+}
+
+/// `pod` requesting `cpu`.
+fn requesting(mut pod: Pod, cpu: &str) -> Pod {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    pod.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+        ..Default::default()
+    });
+    pod
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_beyond_what_the_node_has_left_is_rejected_once() {
+    // The node has 4 CPUs (see `start`).
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.apply(requesting(pod("first", "u1"), "3"));
+    until(5, "first Running", || {
+        rig.api.phase("first").as_deref() == Some("Running")
+    })
+    .await;
+    rig.api.apply(requesting(pod("second", "u2"), "1500m"));
+    until(5, "second Failed", || {
+        rig.api.phase("second").as_deref() == Some("Failed")
+    })
+    .await;
+    let status = rig.api.pod("second").unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1500, used: 3000, capacity: 4000"
+        )
+    );
+    assert_eq!(rig.api.events("OutOfcpu"), 1);
+    assert_eq!(
+        rig.provider.count("create"),
+        1,
+        "the rejected pod never reached the backend"
+    );
+    // The room a finished pod leaves is there for the next pod.
+    rig.provider.set_phase("first", "Succeeded");
+    until(5, "first Succeeded", || {
+        rig.api.phase("first").as_deref() == Some("Succeeded")
+    })
+    .await;
+    rig.api.apply(requesting(pod("third", "u3"), "3500m"));
+    until(5, "third Running", || {
+        rig.api.phase("third").as_deref() == Some("Running")
+    })
+    .await;
+    // The rejected pod stays rejected.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(rig.api.reason("second").as_deref(), Some("OutOfcpu"));
+    assert_eq!(rig.provider.count("create"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_refused_as_invalid_is_not_retried_until_it_changes() {
+    use std::sync::atomic::Ordering;
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.invalid.store(true, Ordering::SeqCst);
+    rig.api.apply(pod("web", "u1"));
+    until(5, "a status write tried", || {
+        rig.api.status_writes.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // Resyncs and retries would come within this time: none is sent.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(rig.api.status_writes.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.api.phase("web").as_deref(), Some("Pending"));
+    // A new backend status is written afresh (and accepted now).
+    rig.api.invalid.store(false, Ordering::SeqCst);
+    rig.provider.set_phase("web", "Succeeded");
+    until(5, "Succeeded", || {
+        rig.api.phase("web").as_deref() == Some("Succeeded")
+    })
+    .await;
+}

@@ -43,6 +43,10 @@ struct FakeApi {
     rv: AtomicU64,
     deletes: Mutex<Vec<String>>,
     events: Mutex<Vec<(String, String)>>,
+    /// Status writes tried.
+    status_writes: AtomicU64,
+    /// Refuse status writes as invalid (422).
+    invalid: std::sync::atomic::AtomicBool,
 }
 
 impl FakeApi {
@@ -82,6 +86,10 @@ impl PodWriter for FakeApi {
         uid: &str,
         status: PodStatus,
     ) -> Result<(), WriteError> {
+        self.status_writes.fetch_add(1, Ordering::SeqCst);
+        if self.invalid.load(Ordering::SeqCst) {
+            return Err(WriteError::Invalid("status.podIPs: Invalid value".into()));
+        }
         let mut pod = self.pod(name).ok_or(WriteError::Gone)?;
         if pod.metadata.uid.as_deref() != Some(uid) {
             return Err(WriteError::Gone);
@@ -386,6 +394,8 @@ async fn start(provider: FakeProvider, objects: FakeObjects, existing: Vec<Pod>)
         rv: AtomicU64::new(0),
         deletes: Mutex::default(),
         events: Mutex::default(),
+        status_writes: AtomicU64::new(0),
+        invalid: Default::default(),
     });
     let _ = tx.send(Ok(watcher::Event::Init));
     for p in existing {
@@ -405,6 +415,12 @@ async fn start(provider: FakeProvider, objects: FakeObjects, existing: Vec<Pod>)
         api.clone(),
         objects.clone(),
         provider.clone(),
+    );
+    controller.set_node_allocatable(
+        [("cpu", "4"), ("memory", "8Gi"), ("pods", "110")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     );
     let stop = CancellationToken::new();
     let watch = tokio_stream_of(rx);

@@ -23,6 +23,15 @@ pub enum Plan {
     /// The workload vanished from the backend while the pod should run: the
     /// pod fails with reason `NotFound`.
     FailVanished,
+    /// The pod's `activeDeadlineSeconds` ran out: stop the workload (when
+    /// the backend holds it) with the pod's termination grace period, then
+    /// fail the pod with reason `DeadlineExceeded`, as the kubelet does.
+    DeadlineExceeded {
+        /// Whether the backend holds a workload for this UID.
+        in_backend: bool,
+        /// The pod's `terminationGracePeriodSeconds` (30 s when unset).
+        grace: Duration,
+    },
     /// A finished pod the backend does not hold: nothing to do.
     Nothing,
     /// Not in the backend: resolve, create, then write the status.
@@ -50,6 +59,15 @@ pub fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
+/// When the pod's `activeDeadlineSeconds` runs out: its `status.startTime`
+/// plus the deadline (the kubelet counts from the same point). `None` without
+/// a deadline or before the pod has a start time.
+pub fn active_deadline(pod: &Pod) -> Option<SystemTime> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod.status.as_ref()?.start_time.as_ref()?;
+    Some(SystemTime::from(start.0) + Duration::from_secs(seconds.max(0) as u64))
+}
+
 /// The plan for `pod`, given its backend entry, whether its workload was
 /// seen vanishing, and the time.
 pub fn decide(pod: &Pod, entry: Option<&BackendEntry>, vanished: bool, now: SystemTime) -> Plan {
@@ -65,6 +83,18 @@ pub fn decide(pod: &Pod, entry: Option<&BackendEntry>, vanished: bool, now: Syst
         };
     }
     let terminal = is_terminal(pod);
+    if !terminal && active_deadline(pod).is_some_and(|t| t <= now) {
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
+        return Plan::DeadlineExceeded {
+            in_backend: entry.is_some(),
+            grace: Duration::from_secs(grace as u64),
+        };
+    }
     if vanished && !terminal {
         return Plan::FailVanished;
     }
@@ -154,6 +184,15 @@ mod tests {
         p
     }
 
+    /// `p` started `ago` before `now` with a deadline of `deadline` seconds.
+    fn with_deadline(mut p: Pod, deadline: i64, started: SystemTime) -> Pod {
+        let spec = p.spec.as_mut().unwrap();
+        spec.active_deadline_seconds = Some(deadline);
+        spec.termination_grace_period_seconds = Some(3);
+        p.status.as_mut().unwrap().start_time = Some(Time(Timestamp::try_from(started).unwrap()));
+        p
+    }
+
     #[test]
     fn plans() {
         let now = SystemTime::now();
@@ -167,7 +206,64 @@ mod tests {
         let file_entry = held(&with_file);
         let mut relabelled_no_file = running.clone();
         relabelled_no_file.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        let ten_ago = now - Duration::from_secs(10);
+        let mut no_start = running.clone();
+        no_start.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+        let no_start_entry = held(&no_start);
+        let not_yet = with_deadline(running.clone(), 60, ten_ago);
+        let not_yet_entry = held(&not_yet);
         let cases: Vec<(&str, Pod, Option<&BackendEntry>, bool, Plan)> = vec![
+            (
+                "deadline passed",
+                with_deadline(running.clone(), 5, ten_ago),
+                Some(&entry),
+                false,
+                Plan::DeadlineExceeded {
+                    in_backend: true,
+                    grace: Duration::from_secs(3),
+                },
+            ),
+            (
+                "deadline passed, workload vanished",
+                with_deadline(running.clone(), 5, ten_ago),
+                None,
+                true,
+                Plan::DeadlineExceeded {
+                    in_backend: false,
+                    grace: Duration::from_secs(3),
+                },
+            ),
+            (
+                "deadline not reached",
+                not_yet,
+                Some(&not_yet_entry),
+                false,
+                Plan::Run(None),
+            ),
+            (
+                "deadline without a start time",
+                no_start,
+                Some(&no_start_entry),
+                false,
+                Plan::Run(None),
+            ),
+            (
+                "finished before its deadline",
+                with_deadline(pod("busybox:1", "Succeeded"), 5, ten_ago),
+                None,
+                false,
+                Plan::Nothing,
+            ),
+            (
+                "deleted after its deadline",
+                deleting(with_deadline(running.clone(), 5, ten_ago), Some(0)),
+                Some(&entry),
+                false,
+                Plan::Delete {
+                    in_backend: true,
+                    grace: Duration::ZERO,
+                },
+            ),
             (
                 "new pod",
                 pod("busybox:1", "Pending"),

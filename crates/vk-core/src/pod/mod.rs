@@ -4,6 +4,7 @@
 //!   that keep the backend view current; it wires the pieces below.
 //! - [`sync`]: the sync of one pod key, carrying out [`decide`]'s plan.
 //! - [`decide`]: what one sync must do (pure).
+//! - [`admit`]: kubelet admission, decided once per pod (resources, volume types).
 //! - [`backend`]: the table of the backend's workloads (adoption, intake, reconcile).
 //! - [`resolve`]: a pod → what the provider receives (returns its events).
 //! - [`calls`]: every provider call, with a timeout, metrics and a budget.
@@ -16,6 +17,7 @@
 //! - [`queue`]: the work queue with per-key serialisation and backoff.
 //! - [`writes`]: the API writes whose answer is not read (status, delete, events).
 
+pub mod admit;
 pub mod backend;
 pub mod calls;
 pub mod controller;

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ObjectReference, Pod, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
@@ -28,6 +30,10 @@ pub enum WriteError {
     /// The object is gone or is another incarnation (404, 409): nothing to retry.
     #[error("the pod is gone or was replaced")]
     Gone,
+    /// The API found the write invalid (422): the same write would be
+    /// refused again, so it is not retried (see [`Reporter::write_status`]).
+    #[error("refused as invalid: {0}")]
+    Invalid(String),
     /// Anything else: retried.
     #[error("{0}")]
     Failed(String),
@@ -67,6 +73,7 @@ impl ApiWriter {
 fn write_error(e: kube::Error) -> WriteError {
     match e {
         kube::Error::Api(s) if s.code == 404 || s.code == 409 => WriteError::Gone,
+        kube::Error::Api(s) if s.code == 422 => WriteError::Invalid(s.message),
         other => WriteError::Failed(other.to_string()),
     }
 }
@@ -78,12 +85,29 @@ impl PodWriter for ApiWriter {
         namespace: &str,
         name: &str,
         uid: &str,
-        status: PodStatus,
+        mut status: PodStatus,
     ) -> Result<(), WriteError> {
         self.ctx.limiter.acquire().await;
-        let res = writes::patch_pod_status(&self.ctx.client, namespace, name, uid, status).await;
+        let res =
+            writes::patch_pod_status(&self.ctx.client, namespace, name, uid, &mut status).await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
-        res.map_err(write_error)
+        match res.map_err(write_error) {
+            Err(WriteError::Invalid(message)) => {
+                // A strategic merge combines lists with what the API holds;
+                // a merge patch replaces them. Tried once.
+                warn!(
+                    pod = %format!("{namespace}/{name}"),
+                    error = %message,
+                    "the API refused the pod's status patch as invalid; sending it as a merge patch"
+                );
+                self.ctx.limiter.acquire().await;
+                let res =
+                    writes::merge_pod_status(&self.ctx.client, namespace, name, uid, &status).await;
+                self.ctx.metrics.api("patch", "pods/status", res.is_ok());
+                res.map_err(write_error)
+            }
+            other => other,
+        }
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<(), WriteError> {
@@ -209,6 +233,18 @@ impl Reporter {
                 Written::Done
             }
             Err(WriteError::Gone) => Written::Done,
+            Err(WriteError::Invalid(message)) => {
+                // Logged once per pod and backend status: the same write is
+                // not sent again. The next change of the backend status or of
+                // the pod writes afresh; a retry loop would only repeat it.
+                warn!(
+                    pod = %format!("{ns}/{name}"),
+                    error = %message,
+                    "the API refused the pod's status as invalid; not retried until the status changes"
+                );
+                locked(&self.written).insert(key, this_write);
+                Written::Done
+            }
             Err(e) => {
                 warn!(error = %e, "writing pod status failed");
                 Written::Failed
@@ -227,6 +263,51 @@ impl Reporter {
             cs.ready = false;
         }
         self.write_status(pod, &status).await
+    }
+
+    /// Fails a pod whose `activeDeadlineSeconds` ran out, with the kubelet's
+    /// reason and message; its containers are shown stopped.
+    pub async fn write_deadline_exceeded(&self, pod: &Pod) -> Written {
+        let mut status = pod.status.clone().unwrap_or_default();
+        status.phase = Some("Failed".into());
+        status.reason = Some("DeadlineExceeded".into());
+        status.message =
+            Some("Pod was active on the node longer than the specified deadline".into());
+        let now = Time(Timestamp::now());
+        for cs in status.container_statuses.iter_mut().flatten() {
+            cs.ready = false;
+            cs.started = Some(false);
+            let started_at = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.clone());
+            if cs.state.as_ref().is_none_or(|s| s.terminated.is_none()) {
+                cs.state = Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some("Error".into()),
+                        started_at,
+                        finished_at: Some(now.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        self.write_status(pod, &status).await
+    }
+
+    /// Fails a pod that admission refused, as the kubelet does: phase
+    /// Failed, the refusal's reason, "Pod was rejected: " and its message.
+    pub async fn write_rejected(&self, pod: &Pod, reason: &str, message: &str) -> Written {
+        let failed = PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(reason.to_string()),
+            message: Some(format!("Pod was rejected: {message}")),
+            ..Default::default()
+        };
+        self.write_status(pod, &failed).await
     }
 
     /// Fails a pod the backend refused for good (reason `ProviderFailed`).

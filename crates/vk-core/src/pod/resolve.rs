@@ -94,6 +94,14 @@ impl Resolver {
             .unwrap_or_else(|p| p.into_inner()) = alloc;
     }
 
+    /// Node allocatable as last set.
+    pub fn node_allocatable(&self) -> BTreeMap<String, String> {
+        self.node_allocatable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The object source (for forgetting a pod's tokens).
     pub fn objects(&self) -> &Arc<dyn ObjectSource> {
         &self.objects

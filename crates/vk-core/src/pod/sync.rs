@@ -13,9 +13,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::admit::{
+    Admission, Candidate, Rejection, parse_allocatable, pod_requests, volume_refusal,
+};
 use super::backend::{BackendEntry, BackendView, ObjectKey, object_key, spec_hash, volumes_hash};
 use super::calls::ProviderCalls;
-use super::decide::{Plan, Push, decide, is_terminal};
+use super::decide::{Plan, Push, active_deadline, decide, is_terminal};
 use super::env;
 use super::lean::LeanPod;
 use super::queue::WorkQueue;
@@ -66,6 +69,8 @@ pub struct Syncer {
     pub queue: WorkQueue<ObjectKey>,
     /// Which success events to record.
     pub success_events: SuccessEvents,
+    /// Kubelet admission, decided once per pod.
+    pub admission: Admission,
 }
 
 impl Syncer {
@@ -78,6 +83,7 @@ impl Syncer {
         }
         let Some(lean) = lean else {
             self.reporter.forget(key);
+            self.admission.forget(key);
             return Outcome::Done;
         };
         if let (Some(uid), Some(rv)) = (&uid, lean.meta().resource_version.as_deref())
@@ -96,25 +102,143 @@ impl Syncer {
         };
         let entry = self.backend.entry(key, &pk.uid);
         let vanished = self.backend.take_vanished(&pk);
+        if is_terminal(&pod) {
+            self.admission.release(key, &pk.uid);
+        }
         let push = match decide(&pod, entry.as_ref(), vanished, SystemTime::now()) {
             Plan::Delete { in_backend, grace } => {
                 return self.delete(&pod, &pk, in_backend, grace).await;
             }
+            Plan::DeadlineExceeded { in_backend, grace } => {
+                return self.deadline_exceeded(&pod, &pk, in_backend, grace).await;
+            }
             Plan::FailVanished => return Outcome::of(self.reporter.write_vanished(&pod).await),
             Plan::Nothing => return Outcome::Done,
-            Plan::Create => match self.create(&pod, &pk).await {
-                Ok(()) => None,
-                Err(outcome) => return outcome,
-            },
-            Plan::Run(push) => push,
+            Plan::Create => {
+                if let Err(rejection) = self.admit(&pod, key, &pk.uid) {
+                    return self.reject(&pod, &pk, rejection).await;
+                }
+                match self.create(&pod, &pk).await {
+                    Ok(()) => None,
+                    Err(outcome) => return outcome,
+                }
+            }
+            Plan::Run(push) => {
+                if !is_terminal(&pod) {
+                    self.admission.running(key, &pk.uid, || pod_requests(&pod));
+                }
+                push
+            }
         };
         if let (Some(push), Some(entry)) = (push, &entry)
             && let Some(outcome) = self.push(&pod, &pk, entry, push).await
         {
             return outcome;
         }
-        self.arm_refresh(&pod, key, &pk.uid);
+        self.arm_timer(&pod, key, &pk.uid);
         self.report(&pod, key, &pk.uid).await
+    }
+
+    /// The pod's `activeDeadlineSeconds` ran out: stop the workload, then
+    /// fail the pod (reason `DeadlineExceeded`). A stop that fails is retried
+    /// before the status is written, so a Failed pod never runs on.
+    async fn deadline_exceeded(
+        &self,
+        pod: &Pod,
+        pk: &PodKey,
+        in_backend: bool,
+        grace: Duration,
+    ) -> Outcome {
+        if in_backend {
+            info!(pod = %pk, "activeDeadlineSeconds exceeded: stopping the workload");
+            if let Err(e) = self.backend_delete(pk, grace).await {
+                warn!(pod = %pk, error = %e, "stopping a pod past its deadline failed");
+                let note = format!("Delete pod in provider failed: {e}");
+                self.reporter
+                    .event(pod, true, "ProviderDeleteFailed", note)
+                    .await;
+                return Outcome::retry(&e);
+            }
+            self.resolver.objects().forget_pod(&pk.uid);
+        }
+        // Whatever the backend said of this UID before the stop is history.
+        self.backend.take_vanished(pk);
+        Outcome::of(self.reporter.write_deadline_exceeded(pod).await)
+    }
+
+    /// Kubelet admission of a pod about to be created (decided once; see
+    /// [`super::admit`]).
+    fn admit(&self, pod: &Pod, key: &ObjectKey, uid: &str) -> Result<(), Rejection> {
+        let allocatable = parse_allocatable(&self.resolver.node_allocatable());
+        let provider = self.calls.provider();
+        let honoured = provider.volume_types();
+        let provider_name = provider.name();
+        let order_of = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let created = meta
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (
+                created,
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        };
+        let own_order = order_of(&pod.metadata);
+        self.admission.admit(key, uid, &allocatable, |known| {
+            self.store
+                .state()
+                .iter()
+                .filter_map(|lean| {
+                    let meta = lean.meta();
+                    let cand_uid = meta.uid.clone()?;
+                    let cand_key = (meta.namespace.clone()?, meta.name.clone()?);
+                    if known(&cand_key, &cand_uid) {
+                        return None;
+                    }
+                    let running = self.backend.entry(&cand_key, &cand_uid).is_some();
+                    let order = order_of(meta);
+                    // Pods ordered after this one are decided after it: not
+                    // read now (a burst of new pods would be read n² times).
+                    if !running && order > own_order {
+                        return None;
+                    }
+                    let p = if cand_uid == uid {
+                        pod.clone()
+                    } else {
+                        readable(lean)?
+                    };
+                    Some(Candidate {
+                        order,
+                        running,
+                        finished: is_terminal(&p)
+                            || (!running && meta.deletion_timestamp.is_some()),
+                        requests: pod_requests(&p),
+                        refusal: volume_refusal(&p, provider_name, honoured),
+                        key: cand_key,
+                        uid: cand_uid,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// A pod admission refused: a warning event with the reason, and the pod
+    /// Failed. Never created, never retried.
+    async fn reject(&self, pod: &Pod, pk: &PodKey, rejection: Rejection) -> Outcome {
+        info!(pod = %pk, reason = %rejection.reason, message = %rejection.message, "pod rejected by admission");
+        self.reporter
+            .event(pod, true, &rejection.reason, rejection.message.clone())
+            .await;
+        let written = self
+            .reporter
+            .write_rejected(pod, &rejection.reason, &rejection.message)
+            .await;
+        match Outcome::of(written) {
+            Outcome::Settled => Outcome::Done,
+            other => other,
+        }
     }
 
     /// Removes backend workloads under `key` whose UID is not the API pod's
@@ -325,12 +449,16 @@ impl Syncer {
         None
     }
 
-    /// Queues a re-sync for when the pod's volume files are next due.
-    fn arm_refresh(&self, pod: &Pod, key: &ObjectKey, uid: &str) {
+    /// Queues a re-sync for when the pod's volume files are next due or its
+    /// `activeDeadlineSeconds` runs out, whichever comes first.
+    fn arm_timer(&self, pod: &Pod, key: &ObjectKey, uid: &str) {
         if is_terminal(pod) {
             return;
         }
-        let Some(at) = self.backend.entry(key, uid).and_then(|e| e.refresh_at) else {
+        let deadline = active_deadline(pod);
+        self.backend.amend(key, uid, |e| e.deadline_at = deadline);
+        let refresh = self.backend.entry(key, uid).and_then(|e| e.refresh_at);
+        let Some(at) = [refresh, deadline].into_iter().flatten().min() else {
             return;
         };
         let wait = at

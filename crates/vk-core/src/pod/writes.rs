@@ -51,21 +51,21 @@ struct StatusBody<'a> {
     #[serde(flatten)]
     rest: &'a PodStatus,
     #[serde(rename = "podIPs", skip_serializing_if = "Option::is_none")]
-    pod_ips: Option<Replace<PodIP>>,
+    pod_ips: Option<Replace<'a, PodIP>>,
     #[serde(rename = "hostIPs", skip_serializing_if = "Option::is_none")]
-    host_ips: Option<Replace<HostIP>>,
+    host_ips: Option<Replace<'a, HostIP>>,
 }
 
 /// A list sent with the strategic merge patch directive `{"$patch": "replace"}`.
 #[derive(Debug)]
-struct Replace<T>(Vec<T>);
+struct Replace<'a, T>(&'a [T]);
 
-impl<T: Serialize> Serialize for Replace<T> {
+impl<T: Serialize> Serialize for Replace<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.len() + 1))?;
         seq.serialize_element(&ReplaceDirective { patch: "replace" })?;
-        for item in &self.0 {
+        for item in self.0 {
             seq.serialize_element(item)?;
         }
         seq.end()
@@ -78,17 +78,21 @@ struct ReplaceDirective {
     patch: &'static str,
 }
 
-impl StatusPatch<'_> {
-    /// The patch of `status` for the pod of `uid`; takes the IP lists out of `status`.
-    fn new<'a>(uid: &'a str, status: &'a mut PodStatus) -> StatusPatch<'a> {
-        let pod_ips = status.pod_ips.take().map(Replace);
-        let host_ips = status.host_ips.take().map(Replace);
+impl<'a> StatusPatch<'a> {
+    /// The patch of `rest` (a status whose IP lists were taken out) with
+    /// those lists, for the pod of `uid`.
+    fn new(
+        uid: &'a str,
+        rest: &'a PodStatus,
+        pod_ips: Option<&'a [PodIP]>,
+        host_ips: Option<&'a [HostIP]>,
+    ) -> StatusPatch<'a> {
         StatusPatch {
             metadata: UidPrecondition { uid },
             status: StatusBody {
-                rest: status,
-                pod_ips,
-                host_ips,
+                rest,
+                pod_ips: pod_ips.map(Replace),
+                host_ips: host_ips.map(Replace),
             },
         }
     }
@@ -100,15 +104,58 @@ struct UidPrecondition<'a> {
 }
 
 /// `PATCH pods/<name>/status` (as `Api::<Pod>::patch_status`) with a
-/// strategic merge patch of `status`, preconditioned on `uid`.
+/// strategic merge patch of `status`, preconditioned on `uid`. `status` is
+/// as it was afterwards: its IP lists are only lent to the body.
 pub async fn patch_pod_status(
     client: &Client,
     namespace: &str,
     name: &str,
     uid: &str,
-    mut status: PodStatus,
+    status: &mut PodStatus,
 ) -> Result<(), kube::Error> {
-    let patch = Patch::Strategic(StatusPatch::new(uid, &mut status));
+    let pod_ips = status.pod_ips.take();
+    let host_ips = status.host_ips.take();
+    // The body is serialised here, before anything is sent.
+    let req = pods(namespace).patch_subresource(
+        "status",
+        name,
+        &PatchParams::default(),
+        &Patch::Strategic(StatusPatch::new(
+            uid,
+            status,
+            pod_ips.as_deref(),
+            host_ips.as_deref(),
+        )),
+    );
+    status.pod_ips = pod_ips;
+    status.host_ips = host_ips;
+    send(client, req).await
+}
+
+/// The body of the fallback status write: the status as it is, lists
+/// included, for a JSON merge patch (which replaces every list it names).
+#[derive(Serialize, Debug)]
+struct MergeStatusPatch<'a> {
+    metadata: UidPrecondition<'a>,
+    status: &'a PodStatus,
+}
+
+/// `PATCH pods/<name>/status` with a JSON merge patch of `status`,
+/// preconditioned on `uid`: every list it carries (`podIPs`, conditions,
+/// container statuses) replaces the API's, so nothing the strategic merge
+/// would combine with what the API holds can make it invalid. The fallback
+/// when a strategic patch was refused as invalid.
+pub async fn merge_pod_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    status: &PodStatus,
+) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(MergeStatusPatch {
+        metadata: UidPrecondition { uid },
+        status,
+    });
     send(
         client,
         pods(namespace).patch_subresource("status", name, &PatchParams::default(), &patch),
@@ -155,7 +202,10 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let body = serde_json::to_value(StatusPatch::new("u1", &mut status)).unwrap();
+        let pod_ips = status.pod_ips.take();
+        let host_ips = status.host_ips.take();
+        let patch = StatusPatch::new("u1", &status, pod_ips.as_deref(), host_ips.as_deref());
+        let body = serde_json::to_value(patch).unwrap();
         assert_eq!(
             body,
             serde_json::json!({
@@ -168,11 +218,11 @@ mod tests {
                 }
             })
         );
-        let mut bare = PodStatus {
+        let bare = PodStatus {
             phase: Some("Pending".into()),
             ..Default::default()
         };
-        let body = serde_json::to_value(StatusPatch::new("u1", &mut bare)).unwrap();
+        let body = serde_json::to_value(StatusPatch::new("u1", &bare, None, None)).unwrap();
         assert_eq!(body["status"], serde_json::json!({ "phase": "Pending" }));
     }
 }
