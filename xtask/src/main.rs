@@ -8,6 +8,7 @@
 //! start-up, the tests) prints what it is doing and how long it has taken.
 
 mod bench;
+mod bootstrap_token;
 mod charts;
 mod cluster;
 mod controlplane_build;
@@ -41,6 +42,10 @@ commands:
                               apiserver writes a JSON audit log to DIR/logs/audit.log
   cluster down [--dir DIR]    stop the cluster in DIR and every process it started
   cluster status [--dir DIR]  say whether a cluster runs in DIR, its pids and where its logs are
+  cluster bootstrap-token [--dir DIR]
+                              create a bootstrap token (kube-system Secret, 24 h) in the cluster
+                              in DIR and write a bootstrap kubeconfig for a new virtual node
+                              (--bootstrap-kubeconfig); prints its path
   controlplane-path           print the path of the vkcp binary (building it if needed)
   kubectl ARGS...             kubectl of the pinned Kubernetes version; uses
                               --kubeconfig target/cluster/kubeconfig unless ARGS name one
@@ -87,7 +92,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     match command.as_str() {
         "cluster" => {
             let Some((action, rest)) = rest.split_first() else {
-                bail!("`cluster` needs one of: up, down, status\n\n{USAGE}");
+                bail!("`cluster` needs one of: up, down, status, bootstrap-token\n\n{USAGE}");
             };
             let audit = action == "up" && rest.iter().any(|a| a == "--audit");
             let rest: Vec<String> = rest
@@ -106,6 +111,12 @@ fn run(args: &[String]) -> Result<ExitCode> {
                 }
                 "down" => cluster::down(&dir)?,
                 "status" => cluster::status(&dir)?,
+                "bootstrap-token" => {
+                    let vkcp = controlplane_build::ensure_built()?;
+                    let path = bootstrap_token::create(&dir, &vkcp)?;
+                    // The only line on stdout: the kubeconfig's path, for scripts.
+                    println!("{}", path.display());
+                }
                 other => bail!("unknown `cluster` action {other:?}\n\n{USAGE}"),
             }
         }
