@@ -8,6 +8,7 @@ mod support;
 mod chart;
 mod image;
 mod kubelet_api;
+mod node_identity;
 mod node_proxy;
 mod referenced_objects;
 mod runtime;

@@ -1,0 +1,306 @@
+//! A node with its own identity, against the real local control plane
+//! (Node,RBAC authorization, NodeRestriction, bootstrap tokens and the
+//! controller-manager's CSR approver): `vk-mock` started with only a
+//! bootstrap kubeconfig gets a client certificate `system:node:<name>`,
+//! reaches Ready, runs pods that read Secrets and ConfigMaps, serves logs,
+//! reuses its certificate after a restart, and its credentials are refused
+//! what a node may not do.
+
+use std::time::Duration;
+
+use crate::support::*;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use vk_test_support::{CURRENT_CLIENT_CERT, bootstrap_token, certificate_subject, node_client};
+
+/// The signer of kubelet client certificates.
+const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+
+/// The node's client CSRs (whoever made them), by the name prefix the core gives them.
+async fn client_csrs(cluster: &TestCluster, node: &str) -> Vec<CertificateSigningRequest> {
+    Api::<CertificateSigningRequest>::all(cluster.client())
+        .list(&ListParams::default())
+        .await
+        .expect("list CSRs")
+        .items
+        .into_iter()
+        .filter(|c| c.spec.signer_name == CLIENT_SIGNER)
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&format!("csr-{node}-")))
+        })
+        .collect()
+}
+
+/// A Secret and a ConfigMap, and a pod on `node` whose env reads both.
+async fn pod_with_references(cluster: &TestCluster, ns: &str, node: &str, name: &str) {
+    let client = cluster.client();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": format!("{name}-secret") },
+        "stringData": { "password": "hunter2" }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": format!("{name}-config") },
+        "data": { "mode": "fast" }
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap");
+    let mut manifest = pod(name, node);
+    manifest["spec"]["containers"][0]["env"] = json!([
+        { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": format!("{name}-secret"), "key": "password" } } },
+        { "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": format!("{name}-config"), "key": "mode" } } }
+    ]);
+    create_pod(&client, ns, manifest).await;
+}
+
+/// Starts `vk-mock` for a new node with only a bootstrap kubeconfig (its
+/// `--kubeconfig` is ignored then) and a cert dir of its own.
+async fn bootstrapped_node(
+    cluster: &TestCluster,
+    prefix: &str,
+    dir: &std::path::Path,
+) -> (MockNode, vk_test_support::BootstrapToken) {
+    let token = bootstrap_token(cluster, dir)
+        .await
+        .expect("bootstrap token");
+    let cert_dir = dir.join("pki");
+    let node = MockNode::start(
+        cluster,
+        &unique_name(prefix),
+        &[
+            "--bootstrap-kubeconfig",
+            token.kubeconfig.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+        ],
+    );
+    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(60)).await;
+    (node, token)
+}
+
+#[tokio::test]
+async fn a_node_bootstrapped_with_a_token_works_as_itself_and_reuses_its_certificate() {
+    let (cluster, ns) = cluster_and_namespace("node-identity").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("pki");
+    let (mut node, token) = bootstrapped_node(&cluster, "vk-ident", dir.path()).await;
+    let _node_guard = cluster.delete_on_drop("node", None, &node.name);
+
+    // The certificate in the cert dir, in the kubelet's layout, names the node.
+    let current = cert_dir.join(CURRENT_CLIENT_CERT);
+    let target = std::fs::read_link(&current).expect("kubelet-client-current.pem is a symlink");
+    let file_name = target.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        file_name.starts_with("kubelet-client-") && file_name.ends_with(".pem"),
+        "{file_name}"
+    );
+    let pem = std::fs::read_to_string(&current).unwrap();
+    assert!(
+        pem.contains("PRIVATE KEY"),
+        "certificate and key in one file"
+    );
+    let (cn, orgs) = certificate_subject(&pem).unwrap();
+    assert_eq!(cn, format!("system:node:{}", node.name));
+    assert_eq!(orgs, vec!["system:nodes".to_string()]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&current).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is readable by its owner only");
+
+    // One CSR, made with the bootstrap token and approved by the
+    // controller-manager (no test approves client CSRs).
+    let csrs = client_csrs(&cluster, &node.name).await;
+    assert_eq!(csrs.len(), 1, "{csrs:#?}");
+    assert_eq!(
+        csrs[0].spec.username.as_deref(),
+        Some(token.username().as_str())
+    );
+    let approved = csrs[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
+        .expect("the CSR is approved");
+    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+
+    // The node's identity does a node's work: a pod whose env reads a
+    // Secret and a ConfigMap runs, and its logs come through its kubelet API.
+    pod_with_references(&cluster, ns.name(), &node.name, "refs").await;
+    wait_running(&cluster.client(), ns.name(), "refs", RUNNING_WITHIN).await;
+    let backend = node
+        .backend_pod(ns.name(), "refs")
+        .await
+        .expect("in the backend");
+    let env = env_of(&backend);
+    assert!(
+        env.contains(&("PASSWORD".into(), "hunter2".into())),
+        "{env:?}"
+    );
+    assert!(env.contains(&("MODE".into(), "fast".into())), "{env:?}");
+    approve_serving_csr(&cluster, &node.name).await;
+    let logs = logs_via_apiserver(&cluster, ns.name(), "refs", "main")
+        .await
+        .unwrap_or_else(|e| panic!("kubectl logs through the node's kubelet API: {e}"));
+    assert!(logs.contains("main: started"), "logs: {logs}");
+
+    // A restart reuses the certificate: no new CSR, the same file, and the
+    // node still works (a pod created after the restart runs).
+    node.kill();
+    node.restart();
+    wait_until(
+        "the restarted node to use the certificate in its cert dir",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&node.log)
+                .unwrap_or_default()
+                .matches("using the client certificate in the cert dir")
+                .count()
+                == 1
+        },
+    )
+    .await;
+    create_pod(
+        &cluster.client(),
+        ns.name(),
+        pod("after-restart", &node.name),
+    )
+    .await;
+    wait_running(
+        &cluster.client(),
+        ns.name(),
+        "after-restart",
+        RUNNING_WITHIN,
+    )
+    .await;
+    assert_eq!(
+        client_csrs(&cluster, &node.name).await.len(),
+        1,
+        "no new CSR"
+    );
+    assert_eq!(std::fs::read_link(&current).unwrap(), target);
+    assert_eq!(
+        node_ready(&cluster.client(), &node.name)
+            .await
+            .map(|r| r.0)
+            .as_deref(),
+        Some("True")
+    );
+}
+
+#[tokio::test]
+async fn a_node_identity_is_refused_what_a_node_may_not_do() {
+    let (cluster, ns) = cluster_and_namespace("node-refused").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _token) = bootstrapped_node(&cluster, "vk-refused", dir.path()).await;
+    let _node_guard = cluster.delete_on_drop("node", None, &node.name);
+    let admin = cluster.client();
+    let ns = ns.name();
+
+    // Another node (an object only: no kubelet) with a pod bound to it.
+    let other = unique_name("vk-other");
+    let other_node: Node =
+        serde_json::from_value(json!({ "metadata": { "name": other } })).unwrap();
+    Api::<Node>::all(admin.clone())
+        .create(&PostParams::default(), &other_node)
+        .await
+        .expect("create the other node");
+    let _other_guard = cluster.delete_on_drop("node", None, &other);
+    create_pod(&admin, ns, pod("elsewhere", &other)).await;
+    // A Secret no pod references, and one this node's pod references.
+    let lonely: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "lonely" }, "stringData": { "k": "v" } }),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &lonely)
+        .await
+        .expect("create secret");
+    pod_with_references(&cluster, ns, &node.name, "mine").await;
+    wait_running(&admin, ns, "mine", RUNNING_WITHIN).await;
+
+    let as_node = node_client(&cluster, &dir.path().join("pki"))
+        .await
+        .unwrap();
+    let status_of = |r: Result<_, kube::Error>| match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("not an API answer: {e}"),
+    };
+    let secrets = Api::<Secret>::namespaced(as_node.clone(), ns);
+
+    // What it may: the Secret its own pod references (the Node authorizer's
+    // graph learns of the pod asynchronously: wait for it), its own node.
+    wait_until(
+        "the node may read its pod's Secret",
+        Duration::from_secs(20),
+        || async { secrets.get("mine-secret").await.is_ok() },
+    )
+    .await;
+    let nodes = Api::<Node>::all(as_node.clone());
+    assert_eq!(status_of(nodes.get(&node.name).await.map(|_| ())), 200);
+
+    // What it may not (403 each).
+    assert_eq!(
+        status_of(secrets.get("lonely").await.map(|_| ())),
+        403,
+        "a Secret none of its pods references"
+    );
+    assert_eq!(
+        status_of(
+            Api::<Secret>::all(as_node.clone())
+                .list(&ListParams::default())
+                .await
+                .map(|_| ())
+        ),
+        403,
+        "all Secrets"
+    );
+    assert_eq!(
+        status_of(secrets.list(&ListParams::default()).await.map(|_| ())),
+        403,
+        "the Secrets of a namespace"
+    );
+    let patch = json!({ "status": { "conditions": [{ "type": "Ready", "status": "False", "reason": "Hijacked" }] } });
+    assert_eq!(
+        status_of(
+            nodes
+                .patch_status(&other, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .map(|_| ())
+        ),
+        403,
+        "another node's status"
+    );
+    assert_eq!(
+        status_of(
+            Api::<Pod>::namespaced(as_node.clone(), ns)
+                .delete("elsewhere", &DeleteParams::default())
+                .await
+                .map(|_| ())
+        ),
+        403,
+        "a pod bound to another node"
+    );
+    // The refusals changed nothing.
+    let still = Api::<Pod>::namespaced(admin.clone(), ns)
+        .get_opt("elsewhere")
+        .await
+        .unwrap();
+    assert!(still.is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
+    assert_eq!(
+        node_ready(&admin, &other).await,
+        None,
+        "no Ready condition written"
+    );
+}
