@@ -45,6 +45,10 @@ pub struct CsrSpec {
     pub lifetime: Option<Duration>,
     /// What the log lines call it ("serving certificate").
     pub what: &'static str,
+    /// The CSR's `metadata.generateName` (`csr-<node>-` for serving
+    /// certificates, `node-csr-<node>-` for client certificates, so that
+    /// tools looking for one kind by name never take the other).
+    pub name_prefix: String,
 }
 
 /// An issued certificate and its key, both PEM.
@@ -130,7 +134,7 @@ pub async fn request(
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some(format!("csr-{}-", spec.node)),
+            generate_name: Some(spec.name_prefix.clone()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {

@@ -124,7 +124,8 @@ pub use logs::{control_plane_logs_tail, log_tail};
 pub use moto::{MOTO_REQUIREMENT, MotoServer, moto_python};
 pub use names::unique_name;
 pub use node_identity::{
-    BootstrapToken, CURRENT_CLIENT_CERT, bootstrap_token, certificate_subject, node_client,
+    BootstrapToken, CURRENT_CLIENT_CERT, OwnCluster, bootstrap_token, bootstrap_token_in,
+    certificate_subject, certificate_validity, node_client, node_client_in,
 };
 pub use nodes::{delete_node, node_ready, wait_node_not_ready, wait_node_ready};
 pub use podman::{

@@ -4,6 +4,7 @@
 //! `--cert-dir`, to check what the Node authorizer lets a node do.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use kube::config::{AuthInfo, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::cluster::TestCluster;
+use crate::kubeconfig::write_token_kubeconfig;
 use crate::names::unique_name;
 use crate::resources::DeleteOnDrop;
 
@@ -40,6 +42,17 @@ impl BootstrapToken {
 /// Creates a bootstrap token valid for an hour and writes its kubeconfig to
 /// `dir/bootstrap.kubeconfig`.
 pub async fn bootstrap_token(cluster: &TestCluster, dir: &Path) -> Result<BootstrapToken> {
+    bootstrap_token_in(&cluster.client(), cluster.kubeconfig(), cluster.vkcp(), dir).await
+}
+
+/// [`bootstrap_token`] in the cluster of admin client `admin` and admin
+/// kubeconfig `admin_kubeconfig` (a cluster of a test's own).
+pub async fn bootstrap_token_in(
+    admin: &Client,
+    admin_kubeconfig: &Path,
+    vkcp: &Path,
+    dir: &Path,
+) -> Result<BootstrapToken> {
     // Token ids are [a-z0-9]{6} and secrets [a-z0-9]{16}.
     let id: String = unique_name("t")
         .trim_start_matches("t-")
@@ -78,13 +91,19 @@ pub async fn bootstrap_token(cluster: &TestCluster, dir: &Path) -> Result<Bootst
         ),
         ..Secret::default()
     };
-    Api::<Secret>::namespaced(cluster.client(), "kube-system")
+    Api::<Secret>::namespaced(admin.clone(), "kube-system")
         .create(&PostParams::default(), &object)
         .await
         .with_context(|| format!("creating kube-system/{name}"))?;
-    let guard = cluster.delete_on_drop("secret", Some("kube-system"), &name);
+    let guard = DeleteOnDrop::new(
+        vkcp.to_path_buf(),
+        admin_kubeconfig.to_path_buf(),
+        "secret",
+        Some("kube-system"),
+        &name,
+    );
     let kubeconfig = dir.join("bootstrap.kubeconfig");
-    cluster.write_token_kubeconfig(&format!("{id}.{secret}"), &kubeconfig)?;
+    write_token_kubeconfig(admin_kubeconfig, &format!("{id}.{secret}"), &kubeconfig)?;
     Ok(BootstrapToken {
         id,
         kubeconfig,
@@ -95,12 +114,17 @@ pub async fn bootstrap_token(cluster: &TestCluster, dir: &Path) -> Result<Bootst
 /// A client for `cluster` that authenticates with the certificate and key
 /// of a kubelet's `cert_dir/kubelet-client-current.pem`.
 pub async fn node_client(cluster: &TestCluster, cert_dir: &Path) -> Result<Client> {
+    node_client_in(cluster.kubeconfig(), cert_dir).await
+}
+
+/// [`node_client`] for the cluster of admin kubeconfig `admin_kubeconfig`.
+pub async fn node_client_in(admin_kubeconfig: &Path, cert_dir: &Path) -> Result<Client> {
     let path = cert_dir.join(CURRENT_CLIENT_CERT);
     let pem =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let (cert, key) = split_pem(&pem);
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut kubeconfig = Kubeconfig::read_from(cluster.kubeconfig())?;
+    let mut kubeconfig = Kubeconfig::read_from(admin_kubeconfig)?;
     let auth: AuthInfo = serde_json::from_value(serde_json::json!({
         "client-certificate-data": b64.encode(cert),
         "client-key-data": b64.encode(key),
@@ -127,9 +151,19 @@ fn split_pem(pem: &str) -> (String, String) {
     (cert, key)
 }
 
-/// The subject common name and organizations of the first certificate in
-/// a PEM file.
-pub fn certificate_subject(pem: &str) -> Result<(String, Vec<String>)> {
+/// The validity (not before, not after) of the first certificate in a PEM file.
+pub fn certificate_validity(pem: &str) -> Result<(SystemTime, SystemTime)> {
+    let der = first_certificate(pem)?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let at = |secs: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    Ok((
+        at(parsed.validity().not_before.timestamp()),
+        at(parsed.validity().not_after.timestamp()),
+    ))
+}
+
+fn first_certificate(pem: &str) -> Result<Vec<u8>> {
     let (cert, _) = split_pem(pem);
     let body: String = cert
         .lines()
@@ -137,9 +171,15 @@ pub fn certificate_subject(pem: &str) -> Result<(String, Vec<String>)> {
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(body.trim())
-        .context("certificate base64")?;
+        .context("certificate base64")
+}
+
+/// The subject common name and organizations of the first certificate in
+/// a PEM file.
+pub fn certificate_subject(pem: &str) -> Result<(String, Vec<String>)> {
+    let der = first_certificate(pem)?;
     let (_, parsed) =
         x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cn = parsed
@@ -155,4 +195,74 @@ pub fn certificate_subject(pem: &str) -> Result<(String, Vec<String>)> {
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
     Ok((cn, orgs))
+}
+
+/// A control plane of a test's own in `<workspace>/target/<name>`, started
+/// with extra component arguments (`cargo xtask cluster up --dir ...
+/// --controller-manager-arg=...`) and stopped when dropped: for a test that
+/// needs the cluster configured differently from the shared one (short-lived
+/// certificates). A cluster left running there by an interrupted run is
+/// stopped first, so the arguments always apply.
+pub struct OwnCluster {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    vkcp: PathBuf,
+}
+
+impl OwnCluster {
+    /// Starts the cluster (blocking: call it from `spawn_blocking` or before
+    /// the runtime matters).
+    pub fn up(name: &str, component_args: &[&str]) -> Result<OwnCluster> {
+        let dir = crate::workspace::workspace_root().join("target").join(name);
+        let dir_arg = dir.to_string_lossy().into_owned();
+        crate::workspace::xtask(["cluster", "down", "--dir", dir_arg.as_str()])?;
+        let mut args = vec!["cluster", "up", "--dir", dir_arg.as_str()];
+        args.extend(component_args);
+        let kubeconfig = PathBuf::from(
+            crate::workspace::xtask(args)?
+                .last_line()
+                .context("`cargo xtask cluster up` printed no kubeconfig path")?,
+        );
+        let vkcp = PathBuf::from(
+            crate::workspace::xtask(["controlplane-path"])?
+                .last_line()
+                .context("`cargo xtask controlplane-path` printed no path")?,
+        );
+        Ok(OwnCluster {
+            dir,
+            kubeconfig,
+            vkcp,
+        })
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The `vkcp` binary.
+    pub fn vkcp(&self) -> &Path {
+        &self.vkcp
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<Client> {
+        crate::kubeconfig::client_for_kubeconfig(&self.kubeconfig).await
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n===== control-plane logs of {} =====\n{}",
+                self.dir.display(),
+                crate::logs::control_plane_logs_tail(&self.dir, 30)
+            );
+        }
+        let dir = self.dir.to_string_lossy().into_owned();
+        if let Err(err) = crate::workspace::xtask(["cluster", "down", "--dir", dir.as_str()]) {
+            eprintln!("stopping the cluster in {dir}: {err:#}");
+        }
+    }
 }

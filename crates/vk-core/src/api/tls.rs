@@ -177,6 +177,7 @@ async fn request_certificate(
         ips: ips.to_vec(),
         lifetime,
         what: "serving certificate",
+        name_prefix: format!("csr-{node}-"),
     };
     match crate::csr::request(client, &spec, stop).await {
         Ok(Some(issued)) => store

@@ -193,6 +193,7 @@ async fn obtain(
         ips: Vec::new(),
         lifetime: None,
         what: "client certificate",
+        name_prefix: format!("node-csr-{}-", config.node),
     };
     let issued = match tokio::time::timeout(ISSUE_TIMEOUT, csr::request(client, &spec, stop)).await
     {

@@ -31,7 +31,7 @@ async fn client_csrs(cluster: &TestCluster, node: &str) -> Vec<CertificateSignin
             c.metadata
                 .name
                 .as_deref()
-                .is_some_and(|n| n.starts_with(&format!("csr-{node}-")))
+                .is_some_and(|n| n.starts_with(&format!("node-csr-{node}-")))
         })
         .collect()
 }
@@ -302,5 +302,191 @@ async fn a_node_identity_is_refused_what_a_node_may_not_do() {
         node_ready(&admin, &other).await,
         None,
         "no Ready condition written"
+    );
+}
+
+/// The kubelet-client-<timestamp>.pem files of a cert dir.
+fn issued_files(cert_dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cert_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("kubelet-client-") && n != CURRENT_CLIENT_CERT)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// How long ago node `node`'s Lease was renewed (`None` without a lease).
+async fn lease_age(client: &kube::Client, node: &str) -> Option<Duration> {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        "kube-node-lease",
+    )
+    .get_opt(node)
+    .await
+    .ok()??;
+    let renewed = lease.spec?.renew_time?.0;
+    let age = jiff::Timestamp::now().duration_since(renewed);
+    Some(Duration::from_secs_f64(age.as_secs_f64().max(0.0)))
+}
+
+/// Client certificates issued for 3 minutes (a cluster of the test's own,
+/// whose controller-manager signs with `--cluster-signing-duration=3m`: a
+/// CSR cannot ask for less than 10 minutes) are renewed twice while the
+/// node stays Ready, keeps its lease fresh past the first certificate's
+/// expiry, and keeps running pods.
+#[tokio::test]
+async fn a_node_renews_its_short_lived_client_certificate_without_going_not_ready() {
+    let own = tokio::task::spawn_blocking(|| {
+        vk_test_support::OwnCluster::up(
+            "short-certs-cluster",
+            &["--controller-manager-arg=--cluster-signing-duration=3m"],
+        )
+    })
+    .await
+    .unwrap()
+    .expect("a cluster with 3-minute certificates");
+    let admin = own.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("pki");
+    let token =
+        vk_test_support::bootstrap_token_in(&admin, own.kubeconfig(), own.vkcp(), dir.path())
+            .await
+            .unwrap();
+    let node = MockNode::start_with_kubeconfig(
+        own.kubeconfig(),
+        &unique_name("vk-renew"),
+        &[
+            "--bootstrap-kubeconfig",
+            token.kubeconfig.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+        ],
+    );
+    wait_node_ready(&admin, &node.name, Duration::from_secs(60)).await;
+    let first = std::fs::read_to_string(cert_dir.join(CURRENT_CLIENT_CERT)).unwrap();
+    let (_, first_expiry) = vk_test_support::certificate_validity(&first).unwrap();
+    let left = first_expiry
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left <= Duration::from_secs(185),
+        "the certificate lives 3 minutes, {left:?} left"
+    );
+    create_pod(&admin, "default", pod(&node.name, &node.name)).await;
+    let _pod_guard = vk_test_support::DeleteOnDrop::from_kubeconfig(
+        own.vkcp(),
+        own.kubeconfig(),
+        "pod",
+        Some("default"),
+        &node.name,
+    );
+    wait_running(&admin, "default", &node.name, RUNNING_WITHIN).await;
+
+    // Until two renewals and 20 s past the first certificate's expiry: the
+    // node is Ready and its lease at most 25 s old at every look.
+    let started = std::time::Instant::now();
+    let mut looks = 0;
+    loop {
+        let renewed = issued_files(&cert_dir).len() >= 3;
+        let past_expiry = std::time::SystemTime::now() > first_expiry + Duration::from_secs(20);
+        if renewed && past_expiry {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8 * 60),
+            "two renewals within 8 minutes; files: {:?}\n{}",
+            issued_files(&cert_dir),
+            node.log_tail()
+        );
+        let ready = node_ready(&admin, &node.name).await.map(|r| r.0);
+        assert_eq!(
+            ready.as_deref(),
+            Some("True"),
+            "Ready at {:?}",
+            started.elapsed()
+        );
+        let age = lease_age(&admin, &node.name).await;
+        assert!(
+            age.is_some_and(|a| a < Duration::from_secs(25)),
+            "lease renewed {age:?} ago at {:?}\n{}",
+            started.elapsed(),
+            node.log_tail()
+        );
+        looks += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(looks > 30, "watched for a while ({looks} looks)");
+
+    // The current certificate is the newest file, and for the same node.
+    let files = issued_files(&cert_dir);
+    let current = std::fs::read_link(cert_dir.join(CURRENT_CLIENT_CERT)).unwrap();
+    assert_eq!(
+        current.to_string_lossy(),
+        files.last().unwrap().as_str(),
+        "{files:?}"
+    );
+    let pem = std::fs::read_to_string(cert_dir.join(CURRENT_CLIENT_CERT)).unwrap();
+    let (cn, _) = certificate_subject(&pem).unwrap();
+    assert_eq!(cn, format!("system:node:{}", node.name));
+
+    // The renewals were asked for by the node itself and auto-approved.
+    let csrs: Vec<CertificateSigningRequest> = Api::<CertificateSigningRequest>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&format!("node-csr-{}-", node.name)))
+        })
+        .collect();
+    let by_node = csrs
+        .iter()
+        .filter(|c| {
+            c.spec.username.as_deref() == Some(format!("system:node:{}", node.name).as_str())
+        })
+        .count();
+    assert!(by_node >= 2, "renewal CSRs made by the node: {csrs:#?}");
+    assert!(csrs.iter().all(|c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved"))
+    }));
+
+    // Pods still sync: the first one runs, a new one starts.
+    let still = Api::<Pod>::namespaced(admin.clone(), "default")
+        .get(&node.name)
+        .await
+        .unwrap();
+    assert_eq!(phase(&still), "Running");
+    let late = format!("{}-late", node.name);
+    create_pod(&admin, "default", pod(&late, &node.name)).await;
+    let _late_guard = vk_test_support::DeleteOnDrop::from_kubeconfig(
+        own.vkcp(),
+        own.kubeconfig(),
+        "pod",
+        Some("default"),
+        &late,
+    );
+    wait_running(&admin, "default", &late, RUNNING_WITHIN).await;
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert!(
+        log.matches("client certificate renewed").count() >= 2,
+        "{}",
+        node.log_tail()
+    );
+    assert!(
+        !log.contains("renewing the client certificate failed"),
+        "{}",
+        node.log_tail()
     );
 }
