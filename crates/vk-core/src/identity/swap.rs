@@ -74,3 +74,46 @@ impl tower::Service<Request<Body>> for Delegate {
         Box::pin(async move { client.send(request).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::Api;
+
+    /// A client whose every answer is a ConfigMap named `who`.
+    fn answering(who: &'static str) -> Client {
+        let service = tower::service_fn(move |_request: Request<Body>| async move {
+            let body = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": who, "namespace": "default" }
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string().into_bytes()))
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+        });
+        Client::new(service, "default")
+    }
+
+    async fn asked(client: &Client) -> Option<String> {
+        Api::<ConfigMap>::namespaced(client.clone(), "default")
+            .get("x")
+            .await
+            .ok()
+            .and_then(|cm| cm.metadata.name)
+    }
+
+    #[tokio::test]
+    async fn a_swap_changes_who_answers_every_clone_of_the_client() {
+        let swappable = SwappableClient::new(answering("first"));
+        let handed_out = swappable.client();
+        let another = handed_out.clone();
+        assert_eq!(asked(&handed_out).await.as_deref(), Some("first"));
+        swappable.swap(answering("second"));
+        assert_eq!(asked(&handed_out).await.as_deref(), Some("second"));
+        assert_eq!(asked(&another).await.as_deref(), Some("second"));
+        assert_eq!(handed_out.default_namespace(), "default");
+    }
+}

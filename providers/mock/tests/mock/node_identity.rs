@@ -196,6 +196,18 @@ async fn a_node_bootstrapped_with_a_token_works_as_itself_and_reuses_its_certifi
             .as_deref(),
         Some("True")
     );
+
+    // Nothing the core did as this node was refused, except reading the
+    // published client CA, which a node may not (it then trusts the
+    // bootstrap kubeconfig's CA, and says so).
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("forbidden") || l.contains("code: 403"))
+        .filter(|l| !l.contains("extension-apiserver-authentication"))
+        .collect();
+    assert!(refused.is_empty(), "refused calls:\n{}", refused.join("\n"));
+    assert!(log.contains("verified against the cluster CA of the bootstrap kubeconfig"));
 }
 
 #[tokio::test]
