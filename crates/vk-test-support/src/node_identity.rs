@@ -29,7 +29,8 @@ pub struct BootstrapToken {
     pub id: String,
     /// The bootstrap kubeconfig (server and CA of the admin kubeconfig).
     pub kubeconfig: PathBuf,
-    _secret: DeleteOnDrop,
+    secret: String,
+    guard: Option<DeleteOnDrop>,
 }
 
 impl BootstrapToken {
@@ -37,6 +38,88 @@ impl BootstrapToken {
     pub fn username(&self) -> String {
         format!("system:bootstrap:{}", self.id)
     }
+
+    /// A token and its kubeconfig in `dir`, without its Secret: the
+    /// apiserver refuses it (401) until [`BootstrapToken::register`].
+    pub fn unregistered(cluster: &TestCluster, dir: &Path) -> Result<BootstrapToken> {
+        let (id, secret) = new_token();
+        let kubeconfig = dir.join("bootstrap.kubeconfig");
+        write_token_kubeconfig(cluster.kubeconfig(), &format!("{id}.{secret}"), &kubeconfig)?;
+        Ok(BootstrapToken {
+            id,
+            kubeconfig,
+            secret,
+            guard: None,
+        })
+    }
+
+    /// Creates the token's Secret in `kube-system` (deleted on drop).
+    pub async fn register(&mut self, cluster: &TestCluster) -> Result<()> {
+        self.register_in(&cluster.client(), cluster.kubeconfig(), cluster.vkcp())
+            .await
+    }
+
+    async fn register_in(
+        &mut self,
+        admin: &Client,
+        admin_kubeconfig: &Path,
+        vkcp: &Path,
+    ) -> Result<()> {
+        let expiration = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .context("token expiry")?;
+        let name = format!("bootstrap-token-{}", self.id);
+        let object = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some("kube-system".into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("bootstrap.kubernetes.io/token".into()),
+            string_data: Some(
+                [
+                    ("token-id", self.id.clone()),
+                    ("token-secret", self.secret.clone()),
+                    ("expiration", expiration.to_string()),
+                    ("usage-bootstrap-authentication", "true".into()),
+                    ("description", "vk-rs test".into()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(admin.clone(), "kube-system")
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating kube-system/{name}"))?;
+        self.guard = Some(DeleteOnDrop::new(
+            vkcp.to_path_buf(),
+            admin_kubeconfig.to_path_buf(),
+            "secret",
+            Some("kube-system"),
+            &name,
+        ));
+        Ok(())
+    }
+}
+
+/// A token id ([a-z0-9]{6}) and secret ([a-z0-9]{16}).
+fn new_token() -> (String, String) {
+    let id: String = unique_name("t")
+        .trim_start_matches("t-")
+        .chars()
+        .take(6)
+        .collect();
+    let secret: String = [unique_name("s"), unique_name("s")]
+        .iter()
+        .map(|n| n.trim_start_matches("s-").to_string())
+        .collect::<String>()
+        .chars()
+        .take(16)
+        .collect();
+    (id, secret)
 }
 
 /// Creates a bootstrap token valid for an hour and writes its kubeconfig to
@@ -53,62 +136,17 @@ pub async fn bootstrap_token_in(
     vkcp: &Path,
     dir: &Path,
 ) -> Result<BootstrapToken> {
-    // Token ids are [a-z0-9]{6} and secrets [a-z0-9]{16}.
-    let id: String = unique_name("t")
-        .trim_start_matches("t-")
-        .chars()
-        .take(6)
-        .collect();
-    let secret: String = [unique_name("s"), unique_name("s")]
-        .iter()
-        .map(|n| n.trim_start_matches("s-").to_string())
-        .collect::<String>()
-        .chars()
-        .take(16)
-        .collect();
-    let expiration = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(1))
-        .context("token expiry")?;
-    let name = format!("bootstrap-token-{id}");
-    let object = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some("kube-system".into()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("bootstrap.kubernetes.io/token".into()),
-        string_data: Some(
-            [
-                ("token-id", id.clone()),
-                ("token-secret", secret.clone()),
-                ("expiration", expiration.to_string()),
-                ("usage-bootstrap-authentication", "true".into()),
-                ("description", "vk-rs test".into()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        ),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(admin.clone(), "kube-system")
-        .create(&PostParams::default(), &object)
-        .await
-        .with_context(|| format!("creating kube-system/{name}"))?;
-    let guard = DeleteOnDrop::new(
-        vkcp.to_path_buf(),
-        admin_kubeconfig.to_path_buf(),
-        "secret",
-        Some("kube-system"),
-        &name,
-    );
+    let (id, secret) = new_token();
     let kubeconfig = dir.join("bootstrap.kubeconfig");
     write_token_kubeconfig(admin_kubeconfig, &format!("{id}.{secret}"), &kubeconfig)?;
-    Ok(BootstrapToken {
+    let mut token = BootstrapToken {
         id,
         kubeconfig,
-        _secret: guard,
-    })
+        secret,
+        guard: None,
+    };
+    token.register_in(admin, admin_kubeconfig, vkcp).await?;
+    Ok(token)
 }
 
 /// A client for `cluster` that authenticates with the certificate and key

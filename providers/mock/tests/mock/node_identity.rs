@@ -502,3 +502,62 @@ async fn a_node_renews_its_short_lived_client_certificate_without_going_not_read
         node.log_tail()
     );
 }
+
+/// A bootstrap token the apiserver does not know (expired, deleted or
+/// mistyped): the node says so and retries with growing waits, without
+/// exiting; once the token exists, it bootstraps and becomes Ready.
+#[tokio::test]
+async fn a_refused_bootstrap_is_a_clear_error_retried_until_the_token_works() {
+    let (cluster, _ns) = cluster_and_namespace("node-refused-token").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut token = vk_test_support::BootstrapToken::unregistered(&cluster, dir.path()).unwrap();
+    let cert_dir = dir.path().join("pki");
+    let mut node = MockNode::start(
+        &cluster,
+        &unique_name("vk-badtoken"),
+        &[
+            "--bootstrap-kubeconfig",
+            token.kubeconfig.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+        ],
+    );
+    let _node_guard = cluster.delete_on_drop("node", None, &node.name);
+    let failures = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("TLS bootstrap failed"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "two refused bootstrap attempts",
+        Duration::from_secs(30),
+        || async { failures(&std::fs::read_to_string(&node.log).unwrap_or_default()).len() >= 2 },
+    )
+    .await;
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    let seen = failures(&log);
+    assert!(
+        seen[0].contains("create a new bootstrap token"),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[0].contains("retry_in_secs=5"), "{}", seen[0]);
+    assert!(
+        seen[1].contains("retry_in_secs=10"),
+        "back-off grows: {}",
+        seen[1]
+    );
+    assert_eq!(node.try_wait(), None, "the process keeps running");
+    assert!(!cert_dir.join(CURRENT_CLIENT_CERT).exists());
+    assert_eq!(node_ready(&cluster.client(), &node.name).await, None);
+
+    // The token becomes valid: the next attempt bootstraps the node.
+    token.register(&cluster).await.unwrap();
+    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(60)).await;
+    let pem = std::fs::read_to_string(cert_dir.join(CURRENT_CLIENT_CERT)).unwrap();
+    assert_eq!(
+        certificate_subject(&pem).unwrap().0,
+        format!("system:node:{}", node.name)
+    );
+}
