@@ -65,6 +65,8 @@ where
     F: Fn(&str) -> anyhow::Result<Arc<dyn Provider>>,
 {
     let stop = CancellationToken::new();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
     let (client, cluster_ca) = match &args.bootstrap_kubeconfig {
         Some(path) => {
             let config =
@@ -88,7 +90,7 @@ where
             }
             // Bootstrap waits (retrying) for a certificate: a signal must still end it.
             let identity = tokio::select! {
-                identity = crate::identity::start(&config, stop.clone()) => identity?,
+                identity = crate::identity::start(&config, metrics.clone(), stop.clone()) => identity?,
                 _ = shutdown_signal() => None,
             };
             match identity {
@@ -101,8 +103,6 @@ where
         }
         None => (client(&args).await?, None),
     };
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
     let limiter = Arc::new(RateLimiter::new(args.kube_api_qps, args.kube_api_burst));
     let event_limiter = Arc::new(RateLimiter::new(args.event_qps, args.event_burst));
 

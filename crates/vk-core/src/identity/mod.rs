@@ -25,6 +25,7 @@ mod swap;
 
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -39,6 +40,7 @@ pub use cert_dir::ClientCert;
 pub use swap::SwappableClient;
 
 use crate::csr::{self, CsrError, CsrSpec};
+use crate::metrics::Metrics;
 
 /// The signer of kubelet client certificates.
 pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -81,6 +83,7 @@ pub struct BootstrapConfig {
 /// that cannot be created).
 pub async fn start(
     config: &BootstrapConfig,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<NodeIdentity>> {
     let path = &config.kubeconfig;
@@ -102,11 +105,15 @@ pub async fn start(
     };
     let inner = client_with(&base, &cert).context("building the node's client")?;
     let swappable = SwappableClient::new(inner);
+    metrics
+        .client_cert_expiration
+        .set(unix_seconds(cert.not_after));
     tokio::spawn(rotate(
         base,
         config.clone(),
         swappable.clone(),
         cert.clone(),
+        metrics,
         stop,
     ));
     Ok(Some(NodeIdentity {
@@ -261,6 +268,13 @@ pub fn rotation_deadline(not_before: SystemTime, not_after: SystemTime, jitter: 
     not_before + total.mul_f64(0.7 + 0.2 * jitter.clamp(0.0, 1.0))
 }
 
+/// `t` in whole seconds since the Unix epoch (0 before it).
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// A number in [0, 1) that differs between calls and processes.
 fn jitter() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -279,6 +293,7 @@ async fn rotate(
     config: BootstrapConfig,
     swappable: SwappableClient,
     mut cert: ClientCert,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let node = config.node.clone();
@@ -317,20 +332,27 @@ async fn rotate(
                         swappable.swap(inner);
                         info!(node = %node, cert = %config.cert_dir.join(cert_dir::CURRENT).display(),
                             "client certificate renewed; new requests use it");
+                        metrics
+                            .client_cert_expiration
+                            .set(unix_seconds(next.not_after));
                         cert = next;
                         break;
                     }
                     Err(e) => {
-                        error!(node = %node, error = %format!("{e:#}"), "cannot use the renewed certificate")
+                        metrics.client_cert_renew_errors.inc();
+                        error!(node = %node, error = %format!("{e:#}"), "cannot use the renewed certificate");
                     }
                 },
                 Ok(None) => return,
-                Err(e) => warn!(
-                    node = %node,
-                    error = %explain(&e, credentials),
-                    retry_in_secs = delay.as_secs(),
-                    "renewing the client certificate failed; the current one stays in use"
-                ),
+                Err(e) => {
+                    metrics.client_cert_renew_errors.inc();
+                    warn!(
+                        node = %node,
+                        error = %explain(&e, credentials),
+                        retry_in_secs = delay.as_secs(),
+                        "renewing the client certificate failed; the current one stays in use"
+                    );
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

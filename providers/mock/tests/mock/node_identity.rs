@@ -114,6 +114,21 @@ async fn a_node_bootstrapped_with_a_token_works_as_itself_and_reuses_its_certifi
     let (cn, orgs) = certificate_subject(&pem).unwrap();
     assert_eq!(cn, format!("system:node:{}", node.name));
     assert_eq!(orgs, vec!["system:nodes".to_string()]);
+    // Its expiry is on /metrics.
+    let (_, not_after) = vk_test_support::certificate_validity(&pem).unwrap();
+    let expected = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let metrics = http_get(&format!("http://127.0.0.1:{}/metrics", node.metrics_port))
+        .await
+        .expect("metrics endpoint answers");
+    let exported = metrics
+        .lines()
+        .find(|l| l.starts_with("vk_client_certificate_expiration_timestamp_seconds "))
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(exported, Some(expected.as_str()), "{metrics}");
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&current).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the key is readable by its owner only");
