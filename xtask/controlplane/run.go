@@ -185,6 +185,10 @@ func runCluster(dir string, audit bool, extra componentArgs) error {
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
+		// Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in
+		// kube-system) authenticate as system:bootstrap:<id> in group
+		// system:bootstrappers: what a kubelet's --bootstrap-kubeconfig holds.
+		"--enable-bootstrap-token-auth=true",
 		"--allow-privileged=true",
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--endpoint-reconciler-type=none",
@@ -243,6 +247,10 @@ func runCluster(dir string, audit bool, extra componentArgs) error {
 		}
 		logf("kube-apiserver ready on 127.0.0.1:%d", p.Apiserver)
 	}
+	if err := ensureBootstrapPolicy(filepath.Join(dir, "kubeconfig"), server, pk); err != nil {
+		stopAll()
+		return fmt.Errorf("bootstrap token RBAC: %w", err)
+	}
 	cmKubeconfig := filepath.Join(dir, "controller-manager.kubeconfig")
 	cmArgs := []string{
 		"--kubeconfig=" + cmKubeconfig,
@@ -256,7 +264,11 @@ func runCluster(dir string, audit bool, extra componentArgs) error {
 		"--root-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
 		"--cluster-signing-cert-file=" + filepath.Join(pkiDir, "ca.crt"),
 		"--cluster-signing-key-file=" + filepath.Join(pkiDir, "ca.key"),
-		"--controllers=*",
+		// "*" leaves out the two bootstrap-token controllers; a kubeadm
+		// cluster runs them: tokencleaner deletes expired bootstrap tokens,
+		// bootstrapsigner signs kube-public/cluster-info with them.
+		// csrapproving (in "*") approves kubelet client CSRs by RBAC.
+		"--controllers=*,bootstrapsigner,tokencleaner",
 		"--v=1",
 	}
 	if err := start("kube-controller-manager", append(cmArgs, extra.controllerManager...)...); err != nil {

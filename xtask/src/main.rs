@@ -8,6 +8,7 @@
 //! start-up, the tests) prints what it is doing and how long it has taken.
 
 mod bench;
+mod bootstrap_token;
 mod charts;
 mod cluster;
 mod controlplane_build;
@@ -35,13 +36,20 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  cluster up [--dir DIR] [--audit]
+  cluster up [--dir DIR] [--audit] [--apiserver-arg=ARG]... [--controller-manager-arg=ARG]...
+             [--scheduler-arg=ARG]...
                               build the control plane if needed, start it detached and wait
                               until it is ready; prints the kubeconfig path as the last line
                               (default DIR: target/cluster in the workspace); --audit: the
-                              apiserver writes a JSON audit log to DIR/logs/audit.log
+                              apiserver writes a JSON audit log to DIR/logs/audit.log;
+                              --*-arg: extra component arguments for a new cluster (one
+                              already running in DIR is reused as it is)
   cluster down [--dir DIR]    stop the cluster in DIR and every process it started
   cluster status [--dir DIR]  say whether a cluster runs in DIR, its pids and where its logs are
+  cluster bootstrap-token [--dir DIR]
+                              create a bootstrap token (kube-system Secret, 24 h) in the cluster
+                              in DIR and write a bootstrap kubeconfig for a new virtual node
+                              (--bootstrap-kubeconfig); prints its path
   controlplane-path           print the path of the vkcp binary (building it if needed)
   kubectl ARGS...             kubectl of the pinned Kubernetes version; uses
                               --kubeconfig target/cluster/kubeconfig unless ARGS name one
@@ -88,25 +96,55 @@ fn run(args: &[String]) -> Result<ExitCode> {
     match command.as_str() {
         "cluster" => {
             let Some((action, rest)) = rest.split_first() else {
-                bail!("`cluster` needs one of: up, down, status\n\n{USAGE}");
+                bail!("`cluster` needs one of: up, down, status, bootstrap-token\n\n{USAGE}");
             };
             let audit = action == "up" && rest.iter().any(|a| a == "--audit");
+            // `up` passes component arguments through to `vkcp run` (e.g.
+            // --controller-manager-arg=--cluster-signing-duration=3m).
+            let is_component_arg = |a: &str| {
+                [
+                    "--apiserver-arg=",
+                    "--controller-manager-arg=",
+                    "--scheduler-arg=",
+                ]
+                .iter()
+                .any(|p| a.starts_with(p))
+            };
+            let component_args: Vec<String> = if action == "up" {
+                rest.iter()
+                    .filter(|a| is_component_arg(a))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let rest: Vec<String> = rest
                 .iter()
                 .filter(|a| *a != "--audit" || !audit)
+                .filter(|a| action != "up" || !is_component_arg(a))
                 .cloned()
                 .collect();
             let dir = parse_dir(&rest)?;
             match action.as_str() {
                 "up" => {
                     let vkcp = controlplane_build::ensure_built()?;
-                    let extra: &[String] = if audit { &["--audit".to_string()] } else { &[] };
-                    let kubeconfig = cluster::up_with_args(&dir, &vkcp, extra)?;
+                    let mut extra: Vec<String> = Vec::new();
+                    if audit {
+                        extra.push("--audit".to_string());
+                    }
+                    extra.extend(component_args);
+                    let kubeconfig = cluster::up_with_args(&dir, &vkcp, &extra)?;
                     // The last line is the kubeconfig path, for scripts and tests.
                     println!("{}", kubeconfig.display());
                 }
                 "down" => cluster::down(&dir)?,
                 "status" => cluster::status(&dir)?,
+                "bootstrap-token" => {
+                    let vkcp = controlplane_build::ensure_built()?;
+                    let path = bootstrap_token::create(&dir, &vkcp)?;
+                    // The only line on stdout: the kubeconfig's path, for scripts.
+                    println!("{}", path.display());
+                }
                 other => bail!("unknown `cluster` action {other:?}\n\n{USAGE}"),
             }
         }

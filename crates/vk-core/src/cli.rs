@@ -29,6 +29,21 @@ pub struct KubeletArgs {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Bootstrap kubeconfig (the apiserver, its CA and a bootstrap token):
+    /// the node gets a client certificate of its own (`system:node:<name>`,
+    /// group `system:nodes`) with a CSR and works with it, under the Node
+    /// authorizer, instead of the credentials of --kubeconfig. The
+    /// certificate is kept in --cert-dir, reused after a restart and renewed
+    /// before it expires. One node per process (--nodes 1).
+    #[arg(long = "bootstrap-kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
+    /// Directory of the node's client certificate (`kubelet-client-current.pem`,
+    /// a symlink to the newest `kubelet-client-<timestamp>.pem`, certificate and
+    /// key in one file); used with --bootstrap-kubeconfig. Created mode 0700.
+    #[arg(long = "cert-dir", default_value = "/var/lib/kubelet/pki")]
+    pub cert_dir: PathBuf,
+
     /// Pods synced concurrently per node.
     #[arg(long = "pod-sync-workers", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub pod_sync_workers: u32,

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// How long one provider call may take (`--provider-call-timeout`);
     /// a deletion gets its grace period on top.
     pub provider_call_timeout: Duration,
+    /// The node works with its own credentials (`--bootstrap-kubeconfig`),
+    /// under NodeRestriction: labels a node may not set on itself are left out.
+    pub node_restricted: bool,
 }
 
 /// The shared context of one node's controllers.

@@ -66,7 +66,9 @@
 pub mod api;
 pub mod cli;
 pub mod context;
+pub mod csr;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod objects;

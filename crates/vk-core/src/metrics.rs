@@ -41,6 +41,11 @@ pub struct Metrics {
     pub backend_pods: Gauge,
     /// Seconds per backend call, by operation.
     pub backend_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// `notAfter` (Unix seconds) of the node's client certificate; 0 without
+    /// `--bootstrap-kubeconfig`.
+    pub client_cert_expiration: Gauge,
+    /// Failed attempts to renew the node's client certificate.
+    pub client_cert_renew_errors: Counter,
 }
 
 /// Labels of a backend call's duration.
@@ -64,6 +69,8 @@ impl Metrics {
             backend_calls: Family::default(),
             backend_pods: Gauge::default(),
             backend_seconds: Family::new_with_constructor(backend_buckets as fn() -> Histogram),
+            client_cert_expiration: Gauge::default(),
+            client_cert_renew_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("vk");
         r.register(
@@ -95,6 +102,16 @@ impl Metrics {
             "backend_pods",
             "Pods held by the backend",
             m.backend_pods.clone(),
+        );
+        r.register(
+            "client_certificate_expiration_timestamp_seconds",
+            "When the node's client certificate expires (Unix seconds; 0 without --bootstrap-kubeconfig)",
+            m.client_cert_expiration.clone(),
+        );
+        r.register(
+            "client_certificate_renew_errors",
+            "Failed attempts to renew the node's client certificate",
+            m.client_cert_renew_errors.clone(),
         );
         m
     }

@@ -64,12 +64,47 @@ pub async fn run<F>(args: KubeletArgs, provider_name: &str, provider_for: F) -> 
 where
     F: Fn(&str) -> anyhow::Result<Arc<dyn Provider>>,
 {
-    let client = client(&args).await?;
+    let stop = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let (client, cluster_ca) = match &args.bootstrap_kubeconfig {
+        Some(path) => {
+            let config =
+                crate::identity::bootstrap_config(path, &args.cert_dir, &args.node_names())?;
+            // As the kubelet: a label the node may not set itself is a
+            // configuration error, not a registration refused for ever.
+            let refused: Vec<&str> = args
+                .node_labels
+                .iter()
+                .map(|(key, _)| key.as_str())
+                .filter(|key| !crate::node::restriction::node_may_set_label(key))
+                .collect();
+            if !refused.is_empty() {
+                anyhow::bail!(
+                    "--node-label {}: a node may not set these labels on itself under NodeRestriction (kubernetes.io and k8s.io labels other than the kubelet's); an admin sets them",
+                    refused.join(", ")
+                );
+            }
+            if let Some(kubeconfig) = &args.kubeconfig {
+                info!(kubeconfig = %kubeconfig.display(), "--bootstrap-kubeconfig is set: the node works with its own certificate, not with the credentials of this kubeconfig");
+            }
+            // Bootstrap waits (retrying) for a certificate: a signal must still end it.
+            let identity = tokio::select! {
+                identity = crate::identity::start(&config, metrics.clone(), stop.clone()) => identity?,
+                _ = shutdown_signal() => None,
+            };
+            match identity {
+                Some(identity) => (identity.client, Some(identity.cluster_ca)),
+                None => {
+                    stop.cancel();
+                    return Ok(());
+                }
+            }
+        }
+        None => (client(&args).await?, None),
+    };
     let limiter = Arc::new(RateLimiter::new(args.kube_api_qps, args.kube_api_burst));
     let event_limiter = Arc::new(RateLimiter::new(args.event_qps, args.event_burst));
-    let stop = CancellationToken::new();
 
     // One Service watch for every node: service link variables need them.
     let (services, writer) = reflector::store::<Service>();
@@ -125,6 +160,7 @@ where
             cluster_domain: args.cluster_domain.clone(),
             success_events: args.success_events.effective(args.no_success_events),
             provider_call_timeout: args.provider_call_timeout.max(Duration::from_secs(1)),
+            node_restricted: args.bootstrap_kubeconfig.is_some(),
         };
         let ctx = Arc::new(NodeContext::new(
             client.clone(),
@@ -169,6 +205,7 @@ where
             .clone()
             .zip(args.serving_key_file.clone()),
         client_ca_file: args.client_ca_file.clone(),
+        cluster_ca,
         anonymous: args.anonymous_auth,
         authorization: args.authorization_mode,
         csr_renewal: crate::api::tls::CsrRenewal {

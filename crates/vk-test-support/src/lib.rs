@@ -94,6 +94,7 @@ mod kubelet_process;
 mod logs;
 mod moto;
 mod names;
+mod node_identity;
 mod nodes;
 mod podman;
 mod pods;
@@ -126,6 +127,10 @@ pub use kubelet_process::KubeletProcess;
 pub use logs::{control_plane_logs_tail, log_tail};
 pub use moto::{MOTO_REQUIREMENT, MotoServer, moto_python};
 pub use names::unique_name;
+pub use node_identity::{
+    BootstrapToken, CURRENT_CLIENT_CERT, OwnCluster, bootstrap_token, bootstrap_token_in,
+    certificate_subject, certificate_validity, node_client, node_client_in,
+};
 pub use nodes::{delete_node, node_ready, wait_node_not_ready, wait_node_ready};
 pub use podman::{
     CONTAINERS_CONF, PODMAN_GLOBAL_FLAGS, PODMAN_SOCKET, PodmanEngine, PodmanOutput, podman,

@@ -22,6 +22,24 @@ pub struct DeleteOnDrop {
 }
 
 impl DeleteOnDrop {
+    /// Deletes `kind/name` (in `namespace`, if given) with the admin
+    /// kubeconfig `kubeconfig` when dropped: for a cluster of a test's own.
+    pub fn from_kubeconfig(
+        vkcp: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Self {
+        DeleteOnDrop::new(
+            vkcp.to_path_buf(),
+            kubeconfig.to_path_buf(),
+            kind,
+            namespace,
+            name,
+        )
+    }
+
     pub(crate) fn new(
         vkcp: PathBuf,
         kubeconfig: PathBuf,

@@ -78,6 +78,10 @@ pub struct ApiConfig {
     pub cert_files: Option<(PathBuf, PathBuf)>,
     /// Client CA file; the cluster's published client CA when absent.
     pub client_ca_file: Option<PathBuf>,
+    /// The CA of the node's bootstrap kubeconfig: the client CA when there is
+    /// no file and the published one cannot be read (a node may not read
+    /// `kube-system/extension-apiserver-authentication`).
+    pub cluster_ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     /// Allow unauthenticated requests (as `system:anonymous`).
     pub anonymous: bool,
     /// Authorization mode.
@@ -136,7 +140,17 @@ pub async fn serve(
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = match tls::client_ca(&client, config.client_ca_file.as_deref()).await {
+    let client_ca = match tls::client_ca(&client, config.client_ca_file.as_deref()).await {
+        Err(e)
+            if config.client_ca_file.is_none()
+                && config.cluster_ca.as_ref().is_some_and(|c| !c.is_empty()) =>
+        {
+            info!(error = %e, "the published client CA cannot be read; client certificates are verified against the cluster CA of the bootstrap kubeconfig (set --client-ca-file to choose another)");
+            Ok(config.cluster_ca.clone().unwrap_or_default())
+        }
+        other => other,
+    };
+    let verifier = match client_ca {
         Ok(cas) => {
             let mut roots = rustls::RootCertStore::empty();
             for ca in cas {

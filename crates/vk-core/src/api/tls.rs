@@ -6,13 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -105,13 +101,6 @@ pub async fn serve_from_files(
     Ok(())
 }
 
-/// How often an unissued CSR is read during its first [`CSR_POLL_FAST_FOR`].
-const CSR_POLL_FAST: Duration = Duration::from_secs(1);
-/// How long after the request [`CSR_POLL_FAST`] applies.
-const CSR_POLL_FAST_FOR: Duration = Duration::from_secs(60);
-/// How often an unissued CSR is read after that.
-const CSR_POLL_SLOW: Duration = Duration::from_secs(30);
-
 /// Requests a serving certificate with a CSR (signer `kubernetes.io/kubelet-serving`)
 /// for `node` and `ips`, waits for it to be approved and issued, and renews it at
 /// 80% of its lifetime. Runs until `stop`.
@@ -180,75 +169,22 @@ async fn request_certificate(
     lifetime: Option<Duration>,
     stop: &CancellationToken,
 ) -> Result<Option<SystemTime>, String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params =
-        rcgen::CertificateParams::new(vec![node.to_string()]).map_err(|e| e.to_string())?;
-    params
-        .subject_alt_names
-        .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
-    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-    params.distinguished_name = dn;
-    let csr_pem = params
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .map_err(|e| e.to_string())?;
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let csr = CertificateSigningRequest {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("csr-{node}-")),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(csr_pem.into_bytes()),
-            signer_name: "kubernetes.io/kubelet-serving".into(),
-            usages: Some(vec!["digital signature".into(), "server auth".into()]),
-            expiration_seconds: lifetime.map(|l| l.as_secs().max(600) as i32),
-            ..Default::default()
-        },
-        status: None,
+    let spec = crate::csr::CsrSpec {
+        signer: "kubernetes.io/kubelet-serving",
+        usages: &["digital signature", "server auth"],
+        node: node.to_string(),
+        dns_names: vec![node.to_string()],
+        ips: ips.to_vec(),
+        lifetime,
+        what: "serving certificate",
+        name_prefix: format!("csr-{node}-"),
     };
-    let created = api
-        .create(&PostParams::default(), &csr)
-        .await
-        .map_err(|e| format!("creating the CSR: {e}"))?;
-    let name = created.metadata.name.clone().unwrap_or_default();
-    info!(node = %node, csr = %name, "requested a serving certificate; waiting for approval (kubectl certificate approve {name})");
-    // Every second for a minute (an approver may be acting on the request right
-    // now), then every 30 s: a CSR nobody approves must not cost a GET per
-    // second for ever.
-    let requested = std::time::Instant::now();
-    loop {
-        let poll = if requested.elapsed() < CSR_POLL_FAST_FOR {
-            CSR_POLL_FAST
-        } else {
-            CSR_POLL_SLOW
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.cancelled() => return Ok(None),
-        }
-        let Some(current) = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| format!("reading CSR {name}: {e}"))?
-        else {
-            return Err(format!("CSR {name} was deleted before it was issued"));
-        };
-        let status = current.status.unwrap_or_default();
-        if status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
-        {
-            return Err(format!("CSR {name} was denied or failed"));
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let expiry = store.set_pem(&cert.0, key.serialize_pem().as_bytes())?;
-            return Ok(Some(expiry));
-        }
+    match crate::csr::request(client, &spec, stop).await {
+        Ok(Some(issued)) => store
+            .set_pem(&issued.cert_pem, issued.key_pem.as_bytes())
+            .map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod health;
 pub mod lease;
+pub mod restriction;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -301,6 +302,11 @@ impl NodeController {
         .collect();
         labels.extend(cap.labels.clone());
         labels.extend(cfg.labels.iter().cloned());
+        if cfg.node_restricted {
+            // `kubernetes.io/role` and its kind are the admin's to set: with
+            // them NodeRestriction refuses the whole registration.
+            labels.retain(|key, _| restriction::node_may_set_label(key));
+        }
         let mut taints: Vec<Taint> = cfg.taint.iter().cloned().collect();
         taints.extend(cap.taints.iter().cloned());
         Node {

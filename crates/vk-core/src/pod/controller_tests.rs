@@ -382,6 +382,7 @@ fn config() -> NodeConfig {
         cluster_domain: "cluster.local".into(),
         success_events: SuccessEvents::Live,
         provider_call_timeout: Duration::from_secs(5),
+        node_restricted: false,
     }
 }
 

@@ -9,6 +9,7 @@ mod chart;
 mod image;
 mod kubelet_api;
 mod kubelet_rules;
+mod node_identity;
 mod node_proxy;
 mod referenced_objects;
 mod runtime;

@@ -43,6 +43,11 @@ impl MockNode {
     /// Starts `vk-mock` for node `name` with extra arguments (a free
     /// `--kubelet-port` unless they name one).
     pub fn start(cluster: &TestCluster, name: &str, extra: &[&str]) -> MockNode {
+        MockNode::start_with_kubeconfig(cluster.kubeconfig(), name, extra)
+    }
+
+    /// [`MockNode::start`] against the cluster of `kubeconfig` (a test's own cluster).
+    pub fn start_with_kubeconfig(kubeconfig: &Path, name: &str, extra: &[&str]) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
         let state_dir = dir.path().join("state");
@@ -51,7 +56,7 @@ impl MockNode {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut flags: Vec<OsString> = vec![
             "--kubeconfig".into(),
-            cluster.kubeconfig().into(),
+            kubeconfig.into(),
             "--nodename".into(),
             name.into(),
             "--metrics-addr".into(),
