@@ -82,5 +82,5 @@ pub mod toolkit;
 
 pub use provider::{
     BackendPod, CallRateLimit, NodeCapacity, PodEvent, PodKey, Provider, ProviderError,
-    ProviderResult, RegistryCredential, ResolvedPod, StatusNotifier, VolumeFiles,
+    ProviderResult, RegistryCredential, ResolvedPod, StatusNotifier, StreamKind, VolumeFiles,
 };

@@ -385,6 +385,14 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
 }
 
+/// A streaming request of the kubelet API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
 /// A request budget for a provider's backend calls: a cloud API's rate limit
 /// (ECS, ARM), kept by the core for the pod lifecycle calls so that a burst
 /// of pods waits in the core's queue instead of being throttled by the cloud.
@@ -484,6 +492,16 @@ pub trait Provider: Send + Sync + 'static {
     /// running without it. `None` (the default): every type is passed on.
     fn volume_types(&self) -> Option<&'static [&'static str]> {
         None
+    }
+
+    /// Whether this provider serves a streaming request (`exec`, `attach`,
+    /// `port-forward`) at all: `Err(NotImplemented(..))` makes the kubelet
+    /// API answer 501 with that message *before* upgrading the connection,
+    /// so `kubectl` shows it as the error instead of a stream that ends at
+    /// once. The default serves all three (the provider's method may still
+    /// fail per call).
+    fn stream_support(&self, _kind: StreamKind) -> ProviderResult<()> {
+        Ok(())
     }
 
     /// The budget the core keeps for this provider's pod lifecycle calls

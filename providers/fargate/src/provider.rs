@@ -36,7 +36,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tracing::{info, warn};
 use vk_core::provider::{
     BackendPod, ByteStream, CallRateLimit, ExecIo, LogOptions, NodeCapacity, PodKey, PodUsage,
-    Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier,
+    Provider, ProviderError, ProviderResult, ResolvedPod, StatusNotifier, StreamKind,
 };
 use vk_core::toolkit::log_lines::log_stream;
 use vk_core::toolkit::node_capacity::{CapacityDefaults, node_capacity};
@@ -61,9 +61,9 @@ use crate::sweep::{Sweeper, family_of_arn};
 use crate::task::{Placement, TaskPlan, TaskSettings, plan_task};
 
 /// What `exec` answers: ECS Exec (`ExecuteCommand` and the Session Manager
-/// data channel it opens) is not implemented. The core's kubelet API sends
-/// it as "not implemented by this provider: ..." on the upgraded stream's
-/// error channel (its plain HTTP endpoints make such an answer a 501).
+/// data channel it opens) is not implemented. [`Provider::stream_support`]
+/// says so before the connection is upgraded: the kubelet API answers 501
+/// with this message, and `kubectl exec` prints it.
 pub const EXEC_NOT_IMPLEMENTED: &str =
     "exec through ECS Exec (ExecuteCommand and its Session Manager data channel)";
 
@@ -597,6 +597,15 @@ impl Provider for FargateProvider {
 
     fn status_poll_interval(&self) -> Duration {
         self.config.poll_interval
+    }
+
+    fn stream_support(&self, kind: StreamKind) -> ProviderResult<()> {
+        match kind {
+            StreamKind::Exec => Err(ProviderError::NotImplemented(EXEC_NOT_IMPLEMENTED)),
+            StreamKind::Attach => Err(ProviderError::NotImplemented(ATTACH_NOT_IMPLEMENTED)),
+            // The core's default method answers NotImplemented too.
+            StreamKind::PortForward => Err(ProviderError::NotImplemented("port-forward")),
+        }
     }
 
     fn call_rate_limit(&self) -> Option<CallRateLimit> {

@@ -23,7 +23,7 @@ use vk_spdy::{Connection, ConnectionHandle, Stream};
 
 use super::logs::percent_decode;
 use super::{AppState, has_container, status, websocket};
-use crate::provider::{ExecIo, PodKey, TermSize};
+use crate::provider::{ExecIo, PodKey, StreamKind, TermSize};
 
 /// How long the client has to open the streams it announced.
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -247,6 +247,14 @@ async fn remote_command(
     if !has_container(&api_pod, &container) {
         return status::bad_request(format!("container {container} is not valid for pod {pod}"));
     }
+    let kind = if is_exec {
+        StreamKind::Exec
+    } else {
+        StreamKind::Attach
+    };
+    if let Err(e) = node.provider.stream_support(kind) {
+        return status::provider_error(&e);
+    }
     if websocket::is_upgrade(req.headers()) {
         let provider = node.provider.clone();
         return websocket::remote_command(req, provider, key, container, opts, is_exec).await;
@@ -464,6 +472,9 @@ async fn forward(
     };
     if uid.as_deref().is_some_and(|u| u != key.uid) {
         return status::not_found(format!("pod {ns}/{pod} with that UID not found"));
+    }
+    if let Err(e) = node.provider.stream_support(StreamKind::PortForward) {
+        return status::provider_error(&e);
     }
     if websocket::is_upgrade(req.headers()) {
         return websocket::port_forward(req, node.provider.clone(), key).await;

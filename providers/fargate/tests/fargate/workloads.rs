@@ -139,6 +139,11 @@ async fn exec_attach_and_stats_say_they_are_not_offered_and_why() {
     assert!(stderr.contains("ECS Exec"), "{stderr}");
 
     let port = kubelet_port(&cluster, &node.name).await;
+    // The kubelet API refuses before any upgrade: a 501 naming ECS Exec.
+    let exec_path = format!("/exec/{}/app/main?command=ls&output=1", ns.name());
+    let (code, body) = kubelet_get(&cluster, port, &exec_path).await;
+    assert_eq!(code, "501", "{body}");
+    assert!(body.contains("ECS Exec"), "{body}");
     let (code, body) = kubelet_get(&cluster, port, "/stats/summary").await;
     assert_eq!(code, "501", "{body}");
     assert!(body.contains("CloudWatch Container Insights"), "{body}");
