@@ -132,6 +132,9 @@ SecurityGroups = ["{group}"]
 ExecutionRoleArn = "arn:aws:iam::123456789012:role/vk-exec"
 CloudWatchLogGroupName = "vk-test"
 PollInterval = "1s"
+# Room for the 50-pod tests: the core's admission refuses pods beyond the
+# node's capacity (upstream's default is 20), as the kubelet does.
+Pods = "100"
 {extra_config}
 "#
             ),
