@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use vk_test_support::{
-    FakeArm, FakeArmOptions, PodmanContainer, cluster_and_namespace, create_pod, free_port,
-    provider_image, unique_name, wait_node_ready, wait_running,
+    FakeArm, FakeArmOptions, PodmanContainer, cluster_and_namespace, create_pod, provider_image,
+    unique_name, wait_node_ready, wait_running,
 };
 
-use crate::rig::{RUNNING_WITHIN, assert_contract_kept, group_of};
+use crate::rig::{RUNNING_WITHIN, assert_contract_kept, group_of, node_flags};
 
 #[tokio::test]
 async fn the_image_runs_a_pod_as_a_container_group_against_the_fake_arm() {
@@ -44,47 +44,26 @@ async fn the_image_runs_a_pod_as_a_container_group_against_the_fake_arm() {
         std::fs::copy(from, &copy).expect("copy an input");
         set_mode(&copy, 0o644);
     }
-    let o = arm.options();
-    let container = PodmanContainer::run(
-        &format!("vk-aci-test-{node}"),
-        &[
-            "--network",
-            "host",
-            "-v",
-            &format!("{}:/etc/vk:ro", dir.path().display()),
-            "-e",
-            "AZURE_CLIENT_SECRET=s3cret",
-            &image.reference,
-            "--kubeconfig",
-            "/etc/vk/kubeconfig",
-            "--nodename",
-            &node,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port().expect("free port")),
-            "--kubelet-port",
-            &free_port().expect("free port").to_string(),
-            "--node-ip",
-            "127.0.0.1",
-            "--subscription-id",
-            &o.subscription,
-            "--resource-group",
-            &o.resource_group,
-            "--region",
-            "westeurope",
-            "--tenant-id",
-            &o.tenant,
-            "--client-id",
-            "vk-aci-image",
-            "--arm-endpoint",
-            &arm.endpoint(),
-            "--authority-host",
-            &arm.endpoint(),
-            "--extra-ca-file",
-            "/etc/vk/arm-ca.pem",
-            "--status-poll-seconds",
-            "1",
-        ],
-    );
+    let mut args: Vec<String> = [
+        "--network",
+        "host",
+        "-v",
+        &format!("{}:/etc/vk:ro", dir.path().display()),
+        "-e",
+        "AZURE_CLIENT_SECRET=s3cret",
+        &image.reference,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(node_flags(
+        &arm,
+        "/etc/vk/kubeconfig",
+        "/etc/vk/arm-ca.pem",
+        &node,
+    ));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let container = PodmanContainer::run(&format!("vk-aci-test-{node}"), &args);
     wait_node_ready(&client, &node, Duration::from_secs(60)).await;
 
     let pod = create_pod(

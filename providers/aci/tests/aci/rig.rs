@@ -28,6 +28,50 @@ pub struct AciNode {
     _dir: tempfile::TempDir,
 }
 
+/// The flags of a `vk-aci` for node `name` talking to `arm` (all but the
+/// client secret), with the kubeconfig and the fake's CA at the paths the
+/// process sees.
+pub fn node_flags(arm: &FakeArm, kubeconfig: &str, ca_file: &str, name: &str) -> Vec<String> {
+    let o = arm.options();
+    [
+        "--kubeconfig",
+        kubeconfig,
+        "--nodename",
+        name,
+        "--metrics-addr",
+        &format!("127.0.0.1:{}", free_port().unwrap()),
+        "--kubelet-port",
+        &free_port().unwrap().to_string(),
+        "--node-ip",
+        "127.0.0.1",
+        "--log-level",
+        "info,vk_core=debug,vk_aci=debug",
+        "--subscription-id",
+        &o.subscription,
+        "--resource-group",
+        &o.resource_group,
+        "--region",
+        "westeurope",
+        "--tenant-id",
+        &o.tenant,
+        "--client-id",
+        "vk-aci-test",
+        "--arm-endpoint",
+        &arm.endpoint(),
+        "--authority-host",
+        &arm.endpoint(),
+        "--extra-ca-file",
+        ca_file,
+        "--status-poll-seconds",
+        "1",
+        "--cluster-dns",
+        CLUSTER_DNS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 impl AciNode {
     pub fn start_with_secret(
         cluster: &TestCluster,
@@ -36,47 +80,17 @@ impl AciNode {
         client_secret: &str,
     ) -> AciNode {
         let dir = tempfile::tempdir().unwrap();
-        let o = arm.options();
         let log: PathBuf = dir.path().join("vk-aci.log");
-        let flags: Vec<OsString> = [
-            "--kubeconfig",
+        let mut flags: Vec<OsString> = node_flags(
+            arm,
             cluster.kubeconfig().to_str().unwrap(),
-            "--nodename",
-            name,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-            "--kubelet-port",
-            &free_port().unwrap().to_string(),
-            "--node-ip",
-            "127.0.0.1",
-            "--log-level",
-            "info,vk_core=debug,vk_aci=debug",
-            "--subscription-id",
-            &o.subscription,
-            "--resource-group",
-            &o.resource_group,
-            "--region",
-            "westeurope",
-            "--tenant-id",
-            &o.tenant,
-            "--client-id",
-            "vk-aci-test",
-            "--client-secret",
-            client_secret,
-            "--arm-endpoint",
-            &arm.endpoint(),
-            "--authority-host",
-            &arm.endpoint(),
-            "--extra-ca-file",
             arm.ca_file().to_str().unwrap(),
-            "--status-poll-seconds",
-            "1",
-            "--cluster-dns",
-            CLUSTER_DNS,
-        ]
-        .iter()
+            name,
+        )
+        .into_iter()
         .map(OsString::from)
         .collect();
+        flags.extend(["--client-secret".into(), client_secret.into()]);
         let process =
             KubeletProcess::start(env!("CARGO_BIN_EXE_vk-aci"), flags, &log).expect("spawn vk-aci");
         AciNode {
