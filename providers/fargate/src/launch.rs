@@ -120,13 +120,15 @@ pub struct RunSpec<'a> {
     pub tags: &'a [Tag],
 }
 
-/// Runs one task; an answer without a task is an error with ECS's reasons.
+/// Runs one task and returns it as `RunTask` answered (with the tags it was
+/// given: the answer need not carry them); an answer without a task is an
+/// error with ECS's reasons.
 pub async fn run_task(
     clients: &Clients,
     config: &FargateConfig,
     spec: RunSpec<'_>,
     pod: &str,
-) -> ProviderResult<()> {
+) -> ProviderResult<Task> {
     let mut run = clients
         .ecs
         .run_task()
@@ -171,7 +173,11 @@ pub async fn run_task(
             reasons.join("; ")
         )));
     }
-    Ok(())
+    let mut task = out.tasks()[0].clone();
+    if task.tags().is_empty() {
+        task.tags = Some(spec.tags.to_vec());
+    }
+    Ok(task)
 }
 
 /// Deregisters every active revision of `family`: retries may have
@@ -228,8 +234,8 @@ pub async fn delete_secret(clients: &Clients, name: &str, key: &PodKey) -> Provi
 }
 
 /// Runs the task that replaces `stopped` (the pod's current task), unless a
-/// task of the pod already runs; returns the replacement's count, `None`
-/// when there was one already. Placed as the first task was (its
+/// task of the pod already runs; returns the replacement's count and task,
+/// `None` when there was one already. Placed as the first task was (its
 /// annotations are its tags), tagged with the next count, its
 /// `clientToken` the pod UID and that count.
 pub async fn replace_task(
@@ -237,7 +243,7 @@ pub async fn replace_task(
     config: &FargateConfig,
     key: &PodKey,
     stopped: &Task,
-) -> ProviderResult<Option<u32>> {
+) -> ProviderResult<Option<(u32, Task)>> {
     let pod = format!("{}/{}", key.namespace, key.name);
     let started_by = stopped.started_by().unwrap_or_default();
     let definition = stopped.task_definition_arn().unwrap_or_default();
@@ -284,8 +290,8 @@ pub async fn replace_task(
         client_token: &token,
         tags: &tags,
     };
-    run_task(clients, config, spec, &pod).await?;
-    Ok(Some(count))
+    let task = run_task(clients, config, spec, &pod).await?;
+    Ok(Some((count, task)))
 }
 
 /// Stops those of `tasks` still running, with the reason that says the pod

@@ -2,12 +2,16 @@
 //! Secrets Manager. Everything a pod becomes is in [`crate::task`] and
 //! everything a task says is in [`crate::status`]; this file makes the calls.
 //!
-//! - Create: the pod's task found again by `startedBy` first (a retry or a
-//!   restart never runs a second task: `clientToken` alone does not protect
-//!   against that everywhere), then its secret, its task definition and
-//!   `RunTask`.
-//! - Delete: `StopTask`, every revision of the pod's family deregistered,
-//!   its secret deleted ([`crate::launch`] makes and unmakes).
+//! - Create: its secret, its task definition and `RunTask`. A retry (or a
+//!   create before this process first listed the cluster) first looks for
+//!   the pod's task by `startedBy`, so no second task runs: `clientToken`
+//!   alone does not protect against that everywhere. A first attempt needs
+//!   no look-up: the periodic listing already answered.
+//! - Delete: `StopTask`, the pod's task definitions deregistered, its
+//!   secret deleted ([`crate::launch`] makes and unmakes). For a pod this
+//!   process created at one go, the tasks it ran are the ones it stops, with
+//!   no look-up, and the secret is deleted only when it made one.
+//! - The first status after a create is the task `RunTask` answered.
 //! - Restarts: a stopped task is replaced after the back-off, as
 //!   [`crate::restart`] decides, while its status is listed.
 //! - Status: poll-only. One list of the cluster's tasks per poll
@@ -97,6 +101,35 @@ struct State {
     /// UIDs of the pods this process was asked to create, until deleted:
     /// what they registered is never swept.
     attempted: HashSet<String>,
+    /// What each pod has in ECS, as far as this process made or listed it.
+    known: HashMap<PodKey, Known>,
+    /// Whether a full listing of the cluster's tasks has been made: from
+    /// then on, a pod not in [`State::known`] has no task.
+    listed: bool,
+}
+
+/// A pod's tasks and secret as this process made or last
+/// listed them, so that the create, the first status and the delete of a
+/// pod need no look-up of their own: the periodic listing is the look-up.
+#[derive(Default)]
+struct Known {
+    /// Its tasks by ARN, as `RunTask` answered or as last listed.
+    tasks: BTreeMap<String, Task>,
+    /// Whether it has a secret to delete; `None`: not known (an adopted pod).
+    secret: Option<bool>,
+    /// Whether these are all the pod's tasks: true only for a pod this
+    /// process created at its first attempt, with no failed replacement
+    /// since. A retried create or replacement may have run a task whose
+    /// answer was lost.
+    complete: bool,
+}
+
+impl Known {
+    fn task(&mut self, task: Task) {
+        if let Some(arn) = task.task_arn() {
+            self.tasks.insert(arn.to_string(), task);
+        }
+    }
 }
 
 /// One virtual node's pods as Fargate tasks.
@@ -256,6 +289,27 @@ impl FargateProvider {
             }
             mine.push((identity.key(), task));
         }
+        let mut state = self.state();
+        for (key, task) in &mine {
+            if !state.deleted.contains(task.task_arn().unwrap_or_default()) {
+                state
+                    .known
+                    .entry(key.clone())
+                    .or_default()
+                    .task(task.clone());
+            }
+        }
+        if family.is_none() {
+            state.listed = true;
+            // A stopped task ECS no longer lists is forgotten here too.
+            let listed: HashSet<&str> = mine.iter().filter_map(|(_, t)| t.task_arn()).collect();
+            for known in state.known.values_mut() {
+                known.tasks.retain(|arn, t| {
+                    listed.contains(arn.as_str()) || t.last_status() != Some("STOPPED")
+                });
+            }
+        }
+        drop(state);
         Ok(group(mine))
     }
 
@@ -264,11 +318,19 @@ impl FargateProvider {
         &self,
         family: Option<&str>,
     ) -> ProviderResult<Vec<(PodKey, PodStatus, Arc<Vec<DefinedContainer>>)>> {
-        let mut out = Vec::new();
         let tasks = self.node_tasks(family).await?;
         if family.is_none() {
             self.sweep_if_due(&tasks).await;
         }
+        self.statuses_of(tasks).await
+    }
+
+    /// The statuses of `tasks`; stopped tasks are replaced as their policy says.
+    async fn statuses_of(
+        &self,
+        tasks: BTreeMap<PodKey, PodTasks>,
+    ) -> ProviderResult<Vec<(PodKey, PodStatus, Arc<Vec<DefinedContainer>>)>> {
+        let mut out = Vec::new();
         for (key, tasks) in tasks {
             let task = &tasks.current;
             let Some(def_arn) = task.task_definition_arn() else {
@@ -337,6 +399,75 @@ impl FargateProvider {
         }
     }
 
+    /// Whether the pod has a task already, from an earlier attempt or an
+    /// earlier process. What this process knows answers, once it has listed
+    /// the cluster; a retry asks ECS (`ListTasks` by `startedBy`), as an
+    /// attempt cut short may have run a task whose answer was lost.
+    async fn has_task(
+        &self,
+        key: &PodKey,
+        started_by: &str,
+        retry: bool,
+        pod: &str,
+    ) -> ProviderResult<bool> {
+        {
+            let state = self.state();
+            if state.known.get(key).is_some_and(|k| !k.tasks.is_empty()) {
+                return Ok(true);
+            }
+            if state.listed && !retry {
+                return Ok(false);
+            }
+        }
+        let existing = self
+            .clients()
+            .await
+            .ecs
+            .list_tasks()
+            .cluster(&self.config.cluster_name)
+            .started_by(started_by)
+            .send()
+            .await
+            .map_err(|e| provider_error(&format!("ListTasks for {pod}"), e))?;
+        Ok(!existing.task_arns().is_empty())
+    }
+
+    /// Deletes what this process created for the pod: its tasks stopped
+    /// and its secret deleted when it has one. Its revisions are listed
+    /// (`ListTaskDefinitions`) all the same: an SDK retry of a
+    /// `RegisterTaskDefinition` whose answer was lost registers a second
+    /// one that only ECS knows of. Returns the pod's task ARNs.
+    async fn delete_known(&self, key: &PodKey) -> ProviderResult<Vec<String>> {
+        let clients = self.clients().await;
+        let (tasks, secret) = match self.state().known.get(key) {
+            Some(k) => (k.tasks.values().cloned().collect::<Vec<_>>(), k.secret),
+            None => return Ok(Vec::new()),
+        };
+        stop_tasks(clients, &self.config, &tasks, key).await?;
+        let arns: Vec<String> = tasks
+            .iter()
+            .filter_map(|t| t.task_arn().map(str::to_string))
+            .collect();
+        deregister_family(clients, &family_of(key), key).await?;
+        if secret != Some(false) {
+            delete_secret(clients, &format!("vk-rs/{}", family_of(key)), key).await?;
+        }
+        Ok(arns)
+    }
+
+    /// Deletes a pod this process did not create at one go (adopted, or
+    /// created by retries): its tasks and revisions looked up by family,
+    /// its secret deleted whether or not it has one.
+    async fn delete_looked_up(&self, key: &PodKey) -> ProviderResult<Vec<String>> {
+        let family = family_of(key);
+        let clients = self.clients().await;
+        let arns = self.task_arns(Some(&family)).await?;
+        stop_tasks(clients, &self.config, &self.describe(&arns).await?, key).await?;
+        deregister_family(clients, &family, key).await?;
+        delete_secret(clients, &format!("vk-rs/{family}"), key).await?;
+        Ok(arns)
+    }
+
     fn backoff_delay(&self, key: &PodKey) -> Duration {
         self.state()
             .backoffs
@@ -380,12 +511,22 @@ impl FargateProvider {
             return Ok(());
         }
         let result = replace_task(self.clients().await, &self.config, key, stopped).await;
-        self.state().replacing.remove(key);
-        let Some(count) = result? else {
+        {
+            let mut state = self.state();
+            state.replacing.remove(key);
+            if result.is_err() {
+                state.known.entry(key.clone()).or_default().complete = false;
+            }
+        }
+        let Some((count, task)) = result? else {
             return Ok(());
         };
-        if let Some(b) = self.state().backoffs.get_mut(key) {
-            b.advance();
+        {
+            let mut state = self.state();
+            if let Some(b) = state.backoffs.get_mut(key) {
+                b.advance();
+            }
+            state.known.entry(key.clone()).or_default().task(task);
         }
         info!(pod = %key, restarts = count, "stopped task replaced");
         self.event(
@@ -453,7 +594,12 @@ impl Provider for FargateProvider {
             ProviderError::InvalidInput("pod without namespace, name or UID".into())
         })?;
         let pod = format!("{}/{}", key.namespace, key.name);
-        self.state().attempted.insert(key.uid.clone());
+        let retry = {
+            let mut state = self.state();
+            let retry = !state.attempted.insert(key.uid.clone());
+            state.known.entry(key.clone()).or_default().complete = !retry;
+            retry
+        };
         let plan = plan_task(
             resolved,
             TaskSettings {
@@ -467,18 +613,9 @@ impl Provider for FargateProvider {
             )));
         }
         self.ensure_cluster().await?;
-        // A task from an earlier attempt (a retry, a restart) is the pod's task.
-        let existing = self
-            .clients()
-            .await
-            .ecs
-            .list_tasks()
-            .cluster(&self.config.cluster_name)
-            .started_by(&plan.started_by)
-            .send()
-            .await
-            .map_err(|e| provider_error(&format!("ListTasks for {pod}"), e))?;
-        if existing.task_arns().is_empty() {
+        if self.has_task(&key, &plan.started_by, retry, &pod).await? {
+            info!(pod = %key, "task already running: adopted");
+        } else {
             let clients = self.clients().await;
             let secret_arn = if plan.needs_secret() {
                 let body = plan.secret_body();
@@ -486,6 +623,7 @@ impl Provider for FargateProvider {
             } else {
                 None
             };
+            self.state().known.entry(key.clone()).or_default().secret = Some(secret_arn.is_some());
             let (definition, defs) =
                 register(clients, &self.config, &plan, secret_arn.as_deref(), &pod).await?;
             self.state()
@@ -502,7 +640,12 @@ impl Provider for FargateProvider {
                 client_token: &plan.client_token,
                 tags: &plan.tags,
             };
-            run_task(clients, &self.config, spec, &pod).await?;
+            let task = run_task(clients, &self.config, spec, &pod).await?;
+            self.state()
+                .known
+                .entry(key.clone())
+                .or_default()
+                .task(task);
             info!(pod = %key, family = %plan.family, size = %plan.size.describe(), "task started");
             self.event(
                 &key,
@@ -516,8 +659,6 @@ impl Provider for FargateProvider {
             for skipped in &plan.skipped_volumes {
                 self.event(&key, true, "VolumeNotMounted", skipped.clone());
             }
-        } else {
-            info!(pod = %key, "task already running: adopted");
         }
         self.state().pods.insert(key, resolved.pod.clone());
         Ok(())
@@ -533,16 +674,17 @@ impl Provider for FargateProvider {
     }
 
     async fn delete_pod(&self, key: &PodKey, _grace: Duration) -> ProviderResult<()> {
-        let family = family_of(key);
-        let clients = self.clients().await;
         self.ensure_cluster().await?;
-        let arns = self.task_arns(Some(&family)).await?;
-        stop_tasks(clients, &self.config, &self.describe(&arns).await?, key).await?;
-        deregister_family(clients, &family, key).await?;
-        delete_secret(clients, &format!("vk-rs/{family}"), key).await?;
+        let complete = self.state().known.get(key).is_some_and(|k| k.complete);
+        let arns = if complete {
+            self.delete_known(key).await?
+        } else {
+            self.delete_looked_up(key).await?
+        };
         {
             let mut state = self.state();
             state.deleted.extend(arns.iter().cloned());
+            state.known.remove(key);
             state.pods.remove(key);
             state.backoffs.remove(key);
             state.attempted.remove(&key.uid);
@@ -554,9 +696,18 @@ impl Provider for FargateProvider {
     }
 
     async fn get_pod_status(&self, key: &PodKey) -> ProviderResult<Arc<PodStatus>> {
-        let family = family_of(key);
-        self.statuses(Some(&family))
-            .await?
+        let known: Vec<(PodKey, Task)> = self
+            .state()
+            .known
+            .get(key)
+            .map(|k| k.tasks.values().map(|t| (key.clone(), t.clone())).collect())
+            .unwrap_or_default();
+        let statuses = if known.is_empty() {
+            self.statuses(Some(&family_of(key))).await?
+        } else {
+            self.statuses_of(group(known)).await?
+        };
+        statuses
             .into_iter()
             .find(|(k, _, _)| k == key)
             .map(|(_, status, _)| Arc::new(status))
