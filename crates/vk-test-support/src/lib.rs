@@ -79,6 +79,7 @@
 //! checks) fail like assertions instead: they panic with what was expected
 //! and what was seen, and say so in their docs.
 
+pub mod api_faults;
 mod busybox;
 pub mod chart;
 mod cluster;
@@ -106,6 +107,7 @@ mod serving_csr;
 mod wait;
 mod workspace;
 
+pub use api_faults::{Counts as ApiCounts, FaultProxy, Faults};
 pub use busybox::{
     BUSYBOX_HTTPD_IMAGE, BUSYBOX_HTTPD_INDEX, BUSYBOX_HTTPD_PORT, BUSYBOX_IMAGE,
     busybox_httpd_image, busybox_image,

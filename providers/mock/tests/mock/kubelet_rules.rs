@@ -11,18 +11,6 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-/// The value of one Prometheus sample line of the mock's `/metrics`.
-async fn metric(node: &MockNode, line_prefix: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{}/metrics", node.metrics_port);
-    let metrics = http_get(&url).await.unwrap_or_default();
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The pod's status reason and message, once it is Failed.
 async fn wait_failed(pods: &Api<Pod>, name: &str, within: Duration) -> (String, String) {
     wait_for(&format!("pod {name} Failed"), within, || async {
@@ -367,17 +355,13 @@ async fn a_restart_without_state_gives_new_ips_and_the_status_follows() {
         assert_ne!(&new, old, "{}: the IP changed", p.name_any());
         assert_eq!(phase(p), "Running");
     }
-    let refused = metric(
-        &node,
-        "vk_api_calls_total{verb=\"patch\",resource=\"pods/status\",result=\"error\"}",
-    )
-    .await;
+    let refused = node
+        .metric("vk_api_calls_total{verb=\"patch\",resource=\"pods/status\",result=\"error\"}")
+        .await;
     assert_eq!(refused, 0.0, "no status patch was refused");
-    let written = metric(
-        &node,
-        "vk_api_calls_total{verb=\"patch\",resource=\"pods/status\",result=\"ok\"}",
-    )
-    .await;
+    let written = node
+        .metric("vk_api_calls_total{verb=\"patch\",resource=\"pods/status\",result=\"ok\"}")
+        .await;
     assert!(written >= 4.0, "the new IPs were written: {written}");
     delete_node(&client, &node.name).await;
 }

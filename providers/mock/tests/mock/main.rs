@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_faults;
 mod chart;
 mod image;
 mod kubelet_api;

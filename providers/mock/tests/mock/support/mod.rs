@@ -117,6 +117,19 @@ impl MockNode {
         })
     }
 
+    /// The value of one Prometheus sample line of the process's `/metrics`
+    /// (0 when it has none).
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let metrics = http_get(&url).await.unwrap_or_default();
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The node's state file (volumes included).
     pub fn state(&self, node: &str) -> serde_json::Value {
         let path = self.state_dir.join(format!("{node}.json"));
