@@ -38,6 +38,10 @@ usage: cargo xtask bench [OPTIONS]
                            filled in
   --qps Q, --burst B       passed to the kubelet as --kube-api-qps/--kube-api-burst
   --kubelet-args 'ARGS'    more arguments for the kubelet (e.g. '--no-success-events')
+  --api-faults SPEC        the kubelet under test reaches the apiserver only through the
+                           test support's fault proxy, e.g. 'errors=0.1,watch-cut=20s'
+                           (errors, resets, gone: shares; latency, watch-cut, stall:
+                           durations; all; none); the result adds what the proxy did
   --mock-bin PATH          this vk-mock (or a wrapper that execs one, e.g. under perf)
                            instead of the release build
   --with-floor             run the floor first (own fresh cluster) and report the ratios
@@ -60,6 +64,8 @@ struct Options {
     kubelet_cmd: Option<String>,
     /// Only for the kubelet under test, not for the floor.
     kubelet_args: Option<String>,
+    /// Only for the kubelet under test, not for the floor.
+    api_faults: Option<String>,
     mock_bin: Option<String>,
     /// `fargate`: vk-fargate against moto.
     provider: Option<String>,
@@ -103,6 +109,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--kubelet" => o.kubelet = Some(value(flag)?),
             "--kubelet-cmd" => o.kubelet_cmd = Some(value(flag)?),
             "--kubelet-args" => o.kubelet_args = Some(value(flag)?),
+            "--api-faults" => o.api_faults = Some(value(flag)?),
             "--mock-bin" => o.mock_bin = Some(value(flag)?),
             "--provider" => o.provider = Some(value(flag)?),
             "--pods" => o.pods = Some(value(flag)?),
@@ -242,6 +249,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(extra) = &opts.kubelet_args {
         // One word with `=`: the value itself starts with `--`.
         a.push(format!("--kubelet-args={extra}"));
+    }
+    if let Some(spec) = &opts.api_faults {
+        a.push(format!("--api-faults={spec}"));
     }
     runs.push((name.clone(), a, fargate));
 

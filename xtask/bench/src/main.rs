@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one benchmark against a running cluster; prints the JSON as the last line.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// The floor kubelet: Running at once, deleted at once, nothing else.
     Floor(floor::FloorArgs),
 }
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             Command::Run(args) => {
                 // Ctrl-C stops the run; dropping it stops the kubelet.
                 tokio::select! {
-                    report = run::run(args) => {
+                    report = run::run(*args) => {
                         let report = report?;
                         let json = serde_json::to_string(&report).context("serialising the report")?;
                         println!("{json}");

@@ -46,6 +46,10 @@ pub struct Report {
     /// The targets, checked.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// `--api-faults`: the faults and what the proxy did (requests it
+    /// received, answered 429 or 5xx itself, reset, answered 410, cut).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_faults: Option<serde_json::Value>,
 }
 
 /// Where the run happened.

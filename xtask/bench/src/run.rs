@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// JSON of a floor run to compare with.
     #[arg(long)]
     pub floor_result: Option<PathBuf>,
+    /// The kubelet reaches the apiserver only through the test support's
+    /// fault proxy, with these faults (`vk_test_support::Faults`, e.g.
+    /// `errors=0.1,watch-cut=20s`); its counts go into the result.
+    #[arg(long)]
+    pub api_faults: Option<String>,
     /// The kubelet's user name (the audit policy must log it).
     #[arg(long, default_value = crate::KUBELET_USER)]
     pub kubelet_user: String,
@@ -129,6 +134,31 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         &args.cluster_dir.join("kubelet.kubeconfig"),
     )
     .await?;
+    // The proxy forwards with the kubelet's own credentials: the audit log
+    // still tells its requests.
+    let faults: Option<vk_test_support::Faults> = args
+        .api_faults
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--api-faults")?;
+    let proxy = match &faults {
+        Some(faults) => {
+            let proxy = vk_test_support::FaultProxy::start(&kubeconfig).await?;
+            proxy.set(faults.clone());
+            eprintln!("bench: the kubelet's API requests go through a fault proxy ({faults})");
+            Some(proxy)
+        }
+        None => None,
+    };
+    let kubeconfig = match &proxy {
+        Some(proxy) => {
+            let through = args.cluster_dir.join("kubelet-through-faults.kubeconfig");
+            proxy.write_kubeconfig(&through)?;
+            through
+        }
+        None => kubeconfig,
+    };
     workload::prepare_namespace(&admin).await?;
     let selector = format!("{}={}", workload::LABEL.0, workload::LABEL.1);
     let observer = Observer::start(admin.clone(), workload::NAMESPACE, &selector).await?;
@@ -231,6 +261,19 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         },
         floor: None,
         targets: Vec::new(),
+        api_faults: proxy.as_ref().zip(faults.as_ref()).map(|(proxy, faults)| {
+            let counts = proxy.counts();
+            serde_json::json!({
+                "spec": faults.to_string(),
+                "requests": counts.requests,
+                "forwarded": counts.forwarded,
+                "throttled": counts.throttled,
+                "failed": counts.failed,
+                "resets": counts.resets,
+                "gone": counts.gone,
+                "cut": counts.cut,
+            })
+        }),
     };
     if let Some(path) = &args.floor_result {
         let text = std::fs::read_to_string(path)
