@@ -100,14 +100,33 @@ impl MockNode {
         self.process.restart().expect("restart vk-mock");
     }
 
-    /// The backend's pods, from the `/runningpods/` endpoint.
+    /// The backend's pods as the mock holds them (resolved: env values and
+    /// volume files), from its state files. The process serves them nowhere:
+    /// the kubelet API's `/runningpods/` shows the API's copy, and the metrics
+    /// port nothing about pods. The mock writes its state 100 ms after a
+    /// change; this waits 300 ms before reading it.
     pub async fn running_pods(&self) -> Vec<Pod> {
-        let url = format!("http://127.0.0.1:{}/runningpods/", self.metrics_port);
-        let Ok(body) = http_get(&url).await else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
             return Vec::new();
         };
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        serde_json::from_value(v["items"].clone()).unwrap_or_default()
+        let mut pods = Vec::new();
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let stored: Vec<serde_json::Value> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            pods.extend(stored.into_iter().filter_map(|sp| {
+                let mut pod: Pod = serde_json::from_value(sp["pod"].clone()).ok()?;
+                pod.status = serde_json::from_value(sp["status"].clone()).ok();
+                Some(pod)
+            }));
+        }
+        pods
     }
 
     /// The backend's pod with this name, if it runs.
