@@ -6,6 +6,7 @@
 mod support;
 
 mod chart;
+mod hostile;
 mod image;
 mod kubelet_api;
 mod kubelet_rules;

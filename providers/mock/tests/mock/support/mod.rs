@@ -48,20 +48,40 @@ impl MockNode {
 
     /// [`MockNode::start`] against the cluster of `kubeconfig` (a test's own cluster).
     pub fn start_with_kubeconfig(kubeconfig: &Path, name: &str, extra: &[&str]) -> MockNode {
+        MockNode::start_wrapped(kubeconfig, name, extra, &[])
+    }
+
+    /// [`MockNode::start`] with at most `nofile` file descriptors
+    /// (`RLIMIT_NOFILE`, set by `prlimit`, which then runs `vk-mock` itself).
+    pub fn start_with_fd_limit(
+        cluster: &TestCluster,
+        name: &str,
+        extra: &[&str],
+        nofile: u32,
+    ) -> MockNode {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let wrapper = ["prlimit", limit.as_str(), env!("CARGO_BIN_EXE_vk-mock")];
+        MockNode::start_wrapped(cluster.kubeconfig(), name, extra, &wrapper)
+    }
+
+    /// Starts `vk-mock`, or `wrapper[0]` with the rest of `wrapper` before
+    /// vk-mock's own arguments.
+    fn start_wrapped(kubeconfig: &Path, name: &str, extra: &[&str], wrapper: &[&str]) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
         let state_dir = dir.path().join("state");
         let unhealthy_file = dir.path().join("unhealthy");
         let log = dir.path().join("vk-mock.log");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut flags: Vec<OsString> = vec![
+        let mut flags: Vec<OsString> = wrapper.iter().skip(1).map(OsString::from).collect();
+        flags.extend::<[OsString; 6]>([
             "--kubeconfig".into(),
             kubeconfig.into(),
             "--nodename".into(),
             name.into(),
             "--metrics-addr".into(),
             format!("127.0.0.1:{metrics_port}").into(),
-        ];
+        ]);
         if !args.iter().any(|a| a == "--kubelet-port") {
             let kubelet_port = free_port().expect("free port");
             flags.extend(["--kubelet-port".into(), kubelet_port.to_string().into()]);
@@ -71,12 +91,16 @@ impl MockNode {
             state_dir.clone().into(),
             "--unhealthy-file".into(),
             unhealthy_file.clone().into(),
-            "--log-level".into(),
-            "info,vk_core=debug".into(),
         ]);
+        if !args.iter().any(|a| a == "--log-level") {
+            flags.extend(["--log-level".into(), "info,vk_core=debug".into()]);
+        }
         flags.extend(args.iter().map(OsString::from));
-        let process = KubeletProcess::start(env!("CARGO_BIN_EXE_vk-mock"), flags, &log)
-            .expect("spawn vk-mock");
+        let program = wrapper
+            .first()
+            .copied()
+            .unwrap_or(env!("CARGO_BIN_EXE_vk-mock"));
+        let process = KubeletProcess::start(program, flags, &log).expect("spawn vk-mock");
         MockNode {
             name: name.to_string(),
             metrics_port,
@@ -87,6 +111,11 @@ impl MockNode {
             process,
             _dir: dir,
         }
+    }
+
+    /// The process's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// Kills the process with SIGKILL (no clean shutdown).
