@@ -13,7 +13,7 @@ use crate::support::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -33,6 +33,30 @@ fn anonymous_tls(cluster: &TestCluster, alpn: &[&[u8]]) -> tokio_rustls::TlsConn
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// TLS toward the node's kubelet API with the apiserver's kubelet client
+/// certificate (authenticated and authorized, as the apiserver is).
+fn apiserver_tls(cluster: &TestCluster) -> tokio_rustls::TlsConnector {
+    let pki = cluster.dir().join("pki");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(cluster.ca_cert_path()).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(pki.join("apiserver-kubelet-client.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.join("apiserver-kubelet-client.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -144,6 +168,72 @@ async fn connections_that_never_finish_their_headers_are_closed_within_the_deadl
     // The server still serves a complete request.
     let (code, out) = kubelet_get(&cluster, port, "/healthz").await;
     assert_eq!((code.as_str(), out.as_str()), ("200", "ok"));
+    delete_node(&cluster.client(), &node.name).await;
+}
+
+#[tokio::test]
+async fn kept_alive_connections_idle_past_the_timeout_are_closed_but_streams_are_not() {
+    let idle = Duration::from_secs(2);
+    let (cluster, ns, node) = running_app("idle", &["--api-idle-timeout", "2s"]).await;
+    let port = kubelet_port(&cluster, &node.name).await;
+    let tls = apiserver_tls(&cluster);
+    let connect = || async {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tls.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+
+    // One request, answered, then nothing: closed after the idle timeout.
+    let mut s = connect().await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    assert!(closed_within(&mut s, idle + Duration::from_secs(2)).await);
+    let closed_after = answered.elapsed();
+    println!("idle kept-alive connection closed {closed_after:?} after its response");
+    assert!(
+        closed_after >= idle - Duration::from_millis(100),
+        "{closed_after:?}"
+    );
+
+    // A log stream with gaps between lines is served past the idle timeout.
+    let mut s = connect().await;
+    let request = format!(
+        "GET /containerLogs/{}/app/main?follow=true&tailLines=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ns.name()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut text = String::new();
+    let mut last_read = started;
+    while started.elapsed() < idle * 3 {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                last_read = Instant::now();
+            }
+            other => panic!(
+                "the stream ended: {other:?} after {:?}: {text}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(last_read.duration_since(started) > idle * 2, "{text}");
+    assert!(text.matches("main: tick").count() >= 3, "{text}");
     delete_node(&cluster.client(), &node.name).await;
 }
 
