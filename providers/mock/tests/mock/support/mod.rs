@@ -23,6 +23,13 @@ pub use vk_test_support::{
 
 pub mod test_host;
 
+/// The `vk-mock` binary the tests run: `VK_MOCK_BIN` when set (a copy of
+/// one's own build, where several checkouts share a target directory and
+/// overwrite each other's `target/debug/vk-mock`), else Cargo's.
+pub fn vk_mock_bin() -> String {
+    std::env::var("VK_MOCK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vk-mock").to_string())
+}
+
 /// How long a mock pod may take to run: the mock backend starts it at once.
 pub const RUNNING_WITHIN: Duration = Duration::from_secs(20);
 
@@ -60,7 +67,8 @@ impl MockNode {
         nofile: u32,
     ) -> MockNode {
         let limit = format!("--nofile={nofile}:{nofile}");
-        let wrapper = ["prlimit", limit.as_str(), env!("CARGO_BIN_EXE_vk-mock")];
+        let bin = vk_mock_bin();
+        let wrapper = ["prlimit", limit.as_str(), bin.as_str()];
         MockNode::start_wrapped(cluster.kubeconfig(), name, extra, &wrapper)
     }
 
@@ -96,10 +104,8 @@ impl MockNode {
             flags.extend(["--log-level".into(), "info,vk_core=debug".into()]);
         }
         flags.extend(args.iter().map(OsString::from));
-        let program = wrapper
-            .first()
-            .copied()
-            .unwrap_or(env!("CARGO_BIN_EXE_vk-mock"));
+        let own = vk_mock_bin();
+        let program = wrapper.first().copied().unwrap_or(own.as_str());
         let process = KubeletProcess::start(program, flags, &log).expect("spawn vk-mock");
         MockNode {
             name: name.to_string(),
@@ -250,7 +256,7 @@ pub async fn run_app(cluster: &TestCluster, ns: &str, node: &str) {
 /// Whether this build of vk-mock serves the kubelet HTTPS API (it then has
 /// the serving-certificate flags, and `kubectl logs` reaches it).
 pub fn has_kubelet_api() -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_vk-mock"))
+    std::process::Command::new(vk_mock_bin())
         .arg("--help")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--serving-cert-file"))
