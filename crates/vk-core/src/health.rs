@@ -98,8 +98,8 @@ pub async fn serve(
         let app = app.clone();
         let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
         tokio::spawn(async move {
-            let _slot = slot;
-            crate::api::serve_http1(TokioIo::new(tcp), app, peer, deadline, IDLE_TIMEOUT).await;
+            let io = crate::api::listener::Counted::new(TokioIo::new(tcp), slot);
+            crate::api::serve_http1(io, app, peer, deadline, IDLE_TIMEOUT).await;
         });
     }
 }

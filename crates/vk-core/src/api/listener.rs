@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -139,6 +141,62 @@ impl Drop for Slot {
                 open.per_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+/// A connection's IO holding its [`Slot`]: the place is given back when the
+/// IO is dropped, also after an upgrade (exec, attach and port-forward
+/// streams keep the connection's IO long after its HTTP exchange ended).
+#[derive(Debug)]
+pub struct Counted<I> {
+    io: I,
+    _slot: Slot,
+}
+
+impl<I> Counted<I> {
+    /// `io`, counted against `slot` for as long as it lives.
+    pub fn new(io: I, slot: Slot) -> Counted<I> {
+        Counted { io, _slot: slot }
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -300,6 +358,18 @@ mod tests {
         assert_eq!(adm.open(), 2);
         let _c1 = adm.admit(ip(3)).unwrap();
         assert_eq!(adm.admit(ip(1)).unwrap_err(), Refusal::Total);
+    }
+
+    #[test]
+    fn a_counted_io_holds_its_place_until_dropped() {
+        let adm = Admission::new(ConnectionLimits {
+            total: 1,
+            per_ip: 1,
+        });
+        let io = Counted::new((), adm.admit(ip(1)).unwrap());
+        assert_eq!(adm.admit(ip(2)).unwrap_err(), Refusal::Total);
+        drop(io);
+        assert!(adm.admit(ip(2)).is_ok());
     }
 
     #[test]

@@ -210,7 +210,6 @@ pub async fn serve(
         let deadline = tokio::time::Instant::now() + config.header_timeout;
         let idle = config.idle_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
             let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -229,7 +228,9 @@ pub async fn serve(
                 .and_then(|certs| certs.first())
                 .and_then(|c| auth::identity_from_cert(c.as_ref()));
             let svc = app.layer(Extension(PeerIdentity(identity)));
-            serve_http1(TokioIo::new(tls), svc, peer, deadline, idle).await;
+            // The slot goes with the IO: an upgraded stream still counts.
+            let io = listener::Counted::new(TokioIo::new(tls), slot);
+            serve_http1(io, svc, peer, deadline, idle).await;
         });
     }
     Ok(())
