@@ -151,9 +151,34 @@ pub struct KubeletArgs {
     #[arg(long = "authorization-mode", value_enum, default_value_t = crate::api::AuthorizationMode::Webhook)]
     pub authorization_mode: crate::api::AuthorizationMode,
 
-    /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
-    #[arg(long = "metrics-addr", default_value = "0.0.0.0:10255")]
+    /// Address of the plain-HTTP metrics and health endpoints (/metrics,
+    /// /healthz, /readyz; nothing about pods). Loopback by default: probes
+    /// from the node's kubelet need 0.0.0.0:<port> (the charts set it).
+    #[arg(long = "metrics-addr", default_value = "127.0.0.1:10255")]
     pub metrics_addr: std::net::SocketAddr,
+
+    // The kubelet API's defences against hostile clients (docs/security.md).
+    /// Deadline for a new kubelet API connection's TLS handshake and first
+    /// request headers together, counted from accept.
+    #[arg(long = "api-header-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub api_header_timeout: Duration,
+
+    /// A kept-alive kubelet API connection is closed when its next request's
+    /// headers have not arrived this long after the previous response
+    /// (streams being served are not idle).
+    #[arg(long = "api-idle-timeout", default_value = "90s", value_parser = parse_duration)]
+    pub api_idle_timeout: Duration,
+
+    /// Most kubelet API connections open at once; further connections are
+    /// closed at accept. Default 1024, or the file-descriptor limit less 256
+    /// when that is smaller, so the process keeps descriptors for its own
+    /// work and its metrics port.
+    #[arg(long = "api-max-connections", value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_max_connections: Option<u32>,
+
+    /// Most kubelet API connections open at once from one client IP.
+    #[arg(long = "api-max-connections-per-ip", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_max_connections_per_ip: u32,
 
     /// Kubernetes API requests per second, shared by every node of the process.
     /// One node may carry thousands of pods, a write or two each: the

@@ -1,32 +1,30 @@
-//! The plain-HTTP side port: `/metrics` (Prometheus), `/healthz`, `/readyz`, and
-//! `/runningpods/` (the backends' pods with their original UIDs, as upstream's debug endpoint).
+//! The plain-HTTP side port: `/metrics` (Prometheus), `/healthz` and `/readyz`,
+//! nothing else. It has no authentication, so it serves nothing about pods:
+//! `/runningpods/` and every endpoint that returns pod specs are on the
+//! authenticated kubelet API (`crate::api`). It binds to loopback unless
+//! `--metrics-addr` says otherwise.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use k8s_openapi::api::core::v1::Pod;
+use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-
-use crate::pod::PodController;
-use crate::provider::Provider;
-
-type NodeHandles = Vec<(Arc<dyn Provider>, Arc<PodController>)>;
 
 /// What the health endpoints look at.
 pub struct HealthState {
     expected: usize,
     registered: AtomicUsize,
     all_registered: Notify,
-    nodes: Mutex<NodeHandles>,
 }
 
 impl HealthState {
@@ -36,16 +34,7 @@ impl HealthState {
             expected,
             registered: AtomicUsize::new(0),
             all_registered: Notify::new(),
-            nodes: Mutex::default(),
         }
-    }
-
-    /// Adds a node's provider and pod controller.
-    pub fn add_node(&self, provider: Arc<dyn Provider>, pods: Arc<PodController>) {
-        self.nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((provider, pods));
     }
 
     /// Marks one more node as registered.
@@ -70,15 +59,6 @@ impl HealthState {
             notified.await;
         }
     }
-
-    fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        self.nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect()
-    }
 }
 
 #[derive(Clone)]
@@ -98,8 +78,6 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/runningpods/", get(running_pods))
-        .route("/runningpods", get(running_pods))
         .with_state(AppState { registry, health });
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -109,13 +87,27 @@ pub async fn serve(
         }
     };
     info!(%addr, "metrics and health endpoints listening");
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = res {
-        error!(error = %e, "metrics server stopped");
+    // Probes and a scraper: a few connections. The cap keeps this port from
+    // taking the descriptors the kubelet API leaves for the process.
+    let limits = crate::api::listener::ConnectionLimits {
+        total: 64,
+        per_ip: 64,
+    };
+    let mut listener = crate::api::listener::Listener::new(listener, "metrics", limits);
+    while let Some((tcp, peer, slot)) = listener.next(&stop).await {
+        let app = app.clone();
+        let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
+        tokio::spawn(async move {
+            let io = crate::api::listener::Counted::new(TokioIo::new(tcp), slot);
+            crate::api::serve_http1(io, app, peer, deadline, IDLE_TIMEOUT).await;
+        });
     }
 }
+
+/// Deadline of a metrics connection's first request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive metrics connection may wait for its next request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut body = String::new();
@@ -138,20 +130,4 @@ async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "nodes not registered yet").into_response()
     }
-}
-
-async fn running_pods(State(s): State<AppState>) -> Response {
-    let mut items: Vec<Pod> = Vec::new();
-    for p in s.health.providers() {
-        match p.list_pods().await {
-            Ok(pods) => items.extend(pods.into_iter().map(|bp| {
-                let mut pod = bp.pod;
-                pod.status = Some(bp.status);
-                pod
-            })),
-            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-        }
-    }
-    let list = serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items });
-    axum::Json(list).into_response()
 }

@@ -209,7 +209,9 @@ impl ResolvedPod {
 pub struct BackendPod {
     /// Identity, with the UID of the pod it was created for.
     pub key: PodKey,
-    /// The pod object as the provider last received it (for `/runningpods/`).
+    /// The pod object as the provider last received it: resolved, Secret
+    /// values included. The core never serves or logs it (`/runningpods/`
+    /// shows the API's copy).
     pub pod: Pod,
     /// Current status in the backend.
     pub status: PodStatus,

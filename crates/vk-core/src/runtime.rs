@@ -170,7 +170,6 @@ where
             metrics.clone(),
         ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
-        health_state.add_node(provider.clone(), pods.clone());
         api_nodes.push(crate::api::NodeHandle {
             name: name.clone(),
             provider: provider.clone(),
@@ -212,6 +211,13 @@ where
             lifetime: args.serving_cert_lifetime,
             renew_before: args.serving_cert_renew_before,
         },
+        header_timeout: args.api_header_timeout,
+        idle_timeout: args.api_idle_timeout,
+        limits: crate::api::listener::ConnectionLimits::new(
+            args.api_max_connections,
+            1024,
+            args.api_max_connections_per_ip,
+        ),
     };
     let api_stop = stop.clone();
     let api_client = client.clone();

@@ -139,8 +139,7 @@ impl MockProvider {
         let mut pods = HashMap::new();
         if let Some(path) = &state_file {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("state dir {}: {e}", dir.display()))?;
+                state::create_dir(dir).map_err(|e| format!("state dir {}: {e}", dir.display()))?;
             }
             for sp in state::load(path)? {
                 let ip: Ipv4Addr = sp

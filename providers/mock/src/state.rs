@@ -2,6 +2,8 @@
 //! process, so adoption can be tested. Written atomically, debounced, off the hot path.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -85,10 +87,55 @@ pub fn load(path: &Path) -> Result<Vec<StoredPod>, String> {
     }
 }
 
-/// Writes a state file atomically (temporary file, then rename).
+/// Creates the state directory mode 0700 (or narrows an existing one to it):
+/// the state holds resolved pods, Secret values included.
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes a state file atomically (temporary file, then rename), mode 0600:
+/// it holds resolved env values and volume files, Secrets' among them.
 pub fn save(path: &Path, pods: &[StoredPod]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(pods).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
+    // A leftover temporary file may have another mode: start afresh.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    drop(file);
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_private_to_the_process_user() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A leftover temporary file readable by everyone is not reused.
+        let path = path_for(&dir, "n");
+        std::fs::write(path.with_extension("json.tmp"), b"old").unwrap();
+        create_dir(&dir).unwrap();
+        save(&path, &[]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(load(&path).unwrap().len(), 0);
+    }
 }

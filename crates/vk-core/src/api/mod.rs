@@ -6,12 +6,15 @@
 //! capabilities ([`crate::Provider::container_logs`] and friends); a missing one
 //! is a 501 for that endpoint only.
 //!
+//! - [`listener`]: connection caps, accept back-off, throttled warnings; the
+//!   deadlines of each connection are in [`serve_http1`];
 //! - [`tls`]: serving certificate (files or CSR) and the client CA;
 //! - [`auth`]: x509/TokenReview authentication, SubjectAccessReview authorization;
 //! - [`logs`], [`stats`]: the plain endpoints; `exec`/`attach`/`portForward` in [`streaming`]
 //!   (SPDY) and [`websocket`] (the WebSocket channel protocols).
 
 pub mod auth;
+pub mod listener;
 pub mod logs;
 pub mod stats;
 pub mod status;
@@ -22,6 +25,7 @@ mod websocket;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,7 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -88,6 +92,13 @@ pub struct ApiConfig {
     pub authorization: AuthorizationMode,
     /// Lifetime and renewal margin of a CSR-issued serving certificate.
     pub csr_renewal: tls::CsrRenewal,
+    /// Deadline of a new connection's TLS handshake and first request
+    /// headers, counted from accept.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request's headers.
+    pub idle_timeout: Duration,
+    /// Caps on connections open at once.
+    pub limits: listener::ConnectionLimits,
 }
 
 #[derive(Clone)]
@@ -186,44 +197,85 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("kubelet API cannot listen on {}: {e}", config.listen))?;
-    info!(addr = %config.listen, "kubelet API listening");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { warn!(error = %e, "accept failed"); continue; }
-            },
-            _ = stop.cancelled() => return Ok(()),
-        };
+    info!(
+        addr = %config.listen,
+        max_connections = config.limits.total,
+        max_connections_per_ip = config.limits.per_ip,
+        "kubelet API listening"
+    );
+    let mut listener = listener::Listener::new(listener, "kubelet API", config.limits);
+    while let Some((tcp, peer, slot)) = listener.next(&stop).await {
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let deadline = tokio::time::Instant::now() + config.header_timeout;
+        let idle = config.idle_timeout;
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "no TLS handshake within the header deadline; closed");
+                    return;
+                }
+            };
             let identity = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|c| auth::identity_from_cert(c.as_ref()));
-            let svc = app
-                .layer(Extension(PeerIdentity(identity)))
-                .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(Body::new));
-            let res = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc))
-                .await;
-            if let Err(e) = res {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
+            let svc = app.layer(Extension(PeerIdentity(identity)));
+            // The slot goes with the IO: an upgraded stream still counts.
+            let io = listener::Counted::new(TokioIo::new(tls), slot);
+            serve_http1(io, svc, peer, deadline, idle).await;
         });
+    }
+    Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades, for exec, attach and port-forward) on one
+/// connection, and nothing else: an HTTP/2 preface is answered as a bad
+/// HTTP/1 request and the connection closed. The first request's headers
+/// must be in by `deadline`; after each response, the next request's
+/// headers must be in within `idle` (hyper's header timer, which runs from
+/// the end of a response; a response being streamed is not idle).
+pub(crate) async fn serve_http1<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    idle: Duration,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
+    let svc = app.map_request(move |r: hyper::Request<hyper::body::Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        r.map(Body::new)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true)
+        .serve_connection(io, TowerToHyperService::new(svc))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = &mut conn => res,
+        _ = tokio::time::sleep_until(deadline) => {
+            if !first_request.load(Ordering::Relaxed) {
+                debug!(%peer, "no request headers within the header deadline; closed");
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -344,19 +396,40 @@ async fn pods(State(state): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
 }
 
+/// `/runningpods/`: what the backends run, each pod as the API has it (env
+/// and volumes as references, never the values the core resolved for the
+/// backend), with the backend's status.
 async fn running_pods(State(state): State<AppState>) -> Response {
     let mut items: Vec<Pod> = Vec::new();
     for n in state.nodes.iter() {
         match n.provider.list_pods().await {
-            Ok(pods) => items.extend(pods.into_iter().map(|bp| {
-                let mut pod = bp.pod;
-                pod.status = Some(bp.status);
-                pod
-            })),
+            Ok(pods) => items.extend(pods.into_iter().map(|bp| running_pod(n, bp))),
             Err(e) => return status::provider_error(&e),
         }
     }
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
+}
+
+/// One backend pod for `/runningpods/`. The provider's copy is the resolved
+/// pod (Secret values in its env): it is never served. The API's copy is,
+/// when it is the pod the workload was created for; a workload whose pod is
+/// gone from the API shows only its identity and status.
+fn running_pod(node: &NodeHandle, bp: crate::provider::BackendPod) -> Pod {
+    let api_pod = node
+        .pods
+        .find(&bp.key.namespace, &bp.key.name)
+        .filter(|p| p.metadata.uid.as_deref() == Some(bp.key.uid.as_str()));
+    let mut pod = api_pod.unwrap_or_else(|| Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(bp.key.name.clone()),
+            namespace: Some(bp.key.namespace.clone()),
+            uid: Some(bp.key.uid.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    pod.status = Some(bp.status);
+    pod
 }
 
 async fn container_logs(

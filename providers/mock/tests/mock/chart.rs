@@ -325,7 +325,7 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .collect();
     let log = dir.path().join("vk-mock.log");
     let log_file = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vk-mock"));
+    let mut cmd = Command::new(vk_mock_bin());
     cmd.args(&args)
         .arg("--kubeconfig")
         .arg(&kubeconfig)

@@ -7,6 +7,7 @@ mod support;
 
 mod api_faults;
 mod chart;
+mod hostile;
 mod image;
 mod kubelet_api;
 mod kubelet_rules;

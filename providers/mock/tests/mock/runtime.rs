@@ -853,7 +853,7 @@ async fn twenty_nodes_in_one_process() {
 
 #[tokio::test]
 async fn bad_config_and_bad_flags_exit_2_with_one_line() {
-    let bin = env!("CARGO_BIN_EXE_vk-mock");
+    let bin = vk_mock_bin();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(cfg.path(), r#"{"n": {"cpu": "lots"}}"#).unwrap();
     let cases: Vec<Vec<String>> = vec![
@@ -869,7 +869,7 @@ async fn bad_config_and_bad_flags_exit_2_with_one_line() {
         vec!["--success-events".into(), "some".into()],
     ];
     for args in cases {
-        let out = std::process::Command::new(bin)
+        let out = std::process::Command::new(&bin)
             .args(&args)
             .env_remove("KUBECONFIG")
             .output()

@@ -519,3 +519,49 @@ async fn legacy_websocket_clients_through_the_apiserver() {
     assert_eq!(echo_through(ws, data.clone()).await, data);
     delete_node(&cluster.client(), &node.name).await;
 }
+
+/// An exec, attach or port-forward stream keeps its connection's place under
+/// the caps after the upgrade: its descriptor is still open.
+#[tokio::test]
+async fn an_upgraded_stream_holds_its_connections_place_under_the_cap() {
+    let (cluster, ns, node) = running_app("wscap", &["--api-max-connections-per-ip", "1"]).await;
+    let port = kubelet_port(&cluster, &node.name).await;
+    let path = format!("/portForward/{}/app?port=8080", ns.name());
+    let (mut ws, _) = connect(
+        &cluster,
+        "apiserver-kubelet-client",
+        port,
+        &path,
+        &["v4.channel.k8s.io"],
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    let closed = |mut s: TcpStream, within: Duration| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    };
+    let second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(
+        closed(second, Duration::from_secs(3)).await,
+        "the stream holds the only place of its IP"
+    );
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(
+        !closed(third, Duration::from_secs(1)).await,
+        "the place is free once the stream ends"
+    );
+    delete_node(&cluster.client(), &node.name).await;
+}

@@ -23,6 +23,13 @@ pub use vk_test_support::{
 
 pub mod test_host;
 
+/// The `vk-mock` binary the tests run: `VK_MOCK_BIN` when set (a copy of
+/// one's own build, where several checkouts share a target directory and
+/// overwrite each other's `target/debug/vk-mock`), else Cargo's.
+pub fn vk_mock_bin() -> String {
+    std::env::var("VK_MOCK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vk-mock").to_string())
+}
+
 /// How long a mock pod may take to run: the mock backend starts it at once.
 pub const RUNNING_WITHIN: Duration = Duration::from_secs(20);
 
@@ -48,20 +55,41 @@ impl MockNode {
 
     /// [`MockNode::start`] against the cluster of `kubeconfig` (a test's own cluster).
     pub fn start_with_kubeconfig(kubeconfig: &Path, name: &str, extra: &[&str]) -> MockNode {
+        MockNode::start_wrapped(kubeconfig, name, extra, &[])
+    }
+
+    /// [`MockNode::start`] with at most `nofile` file descriptors
+    /// (`RLIMIT_NOFILE`, set by `prlimit`, which then runs `vk-mock` itself).
+    pub fn start_with_fd_limit(
+        cluster: &TestCluster,
+        name: &str,
+        extra: &[&str],
+        nofile: u32,
+    ) -> MockNode {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let bin = vk_mock_bin();
+        let wrapper = ["prlimit", limit.as_str(), bin.as_str()];
+        MockNode::start_wrapped(cluster.kubeconfig(), name, extra, &wrapper)
+    }
+
+    /// Starts `vk-mock`, or `wrapper[0]` with the rest of `wrapper` before
+    /// vk-mock's own arguments.
+    fn start_wrapped(kubeconfig: &Path, name: &str, extra: &[&str], wrapper: &[&str]) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
         let state_dir = dir.path().join("state");
         let unhealthy_file = dir.path().join("unhealthy");
         let log = dir.path().join("vk-mock.log");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut flags: Vec<OsString> = vec![
+        let mut flags: Vec<OsString> = wrapper.iter().skip(1).map(OsString::from).collect();
+        flags.extend::<[OsString; 6]>([
             "--kubeconfig".into(),
             kubeconfig.into(),
             "--nodename".into(),
             name.into(),
             "--metrics-addr".into(),
             format!("127.0.0.1:{metrics_port}").into(),
-        ];
+        ]);
         if !args.iter().any(|a| a == "--kubelet-port") {
             let kubelet_port = free_port().expect("free port");
             flags.extend(["--kubelet-port".into(), kubelet_port.to_string().into()]);
@@ -71,12 +99,14 @@ impl MockNode {
             state_dir.clone().into(),
             "--unhealthy-file".into(),
             unhealthy_file.clone().into(),
-            "--log-level".into(),
-            "info,vk_core=debug".into(),
         ]);
+        if !args.iter().any(|a| a == "--log-level") {
+            flags.extend(["--log-level".into(), "info,vk_core=debug".into()]);
+        }
         flags.extend(args.iter().map(OsString::from));
-        let process = KubeletProcess::start(env!("CARGO_BIN_EXE_vk-mock"), flags, &log)
-            .expect("spawn vk-mock");
+        let own = vk_mock_bin();
+        let program = wrapper.first().copied().unwrap_or(own.as_str());
+        let process = KubeletProcess::start(program, flags, &log).expect("spawn vk-mock");
         MockNode {
             name: name.to_string(),
             metrics_port,
@@ -87,6 +117,11 @@ impl MockNode {
             process,
             _dir: dir,
         }
+    }
+
+    /// The process's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// Kills the process with SIGKILL (no clean shutdown).
@@ -100,14 +135,33 @@ impl MockNode {
         self.process.restart().expect("restart vk-mock");
     }
 
-    /// The backend's pods, from the `/runningpods/` endpoint.
+    /// The backend's pods as the mock holds them (resolved: env values and
+    /// volume files), from its state files. The process serves them nowhere:
+    /// the kubelet API's `/runningpods/` shows the API's copy, and the metrics
+    /// port nothing about pods. The mock writes its state 100 ms after a
+    /// change; this waits 300 ms before reading it.
     pub async fn running_pods(&self) -> Vec<Pod> {
-        let url = format!("http://127.0.0.1:{}/runningpods/", self.metrics_port);
-        let Ok(body) = http_get(&url).await else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
             return Vec::new();
         };
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        serde_json::from_value(v["items"].clone()).unwrap_or_default()
+        let mut pods = Vec::new();
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let stored: Vec<serde_json::Value> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            pods.extend(stored.into_iter().filter_map(|sp| {
+                let mut pod: Pod = serde_json::from_value(sp["pod"].clone()).ok()?;
+                pod.status = serde_json::from_value(sp["status"].clone()).ok();
+                Some(pod)
+            }));
+        }
+        pods
     }
 
     /// The backend's pod with this name, if it runs.
@@ -215,7 +269,7 @@ pub async fn run_app(cluster: &TestCluster, ns: &str, node: &str) {
 /// Whether this build of vk-mock serves the kubelet HTTPS API (it then has
 /// the serving-certificate flags, and `kubectl logs` reaches it).
 pub fn has_kubelet_api() -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_vk-mock"))
+    std::process::Command::new(vk_mock_bin())
         .arg("--help")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--serving-cert-file"))
