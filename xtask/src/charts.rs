@@ -28,6 +28,7 @@ use crate::{cluster, controlplane_build, helm_build, kubectl, options, workspace
 /// its own, `Chart.yaml`, its values and their schema.
 const SHARED_TEMPLATES: &[&str] = &[
     "_helpers.tpl",
+    "admission-policies.yaml",
     "clusterrole.yaml",
     "configmap.yaml",
     "deployment.yaml",

@@ -241,6 +241,8 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
                 "ClusterRoleBinding",
                 "Role",
                 "RoleBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
             ]
             .contains(&o["kind"].as_str().unwrap_or(""))
         })
@@ -248,8 +250,8 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .collect();
     assert_eq!(
         rbac.len(),
-        5,
-        "ServiceAccount, ClusterRole(Binding), Role(Binding)"
+        9,
+        "ServiceAccount, ClusterRole(Binding), Role(Binding), 2 ValidatingAdmissionPolicies and their bindings"
     );
     let rbac_file = dir.path().join("rbac.json");
     std::fs::write(
@@ -272,6 +274,26 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         ),
         cluster.delete_on_drop("node", None, &node),
         cluster.delete_on_drop("lease", Some("kube-node-lease"), &node),
+        cluster.delete_on_drop(
+            "validatingadmissionpolicy",
+            None,
+            &format!("{fullname}-tokens"),
+        ),
+        cluster.delete_on_drop(
+            "validatingadmissionpolicybinding",
+            None,
+            &format!("{fullname}-tokens"),
+        ),
+        cluster.delete_on_drop(
+            "validatingadmissionpolicy",
+            None,
+            &format!("{fullname}-own-pods"),
+        ),
+        cluster.delete_on_drop(
+            "validatingadmissionpolicybinding",
+            None,
+            &format!("{fullname}-own-pods"),
+        ),
     ];
     let applied = cluster
         .kubectl(["apply", "-f", rbac_file.to_str().unwrap_or("")])
@@ -460,10 +482,69 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .collect();
     assert!(
         refused.is_empty(),
-        "calls refused by RBAC:\n{}",
+        "calls refused by RBAC or the admission policies:\n{}",
         refused.join("\n")
     );
     drop(kubelet);
+
+    // The escalation of docs/security.md fails at its first step: with the
+    // ServiceAccount's token, a token for another ServiceAccount that is not
+    // bound to a pod is refused, and so is deleting a pod of another node;
+    // the same deletion on its own node is allowed.
+    let attacker = vk_test_support::client_for_kubeconfig(&kubeconfig)
+        .await
+        .expect("the ServiceAccount's client");
+    let refused = |e: kube::Error| match e {
+        kube::Error::Api(s) => s.message,
+        other => panic!("not an API refusal: {other}"),
+    };
+    let tokens: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(attacker.clone(), "kube-system");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [] } })).expect("token request");
+    let message = tokens
+        .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>(
+            "token",
+            "clusterrole-aggregation-controller",
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .map(|_| ())
+        .map_err(refused)
+        .expect_err("an unbound token for another ServiceAccount");
+    assert!(
+        message.contains("only tokens bound to a pod"),
+        "refused by the policy: {message}"
+    );
+    let other_node = unique_name("elsewhere");
+    let victims: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    for (name, on) in [("victim", other_node.as_str()), ("own", node.as_str())] {
+        let mut p = pod(name, on);
+        p["spec"]["tolerations"] = json!([{ "operator": "Exists" }]);
+        victims
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(p).expect("pod"),
+            )
+            .await
+            .expect("create pod");
+    }
+    let as_attacker: Api<Pod> = Api::namespaced(attacker, ns.name());
+    let message = as_attacker
+        .delete("victim", &DeleteParams::default())
+        .await
+        .map(|_| ())
+        .map_err(refused)
+        .expect_err("deleting a pod of another node");
+    assert!(
+        message.contains(&format!("only the pods of node {node}")),
+        "refused by the policy: {message}"
+    );
+    as_attacker
+        .delete("own", &DeleteParams::default())
+        .await
+        .expect("deleting a pod of its own node");
 }
 
 /// Three replicas on `node`, with env from a ConfigMap and a Secret.
