@@ -142,28 +142,7 @@ impl MockProvider {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("state dir {}: {e}", dir.display()))?;
             }
-            for sp in state::load(path)? {
-                let ip: Ipv4Addr = sp
-                    .ip
-                    .parse()
-                    .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
-                opts.ips.reserve(ip);
-                let script = Script::of(&sp.pod).ok().flatten();
-                let pod = PodJson::of(&sp.pod)
-                    .map_err(|e| format!("state file {}: {e}", path.display()))?;
-                pods.insert(
-                    sp.key.clone(),
-                    Box::new(MockPod {
-                        volumes: state::decode_volumes(&sp.volumes),
-                        pulls: sp.pulls,
-                        pod,
-                        ip,
-                        status: Arc::new(sp.status),
-                        script,
-                        timeline: None,
-                    }),
-                );
-            }
+            pods = load_state(path, &opts.ips)?;
         }
         let inner = Arc::new(Inner {
             node: node.to_string(),
@@ -232,6 +211,37 @@ impl MockProvider {
         })?;
         Ok((run, cs.image.clone()))
     }
+}
+
+/// The pods of a state file, their IPs reserved in `ips`.
+fn load_state(
+    path: &std::path::Path,
+    ips: &IpAllocator,
+) -> Result<HashMap<PodKey, Box<MockPod>>, String> {
+    let mut pods = HashMap::new();
+    for sp in state::load(path)? {
+        let ip: Ipv4Addr = sp
+            .ip
+            .parse()
+            .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
+        ips.reserve(ip);
+        let script = Script::of(&sp.pod).ok().flatten();
+        let pod =
+            PodJson::of(&sp.pod).map_err(|e| format!("state file {}: {e}", path.display()))?;
+        pods.insert(
+            sp.key.clone(),
+            Box::new(MockPod {
+                volumes: state::decode_volumes(&sp.volumes),
+                pulls: sp.pulls,
+                pod,
+                ip,
+                status: Arc::new(sp.status),
+                script,
+                timeline: None,
+            }),
+        );
+    }
+    Ok(pods)
 }
 
 impl Inner {
@@ -684,6 +694,33 @@ impl Provider for MockProvider {
                 })
             })
             .collect()
+    }
+
+    /// A replica that stood by (`--leader-elect` with a shared
+    /// `--state-dir`) holds the backend as it was when it started: the
+    /// leader before it changed it since. Read the state file again.
+    async fn became_leader(&self) -> ProviderResult<()> {
+        let Some(path) = self.inner.state_file.clone() else {
+            return Ok(());
+        };
+        let ips = self.inner.ips.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_state(&path, &ips))
+            .await
+            .map_err(|e| ProviderError::unavailable(format!("reading the state file: {e}")))?
+            .map_err(ProviderError::unavailable)?;
+        let n = loaded.len();
+        let kept: std::collections::HashSet<Ipv4Addr> = loaded.values().map(|p| p.ip).collect();
+        let old = std::mem::replace(&mut *self.inner.lock(), loaded);
+        for p in old.into_values() {
+            if let Some(t) = p.timeline {
+                t.abort();
+            }
+            if !kept.contains(&p.ip) {
+                self.inner.ips.release(p.ip);
+            }
+        }
+        tracing::info!(node = %self.inner.node, pods = n, "took over the backend from the state file");
+        Ok(())
     }
 
     async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {

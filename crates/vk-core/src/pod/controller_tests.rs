@@ -383,6 +383,7 @@ fn config() -> NodeConfig {
         success_events: SuccessEvents::Live,
         provider_call_timeout: Duration::from_secs(5),
         node_restricted: false,
+        fence: crate::leader::Fence::open(),
     }
 }
 
