@@ -48,9 +48,41 @@ impl MockNode {
 
     /// [`MockNode::start`] against the cluster of `kubeconfig` (a test's own cluster).
     pub fn start_with_kubeconfig(kubeconfig: &Path, name: &str, extra: &[&str]) -> MockNode {
+        MockNode::spawn(
+            kubeconfig,
+            Path::new(env!("CARGO_BIN_EXE_vk-mock")),
+            name,
+            None,
+            extra,
+        )
+    }
+
+    /// One more replica of node `name` whose backend is the state directory
+    /// `state_dir` (shared with the other replicas: `--leader-elect` tests),
+    /// run from `binary` (a copy of `vk-mock` the test owns: restarts in a
+    /// long test then run the binary it started with).
+    pub fn start_replica(
+        cluster: &TestCluster,
+        binary: &Path,
+        name: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> MockNode {
+        MockNode::spawn(cluster.kubeconfig(), binary, name, Some(state_dir), extra)
+    }
+
+    fn spawn(
+        kubeconfig: &Path,
+        binary: &Path,
+        name: &str,
+        state_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
-        let state_dir = dir.path().join("state");
+        let state_dir = state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("state"));
         let unhealthy_file = dir.path().join("unhealthy");
         let log = dir.path().join("vk-mock.log");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -75,8 +107,7 @@ impl MockNode {
             "info,vk_core=debug".into(),
         ]);
         flags.extend(args.iter().map(OsString::from));
-        let process = KubeletProcess::start(env!("CARGO_BIN_EXE_vk-mock"), flags, &log)
-            .expect("spawn vk-mock");
+        let process = KubeletProcess::start(binary, flags, &log).expect("spawn vk-mock");
         MockNode {
             name: name.to_string(),
             metrics_port,
@@ -87,6 +118,11 @@ impl MockNode {
             process,
             _dir: dir,
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// Kills the process with SIGKILL (no clean shutdown).
