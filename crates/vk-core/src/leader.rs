@@ -211,6 +211,15 @@ impl Fence {
         let _ = rx.wait_for(|t| t.is_some()).await;
     }
 
+    /// Makes this replica the leader in `term` for `fresh` (tests of the writers).
+    #[cfg(test)]
+    pub(crate) fn lead_for(&self, term: i32, fresh: Duration) {
+        self.set(Some(Term {
+            transitions: term,
+            fresh_until: Instant::now() + fresh,
+        }));
+    }
+
     fn set(&self, term: Option<Term>) {
         if let Some(s) = &self.shared {
             s.term.send_replace(term);
