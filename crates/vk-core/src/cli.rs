@@ -385,6 +385,53 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kubelet: KubeletArgs,
+    }
+
+    fn args(flags: &[&str]) -> KubeletArgs {
+        use clap::Parser;
+        let mut argv = vec!["vk"];
+        argv.extend(flags);
+        Cli::try_parse_from(argv).expect("flags parse").kubelet
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let a = args(&["--leader-elect", "--nodename", "n1"]);
+        assert!(a.leader_elect);
+        assert_eq!(a.leader_lease_name("n1"), "vk-rs-n1");
+        let t = a.leader_timings().expect("defaults are valid");
+        assert_eq!(t.lease_duration, Duration::from_secs(15));
+        assert_eq!(t.renew_deadline, Duration::from_secs(10));
+        assert_eq!(t.retry_period, Duration::from_secs(2));
+        // The renew deadline must leave the fence's margin before the lease runs out.
+        assert!(
+            args(&["--leader-elect-renew-deadline", "14s"])
+                .leader_timings()
+                .is_err()
+        );
+        assert!(
+            args(&["--leader-elect-retry-period", "10s"])
+                .leader_timings()
+                .is_err()
+        );
+        // Many nodes need a lease name per node.
+        assert!(
+            args(&["--nodes", "3", "--leader-elect-lease-name", "one"])
+                .leader_timings()
+                .is_err()
+        );
+        let many = args(&["--nodes", "3", "--leader-elect-lease-name", "vk-{node}-x"]);
+        assert!(many.leader_timings().is_ok());
+        assert_eq!(
+            many.leader_lease_name("virtual-kubelet-2"),
+            "vk-virtual-kubelet-2-x"
+        );
+    }
+
     #[test]
     fn labels() {
         assert_eq!(parse_label("a=b"), Ok(("a".into(), "b".into())));

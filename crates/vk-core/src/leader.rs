@@ -427,11 +427,13 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Some(0)),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-                Err(e) => Err(e),
-            };
+            // Created by another replica at the same moment: a 409, an
+            // error like any other (the next attempt reads its record).
+            return self
+                .api
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| Some(0));
         };
         let observed = self.observe(lease.spec.as_ref());
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -452,19 +454,15 @@ impl Elector {
         spec.renew_time = Some(now);
         let term = spec.lease_transitions.unwrap_or(0);
         // The resourceVersion of the read makes this a compare-and-swap:
-        // of two replicas taking the same record, one gets a conflict.
-        match self
+        // of two replicas taking the same record, one gets a conflict (an
+        // error: a holder retries until its renew deadline, and the next
+        // read says whether someone else holds the Lease now).
+        let written = self
             .api
             .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(written) => {
-                self.observe(written.spec.as_ref());
-                Ok(Some(term))
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await?;
+        self.observe(written.spec.as_ref());
+        Ok(Some(term))
     }
 
     /// Closes the fence and, when this replica holds the Lease, releases it
