@@ -99,6 +99,10 @@ struct Inner {
     /// `Some`: status changes are not pushed, the core polls this often.
     poll: Option<Duration>,
     state_file: Option<PathBuf>,
+    /// The state file's modification time when this process last read or
+    /// wrote it: a file changed since by another replica (`--leader-elect`
+    /// with a shared `--state-dir`) is not overwritten with this one's view.
+    state_seen: Mutex<Option<std::time::SystemTime>>,
     dirty: Notify,
     unhealthy_file: Option<PathBuf>,
 }
@@ -152,6 +156,7 @@ impl MockProvider {
             reserved: Mutex::default(),
             notifier: OnceLock::new(),
             poll: opts.poll,
+            state_seen: Mutex::new(state_file.as_deref().and_then(state::modified)),
             state_file,
             dirty: Notify::new(),
             unhealthy_file: opts.unhealthy_file.clone(),
@@ -298,10 +303,26 @@ async fn persist_loop(inner: Weak<Inner>) {
                 }
             })
             .collect();
+        let seen = *strong.state_seen.lock().unwrap_or_else(|p| p.into_inner());
         drop(strong);
-        let res = tokio::task::spawn_blocking(move || state::save(&path, &snapshot)).await;
+        let res = tokio::task::spawn_blocking(move || {
+            // Another replica wrote the file since: it leads now, and this
+            // (stopped or paused) one must not write its older view over it.
+            if state::modified(&path) != seen {
+                return Ok(None);
+            }
+            state::save(&path, &snapshot).map(|()| Some(state::modified(&path)))
+        })
+        .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(Some(now))) => {
+                if let Some(strong) = inner.upgrade() {
+                    *strong.state_seen.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                }
+            }
+            Ok(Ok(None)) => {
+                warn!("the mock state file was changed by another replica: not overwriting it")
+            }
             Ok(Err(e)) => warn!(error = %e, "writing the mock state file failed"),
             Err(e) => warn!(error = %e, "state writer task failed"),
         }
@@ -704,10 +725,18 @@ impl Provider for MockProvider {
             return Ok(());
         };
         let ips = self.inner.ips.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_state(&path, &ips))
-            .await
-            .map_err(|e| ProviderError::unavailable(format!("reading the state file: {e}")))?
-            .map_err(ProviderError::unavailable)?;
+        let (loaded, seen) = tokio::task::spawn_blocking(move || {
+            let seen = state::modified(&path);
+            load_state(&path, &ips).map(|pods| (pods, seen))
+        })
+        .await
+        .map_err(|e| ProviderError::unavailable(format!("reading the state file: {e}")))?
+        .map_err(ProviderError::unavailable)?;
+        *self
+            .inner
+            .state_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = seen;
         let n = loaded.len();
         let kept: std::collections::HashSet<Ipv4Addr> = loaded.values().map(|p| p.ip).collect();
         let old = std::mem::replace(&mut *self.inner.lock(), loaded);

@@ -85,6 +85,11 @@ pub fn load(path: &Path) -> Result<Vec<StoredPod>, String> {
     }
 }
 
+/// The state file's modification time (`None` when it does not exist).
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Writes a state file atomically (temporary file, then rename).
 pub fn save(path: &Path, pods: &[StoredPod]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");

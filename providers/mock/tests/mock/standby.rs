@@ -572,3 +572,98 @@ async fn leaders_killed_in_a_row_never_duplicate_a_workload_nor_write_out_of_tur
     );
     delete_node(&client, &node).await;
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `replica` with kill(1).
+fn signal(replica: &MockNode, signal: &str) {
+    let pid = replica.pid().expect("the replica runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_paused_leader_writes_nothing_when_it_resumes_and_exits() {
+    let (cluster, ns) = cluster_and_namespace("standby-pause").await;
+    let client = cluster.client();
+    let node = unique_name("standby-pause");
+    let set = Replicas::new(&node, ns.name());
+    let history = lease_history(&client, ns.name(), &node);
+    let mut a = set.start(&cluster);
+    wait_node_ready(&client, &node, Duration::from_secs(20)).await;
+    wait_until("replica a leads", Duration::from_secs(20), || async {
+        holder(&client, ns.name(), &node)
+            .await
+            .is_some_and(|h| is(&a, &h))
+    })
+    .await;
+    let mut b = set.start(&cluster);
+    let names: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    create_and_wait(&client, ns.name(), &node, &names).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the state file catches up
+    let ready = ReadyWatch::start(&client, &node);
+
+    // The leader stops (a long GC pause, a frozen VM, a partition): the
+    // standby takes over while it cannot know.
+    signal(&a, "-STOP");
+    wait_for("replica b to lead", Duration::from_secs(30), || async {
+        Ok(holder(&client, ns.name(), &node)
+            .await
+            .filter(|h| is(&b, h)))
+    })
+    .await
+    .unwrap();
+    let new: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    create_and_wait(&client, ns.name(), &node, &new).await;
+
+    // It resumes: its timers fire, its renewal is stale, its fence refuses
+    // every write; it finds the other holder and exits with code 1.
+    signal(&a, "-CONT");
+    let exited = wait_for("the old leader to exit", Duration::from_secs(30), || {
+        let status = a.try_wait();
+        async move { Ok(status) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(exited.code(), Some(1), "exit status {exited:?}");
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(
+        log.contains("lost a node's leader lease"),
+        "{}",
+        a.log_tail()
+    );
+
+    // Meanwhile the new leader kept acting.
+    create_and_wait(&client, ns.name(), &node, &["after".to_string()]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ready.assert_always_ready();
+    let history = terms(&history);
+    let writes = check_writes(&[&a, &b], &history);
+    let created = creations(&writes);
+    assert_eq!(created.len(), 14, "{created:?}");
+    assert!(created.values().all(|&n| n == 1), "{created:?}");
+    assert!(
+        writes.iter().any(|w| is(&b, &w.identity)),
+        "the new leader wrote"
+    );
+    // The backend holds exactly the API's pods: the resumed replica did not
+    // write its older view over the new leader's.
+    let listed = Api::<Pod>::namespaced(client.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let held = backend(&set.state(), &node);
+    assert_eq!(held.len(), listed.len(), "{held:?}");
+    for p in &listed {
+        assert_eq!(
+            held.get(&p.name_any()).map(|(uid, _, _)| uid.as_str()),
+            p.uid().as_deref(),
+            "pod {} in the backend",
+            p.name_any()
+        );
+    }
+    let _ = b.terminate(Duration::from_secs(15));
+    delete_node(&client, &node).await;
+}
