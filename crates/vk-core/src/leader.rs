@@ -243,7 +243,7 @@ pub struct Elector {
     config: ElectionConfig,
     fence: Fence,
     observed: Mutex<Option<Observed>>,
-    changed: Notify,
+    released: Notify,
 }
 
 /// How an election loop ended.
@@ -264,7 +264,7 @@ impl Elector {
             config,
             fence,
             observed: Mutex::new(None),
-            changed: Notify::new(),
+            released: Notify::new(),
         })
     }
 
@@ -287,8 +287,8 @@ impl Elector {
     async fn campaign_and_hold(&self) -> Ended {
         let t = &self.config.timings;
         let lease = format!("{}/{}", self.config.namespace, self.config.name);
-        // Standby: try every retry period, and at the moment the record we
-        // saw expires; a change seen by the watch restarts the wait.
+        // Standby: try every retry period, at the moment the record we saw
+        // expires, and at once when the watch shows the Lease released.
         loop {
             let started = Instant::now();
             match self.try_acquire_or_renew().await {
@@ -312,7 +312,7 @@ impl Elector {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
-                _ = self.changed.notified() => {}
+                _ = self.released.notified() => {}
             }
         }
         // Leader: renew every retry period; give up after the renew deadline.
@@ -369,6 +369,11 @@ impl Elector {
             o.holder == holder && o.renew_time == renew_time && o.transitions == transitions
         });
         if !same {
+            // A renewal only moves the expiry later; a released Lease is
+            // free at once: wake the standby for that.
+            if holder.is_none() {
+                self.released.notify_one();
+            }
             *observed = Some(Observed {
                 holder,
                 renew_time,
@@ -376,7 +381,6 @@ impl Elector {
                 duration,
                 at: Instant::now(),
             });
-            self.changed.notify_one();
         }
         observed.clone().unwrap_or(Observed {
             holder: None,

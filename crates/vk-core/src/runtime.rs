@@ -304,12 +304,13 @@ where
         // The fence closed when the lease was lost: nothing is written any
         // more. Exit, so that the process comes back as a standby.
         stop.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+            let _ = tokio::time::timeout_at(deadline, t).await;
         }
         server.abort();
         anyhow::bail!(
-            "lost a node's leader lease to another replica; exiting (nothing was written after the loss)"
+            "lost a node's leader lease (another replica holds it, or it was not renewed within the renew deadline); exiting, nothing was written after the loss"
         );
     }
     info!(timeout = ?args.shutdown_timeout, "shutting down; backend pods are left running");
