@@ -7,20 +7,18 @@
 //! (the Lease's `leaseTransitions` when it took it), and the tests hold those
 //! records against the Lease's history as a watch saw it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use vk_test_support::leader::{
+    self, ReadyWatch, Term, Write, audit, creations, is_process, lease_history, terms,
+};
 
 /// Flags of every replica: the election Lease in the test's namespace, JSON logs to parse.
 fn replica_flags(ns: &str) -> Vec<String> {
@@ -99,187 +97,18 @@ impl Replicas {
 
 /// The holder of node `node`'s leader Lease, if any.
 async fn holder(client: &Client, ns: &str, node: &str) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), ns)
-        .get_opt(&format!("vk-rs-{node}"))
-        .await
-        .ok()??;
-    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    leader::holder(client, ns, &format!("vk-rs-{node}")).await
 }
 
 /// Whether `identity` is the identity of the running process `replica`.
 fn is(replica: &MockNode, identity: &str) -> bool {
-    replica
-        .pid()
-        .is_some_and(|pid| identity.contains(&format!("_{pid}_")))
+    is_process(identity, replica.pid())
 }
 
-/// Samples node `node`'s Ready condition every 200 ms until dropped; keeps
-/// every sample that was not `True`.
-struct ReadyWatch {
-    stop: Arc<AtomicBool>,
-    not_ready: Arc<Mutex<Vec<String>>>,
-    samples: Arc<Mutex<usize>>,
-}
-
-impl ReadyWatch {
-    fn start(client: &Client, node: &str) -> ReadyWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let not_ready = Arc::new(Mutex::new(Vec::new()));
-        let samples = Arc::new(Mutex::new(0));
-        let (client, node) = (client.clone(), node.to_string());
-        let (s, n, c) = (stop.clone(), not_ready.clone(), samples.clone());
-        tokio::spawn(async move {
-            while !s.load(Ordering::SeqCst) {
-                let ready = node_ready(&client, &node).await;
-                *c.lock().unwrap() += 1;
-                if ready.as_ref().is_none_or(|(status, _)| status != "True") {
-                    n.lock()
-                        .unwrap()
-                        .push(format!("{:?} at {}", ready, Timestamp::now()));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        ReadyWatch {
-            stop,
-            not_ready,
-            samples,
-        }
-    }
-
-    /// Stops sampling; panics when the node was ever seen not Ready.
-    fn assert_always_ready(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let samples = *self.samples.lock().unwrap();
-        assert!(
-            samples > 20,
-            "the node's Ready condition was sampled ({samples} times)"
-        );
-        let not_ready = self.not_ready.lock().unwrap().clone();
-        assert!(
-            not_ready.is_empty(),
-            "the node was not Ready: {not_ready:?}"
-        );
-    }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// One term of the Lease: who took it and when (`acquireTime`).
-#[derive(Clone, Debug)]
-struct Term {
-    holder: String,
-    acquired: Timestamp,
-}
-
-/// Every term of node `node`'s Lease a watch sees, by `leaseTransitions`.
-fn lease_history(client: &Client, ns: &str, node: &str) -> Arc<Mutex<Vec<(i32, Term)>>> {
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let api = Api::<Lease>::namespaced(client.clone(), ns);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name=vk-rs-{node}"));
-    let h = history.clone();
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, cfg));
-        while let Some(ev) = events.next().await {
-            let lease = match ev {
-                Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => l,
-                _ => continue,
-            };
-            let Some(spec) = lease.spec else { continue };
-            let (Some(holder), Some(term), Some(at)) = (
-                spec.holder_identity.filter(|h| !h.is_empty()),
-                spec.lease_transitions,
-                spec.acquire_time,
-            ) else {
-                continue;
-            };
-            h.lock().unwrap().push((
-                term,
-                Term {
-                    holder,
-                    acquired: at.0,
-                },
-            ));
-        }
-    });
-    history
-}
-
-/// The terms seen, by `leaseTransitions`; panics when one term had two holders.
-fn terms(seen: &Mutex<Vec<(i32, Term)>>) -> BTreeMap<i32, Term> {
-    let mut terms: BTreeMap<i32, Term> = BTreeMap::new();
-    for (term, t) in seen.lock().unwrap().iter() {
-        let first = terms.entry(*term).or_insert_with(|| t.clone());
-        assert_eq!(
-            first.holder, t.holder,
-            "term {term} of the lease was held by two replicas"
-        );
-    }
-    terms
-}
-
-/// One write a replica's fence let through.
-#[derive(Debug, Clone)]
-struct Write {
-    at: Timestamp,
-    identity: String,
-    term: i32,
-    op: String,
-    object: String,
-}
-
-/// The `vk_audit` records of a replica's log (every run of it).
-fn audit(log: &Path) -> Vec<Write> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "vk_audit")
-        .map(|v| Write {
-            at: v["timestamp"].as_str().unwrap().parse().unwrap(),
-            identity: v["fields"]["identity"].as_str().unwrap().to_string(),
-            term: v["fields"]["term"].as_i64().unwrap() as i32,
-            op: v["fields"]["op"].as_str().unwrap().to_string(),
-            object: v["fields"]["object"].as_str().unwrap().to_string(),
-        })
-        .collect()
-}
-
-/// Checks every write against the Lease's history: made by the holder of
-/// the term it names, before the next term began. Returns the writes.
+/// Every write of `replicas`, checked against the Lease's history.
 fn check_writes(replicas: &[&MockNode], history: &BTreeMap<i32, Term>) -> Vec<Write> {
-    let writes: Vec<Write> = replicas.iter().flat_map(|r| audit(&r.log)).collect();
-    for w in &writes {
-        let term = history
-            .get(&w.term)
-            .unwrap_or_else(|| panic!("write {w:?} in a term the lease never had: {history:?}"));
-        assert_eq!(
-            term.holder, w.identity,
-            "write {w:?} by a replica that did not hold term {}",
-            w.term
-        );
-        if let Some((_, next)) = history.range(w.term + 1..).next() {
-            assert!(
-                w.at < next.acquired,
-                "write {w:?} after the next term began at {}",
-                next.acquired
-            );
-        }
-    }
-    writes
-}
-
-/// Backend creations per pod (namespace/name (uid)) in `writes`.
-fn creations(writes: &[Write]) -> HashMap<String, usize> {
-    let mut n = HashMap::new();
-    for w in writes.iter().filter(|w| w.op == "create") {
-        *n.entry(w.object.clone()).or_insert(0) += 1;
-    }
-    n
+    let logs: Vec<&Path> = replicas.iter().map(|r| r.log.as_path()).collect();
+    leader::check_writes(&logs, history)
 }
 
 /// The pods of the state file, by name: (uid, ip, start time).
@@ -323,7 +152,7 @@ async fn sigkill_of_the_leader_hands_the_node_to_the_standby_without_recreating(
     let node = unique_name("standby");
     let set = Replicas::new(&node, ns.name());
     let state = set.state();
-    let history = lease_history(&client, ns.name(), &node);
+    let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
 
     let mut a = set.start(&cluster);
     wait_node_ready(&client, &node, Duration::from_secs(20)).await;
@@ -476,7 +305,7 @@ async fn leaders_killed_in_a_row_never_duplicate_a_workload_nor_write_out_of_tur
     let node = unique_name("standby-loop");
     let set = Replicas::new(&node, ns.name());
     let state = set.state();
-    let history = lease_history(&client, ns.name(), &node);
+    let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
 
     let mut replicas = [set.start(&cluster), set.start(&cluster)];
     wait_node_ready(&client, &node, Duration::from_secs(30)).await;
@@ -589,7 +418,7 @@ async fn a_paused_leader_writes_nothing_when_it_resumes_and_exits() {
     let client = cluster.client();
     let node = unique_name("standby-pause");
     let set = Replicas::new(&node, ns.name());
-    let history = lease_history(&client, ns.name(), &node);
+    let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
     let mut a = set.start(&cluster);
     wait_node_ready(&client, &node, Duration::from_secs(20)).await;
     wait_until("replica a leads", Duration::from_secs(20), || async {
