@@ -106,6 +106,11 @@ true
 {{- if not .Values.taint.enabled }}
 - --disable-taint
 {{- end }}
+{{- if .Values.leaderElection.enabled }}
+- --leader-elect
+- --leader-elect-lease-name={{ include "vk.leaderLeaseName" . }}
+- --leader-elect-namespace={{ .Release.Namespace }}
+{{- end }}
 {{- include "vk.providerArgs" . }}
 {{- with .Values.extraArgs }}
 {{ toYaml . }}
@@ -194,6 +199,36 @@ test compares these rules with an allow-list of the calls.
   resources: ["certificatesigningrequests"]
   verbs: ["create", "get"]
 {{- end }}
+{{- end -}}
+
+{{- /* The name of the node's leader Lease (--leader-elect), in the release namespace. */ -}}
+{{- define "vk.leaderLeaseName" -}}
+{{- default (printf "vk-rs-%s" (include "vk.nodeName" .)) .Values.leaderElection.leaseName | trunc 253 -}}
+{{- end -}}
+
+{{- /* Replicas of the Deployment: more than one only with leader election. */ -}}
+{{- define "vk.replicas" -}}
+{{- $replicas := int .Values.replicas -}}
+{{- if and (gt $replicas 1) (not .Values.leaderElection.enabled) -}}
+{{- fail "replicas above 1 need leaderElection.enabled: two kubelets without it fight over the node and its pods" -}}
+{{- end -}}
+{{- $replicas -}}
+{{- end -}}
+
+{{- /*
+The leader Lease (--leader-elect): read, taken and renewed by compare-and-swap
+(get, update), created the first time (a create cannot be limited to one
+name), and watched by name (list, watch with metadata.name=<lease>) so that
+a standby sees each renewal as it happens.
+*/ -}}
+{{- define "vk.leaderLeaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "vk.leaderLeaseName" . | quote }}]
+  verbs: ["get", "update", "list", "watch"]
 {{- end -}}
 
 {{- /* The node's heartbeat Lease in kube-node-lease (a namespaced Role). */ -}}

@@ -211,6 +211,41 @@ pub struct KubeletArgs {
     #[arg(long = "no-success-events", conflicts_with = "success_events")]
     pub no_success_events: bool,
 
+    /// Run as one of several replicas serving the same nodes (a hot
+    /// standby): per node, the replica that holds a `coordination.k8s.io/v1`
+    /// Lease of its own acts; the others watch and write nothing until the
+    /// Lease is free or expires. Off by default (one replica).
+    #[arg(long = "leader-elect")]
+    pub leader_elect: bool,
+
+    /// Name of each node's leader Lease; `{node}` stands for the node's name
+    /// (needed with --nodes N > 1). Not the node's heartbeat Lease in kube-node-lease.
+    #[arg(long = "leader-elect-lease-name", default_value = "vk-rs-{node}")]
+    pub leader_elect_lease_name: String,
+
+    /// Namespace of the leader Leases; default: the process's own (its
+    /// service account's in a pod, else the kubeconfig context's, else `default`).
+    #[arg(long = "leader-elect-namespace", env = "VK_LEADER_ELECT_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+
+    /// How long a standby waits after the last renewal it saw before it takes the Lease.
+    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+
+    /// How long the leader keeps trying to renew before it stops acting (and exits).
+    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+
+    /// How often the leader renews and a standby tries to take the Lease.
+    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+
+    /// On SIGTERM, how long in-flight backend calls and API writes may take
+    /// to finish before the process releases its leader Leases and exits.
+    /// Backend workloads are never deleted because the process stops.
+    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -271,6 +306,43 @@ impl KubeletArgs {
                 .map(|i| format!("{}-{i}", self.node_name))
                 .collect()
         }
+    }
+}
+
+impl KubeletArgs {
+    /// The leader Lease of node `node` (`--leader-elect-lease-name`).
+    pub fn leader_lease_name(&self, node: &str) -> String {
+        self.leader_elect_lease_name.replace("{node}", node)
+    }
+
+    /// The election timings, checked as client-go checks them.
+    pub fn leader_timings(&self) -> Result<crate::leader::Timings, String> {
+        let t = crate::leader::Timings {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        };
+        if t.retry_period.is_zero() || t.lease_duration < Duration::from_secs(1) {
+            return Err("--leader-elect-retry-period must be above 0 and --leader-elect-lease-duration at least 1s".into());
+        }
+        if t.renew_deadline <= t.retry_period {
+            return Err(
+                "--leader-elect-renew-deadline must be longer than --leader-elect-retry-period"
+                    .into(),
+            );
+        }
+        if t.renew_deadline + crate::leader::SAFETY_MARGIN > t.lease_duration {
+            return Err(format!(
+                "--leader-elect-lease-duration must be at least --leader-elect-renew-deadline plus {}s",
+                crate::leader::SAFETY_MARGIN.as_secs()
+            ));
+        }
+        if self.nodes > 1 && !self.leader_elect_lease_name.contains("{node}") {
+            return Err(
+                "--leader-elect-lease-name must contain {node} with --nodes above 1".into(),
+            );
+        }
+        Ok(t)
     }
 }
 
@@ -336,6 +408,53 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kubelet: KubeletArgs,
+    }
+
+    fn args(flags: &[&str]) -> KubeletArgs {
+        use clap::Parser;
+        let mut argv = vec!["vk"];
+        argv.extend(flags);
+        Cli::try_parse_from(argv).expect("flags parse").kubelet
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let a = args(&["--leader-elect", "--nodename", "n1"]);
+        assert!(a.leader_elect);
+        assert_eq!(a.leader_lease_name("n1"), "vk-rs-n1");
+        let t = a.leader_timings().expect("defaults are valid");
+        assert_eq!(t.lease_duration, Duration::from_secs(15));
+        assert_eq!(t.renew_deadline, Duration::from_secs(10));
+        assert_eq!(t.retry_period, Duration::from_secs(2));
+        // The renew deadline must leave the fence's margin before the lease runs out.
+        assert!(
+            args(&["--leader-elect-renew-deadline", "14s"])
+                .leader_timings()
+                .is_err()
+        );
+        assert!(
+            args(&["--leader-elect-retry-period", "10s"])
+                .leader_timings()
+                .is_err()
+        );
+        // Many nodes need a lease name per node.
+        assert!(
+            args(&["--nodes", "3", "--leader-elect-lease-name", "one"])
+                .leader_timings()
+                .is_err()
+        );
+        let many = args(&["--nodes", "3", "--leader-elect-lease-name", "vk-{node}-x"]);
+        assert!(many.leader_timings().is_ok());
+        assert_eq!(
+            many.leader_lease_name("virtual-kubelet-2"),
+            "vk-virtual-kubelet-2-x"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cli::SuccessEvents;
+use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     /// The node works with its own credentials (`--bootstrap-kubeconfig`),
     /// under NodeRestriction: labels a node may not set on itself are left out.
     pub node_restricted: bool,
+    /// The write check of `--leader-elect` ([`Fence::open`] without it):
+    /// every API write and backend mutation of the node asks it first.
+    pub fence: Fence,
 }
 
 /// The shared context of one node's controllers.
@@ -114,6 +118,14 @@ async fn send_success_events(
             return;
         };
         let Some(ctx) = ctx.upgrade() else { return };
+        let object = format!(
+            "{}/{}",
+            pending.object.namespace.as_deref().unwrap_or_default(),
+            pending.object.name.as_deref().unwrap_or_default()
+        );
+        if ctx.config.fence.check("event", object).is_err() {
+            continue;
+        }
         tokio::spawn(async move {
             let event = ctx.normal_event(&pending.object, pending.reason, pending.note, pending.at);
             let res = crate::pod::writes::create_event(&ctx.client, &event).await;
@@ -155,6 +167,14 @@ impl NodeContext {
     /// event is not worth failing a sync for.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
         self.event_limiter.acquire().await;
+        let target = format!(
+            "{}/{}",
+            object.namespace.as_deref().unwrap_or_default(),
+            object.name.as_deref().unwrap_or_default()
+        );
+        if self.config.fence.check("event", target).is_err() {
+            return;
+        }
         let ev = Event {
             type_: if warning {
                 EventType::Warning

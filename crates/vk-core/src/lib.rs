@@ -69,6 +69,7 @@ pub mod context;
 pub mod csr;
 pub mod health;
 pub mod identity;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod objects;

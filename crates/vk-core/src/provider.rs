@@ -460,6 +460,15 @@ pub trait Provider: Send + Sync + 'static {
     /// Every workload this backend holds for this node (adoption, orphan removal, resync).
     async fn list_pods(&self) -> ProviderResult<Vec<BackendPod>>;
 
+    /// Called once when this replica becomes the node's leader
+    /// (`--leader-elect`), before the core adopts the backend's workloads
+    /// with [`Provider::list_pods`]. Another replica may have changed the
+    /// backend while this one stood by: a provider that keeps the backend's
+    /// state in the process reloads it here. It must not mutate the backend.
+    async fn became_leader(&self) -> ProviderResult<()> {
+        Ok(())
+    }
+
     /// Identity and status of every workload: all the periodic reconcile reads.
     /// The default takes them from [`Provider::list_pods`]; a provider that
     /// keeps whole pods in memory should answer without copying them (the

@@ -140,6 +140,21 @@ where
         time_added: None,
     });
 
+    // One election per node (`--leader-elect`); without it every fence is open.
+    let timings = if args.leader_elect {
+        Some(args.leader_timings().map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let identity = crate::leader::replica_identity();
+    let lease_namespace = args
+        .leader_elect_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let mut electors = Vec::new();
+    let lost = CancellationToken::new();
+
     let names = args.node_names();
     let health_state = Arc::new(HealthState::new(names.len()));
     let mut tasks = Vec::new();
@@ -147,6 +162,21 @@ where
     for name in &names {
         let provider = provider_for(name)
             .with_context(|| format!("setting up the provider for node {name}"))?;
+        let elector = timings.clone().map(|timings| {
+            crate::leader::Elector::new(
+                client.clone(),
+                crate::leader::ElectionConfig {
+                    namespace: lease_namespace.clone(),
+                    name: args.leader_lease_name(name),
+                    identity: identity.clone(),
+                    timings,
+                },
+            )
+        });
+        let fence = elector
+            .as_ref()
+            .map(|e| e.fence())
+            .unwrap_or_else(crate::leader::Fence::open);
         let config = NodeConfig {
             name: name.clone(),
             node_ip: args.node_ip.to_string(),
@@ -161,6 +191,7 @@ where
             success_events: args.success_events.effective(args.no_success_events),
             provider_call_timeout: args.provider_call_timeout.max(Duration::from_secs(1)),
             node_restricted: args.bootstrap_kubeconfig.is_some(),
+            fence: fence.clone(),
         };
         let ctx = Arc::new(NodeContext::new(
             client.clone(),
@@ -177,13 +208,37 @@ where
         });
         let registered = Arc::new(Notify::new());
         let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
-        tasks.push(tokio::spawn(node.run(stop.clone(), registered.clone())));
+        let node_stop = stop.clone();
+        let node_fence = fence.clone();
+        let pods_registered = registered.clone();
+        tasks.push(tokio::spawn(async move {
+            // A standby registers nothing and renews nothing: the node is the leader's.
+            tokio::select! {
+                _ = node_fence.acquired() => node.run(node_stop, registered).await,
+                _ = node_stop.cancelled() => {}
+            }
+        }));
+        if let Some(elector) = elector {
+            let (stop, lost) = (stop.clone(), lost.clone());
+            let runner = elector.clone();
+            tasks.push(tokio::spawn(async move {
+                if runner.run(stop).await == crate::leader::Ended::Lost {
+                    lost.cancel();
+                }
+            }));
+            electors.push(elector);
+        }
         let pods_stop = stop.clone();
         let pods_client = client.clone();
         let hs = health_state.clone();
+        let elected = fence.elected();
         tasks.push(tokio::spawn(async move {
-            // Pods only after the node exists: the scheduler and the pods need it.
-            registered.notified().await;
+            // Pods only after the node exists: the scheduler and the pods
+            // need it. A standby watches its pods at once (its cache is warm
+            // when it takes over) and counts as ready: it is ready to lead.
+            if !elected {
+                pods_registered.notified().await;
+            }
             hs.node_registered();
             if let Err(e) = pods.run(pods_client, pods_stop).await {
                 error!(error = %e, "pod controller stopped");
@@ -247,11 +302,34 @@ where
         }
     }
 
-    shutdown_signal().await;
-    info!("shutting down; backend pods are left running");
+    let lost_lease = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = lost.cancelled() => true,
+    };
+    if lost_lease {
+        // The fence closed when the lease was lost: nothing is written any
+        // more. Exit, so that the process comes back as a standby.
+        stop.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for t in tasks {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+        server.abort();
+        anyhow::bail!(
+            "lost a node's leader lease (another replica holds it, or it was not renewed within the renew deadline); exiting, nothing was written after the loss"
+        );
+    }
+    info!(timeout = ?args.shutdown_timeout, "shutting down; backend pods are left running");
     stop.cancel();
+    // In-flight backend calls and writes finish within one bound for all
+    // (the fence stays open while the lease is fresh), then the leases are
+    // released so that the standbys take over at once.
+    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    for elector in &electors {
+        elector.release().await;
     }
     server.abort();
     Ok(())

@@ -66,6 +66,15 @@ pub const LEASE_ALLOWED: (&str, &str, &[&str]) = (
     &["create", "get", "update"],
 );
 
+/// leader.rs (`--leader-elect`): `get_opt`, `replace` (update) and `create`
+/// of the node's leader Lease, and a watch of it by name (list, watch), in
+/// the release namespace only.
+pub const LEADER_LEASE_ALLOWED: (&str, &str, &[&str]) = (
+    "coordination.k8s.io",
+    "leases",
+    &["create", "get", "update", "list", "watch"],
+);
+
 /// Verbs that change an object.
 pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
 
@@ -322,22 +331,38 @@ pub fn check_rbac(objects: &[Value], want: &RbacExpectation) {
 
     // The lease Role: kube-node-lease only, get/update on this node's lease only.
     let roles = of_kind(objects, "Role");
-    assert_eq!(roles.len(), 1, "one Role");
-    assert_eq!(roles[0]["metadata"]["namespace"], "kube-node-lease");
-    let lease_grants = grants(&roles[0]["rules"]);
-    let lease_set: BTreeSet<(String, String, String)> = lease_grants
+    let heartbeat: Vec<&Value> = roles
         .iter()
-        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .copied()
+        .filter(|r| r["metadata"]["namespace"] == "kube-node-lease")
         .collect();
-    assert_eq!(lease_set, allowed_set(&[LEASE_ALLOWED]));
-    for (_, _, verb, names) in &lease_grants {
-        if verb != "create" {
-            assert_eq!(
-                names,
-                &vec![node.to_string()],
-                "{verb} on leases not limited to the node"
-            );
-        }
+    assert_eq!(heartbeat.len(), 1, "one Role in kube-node-lease");
+    check_lease_role(heartbeat[0], &[LEASE_ALLOWED], node);
+    // With --leader-elect, the leader Lease's Role: the release namespace
+    // only, everything but create on that one Lease.
+    let leader: Vec<&Value> = roles
+        .iter()
+        .copied()
+        .filter(|r| r["metadata"]["namespace"] != "kube-node-lease")
+        .collect();
+    assert!(leader.len() <= 1, "at most one leader Lease Role");
+    for role in &leader {
+        assert_eq!(
+            role["metadata"]["namespace"], want.namespace,
+            "the leader Lease Role is in the release namespace"
+        );
+        let lease = of_kind(objects, "Deployment")
+            .first()
+            .and_then(|d| {
+                strings(&d["spec"]["template"]["spec"]["containers"][0]["args"])
+                    .iter()
+                    .find_map(|a| {
+                        a.strip_prefix("--leader-elect-lease-name=")
+                            .map(str::to_string)
+                    })
+            })
+            .unwrap_or_else(|| format!("vk-rs-{node}"));
+        check_lease_role(role, &[LEADER_LEASE_ALLOWED], &lease);
     }
 
     // Bindings: the chart's own roles, to the chart's ServiceAccount; never cluster-admin.
@@ -369,7 +394,26 @@ pub fn check_rbac(objects: &[Value], want: &RbacExpectation) {
         );
     }
     assert_eq!(of_kind(objects, "ClusterRoleBinding").len(), 1);
-    assert_eq!(of_kind(objects, "RoleBinding").len(), 1);
+    assert_eq!(of_kind(objects, "RoleBinding").len(), roles.len());
+}
+
+/// A lease Role grants exactly `allowed`, everything but create on `lease` only.
+fn check_lease_role(role: &Value, allowed: &Allowed, lease: &str) {
+    let lease_grants = grants(&role["rules"]);
+    let lease_set: BTreeSet<(String, String, String)> = lease_grants
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    assert_eq!(lease_set, allowed_set(allowed));
+    for (_, _, verb, names) in &lease_grants {
+        if verb != "create" {
+            assert_eq!(
+                names,
+                &vec![lease.to_string()],
+                "{verb} on leases not limited to {lease}"
+            );
+        }
+    }
 }
 
 /// `cargo xtask charts --chart <chart>` against the shared test cluster

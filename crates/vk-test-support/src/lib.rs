@@ -92,6 +92,7 @@ mod kubeconfig;
 mod kubectl;
 mod kubelet_api;
 mod kubelet_process;
+pub mod leader;
 mod logs;
 mod moto;
 mod names;

@@ -99,6 +99,10 @@ struct Inner {
     /// `Some`: status changes are not pushed, the core polls this often.
     poll: Option<Duration>,
     state_file: Option<PathBuf>,
+    /// The state file's modification time when this process last read or
+    /// wrote it: a file changed since by another replica (`--leader-elect`
+    /// with a shared `--state-dir`) is not overwritten with this one's view.
+    state_seen: Mutex<Option<std::time::SystemTime>>,
     dirty: Notify,
     unhealthy_file: Option<PathBuf>,
 }
@@ -141,28 +145,7 @@ impl MockProvider {
             if let Some(dir) = path.parent() {
                 state::create_dir(dir).map_err(|e| format!("state dir {}: {e}", dir.display()))?;
             }
-            for sp in state::load(path)? {
-                let ip: Ipv4Addr = sp
-                    .ip
-                    .parse()
-                    .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
-                opts.ips.reserve(ip);
-                let script = Script::of(&sp.pod).ok().flatten();
-                let pod = PodJson::of(&sp.pod)
-                    .map_err(|e| format!("state file {}: {e}", path.display()))?;
-                pods.insert(
-                    sp.key.clone(),
-                    Box::new(MockPod {
-                        volumes: state::decode_volumes(&sp.volumes),
-                        pulls: sp.pulls,
-                        pod,
-                        ip,
-                        status: Arc::new(sp.status),
-                        script,
-                        timeline: None,
-                    }),
-                );
-            }
+            pods = load_state(path, &opts.ips)?;
         }
         let inner = Arc::new(Inner {
             node: node.to_string(),
@@ -172,6 +155,7 @@ impl MockProvider {
             reserved: Mutex::default(),
             notifier: OnceLock::new(),
             poll: opts.poll,
+            state_seen: Mutex::new(state_file.as_deref().and_then(state::modified)),
             state_file,
             dirty: Notify::new(),
             unhealthy_file: opts.unhealthy_file.clone(),
@@ -233,6 +217,37 @@ impl MockProvider {
     }
 }
 
+/// The pods of a state file, their IPs reserved in `ips`.
+fn load_state(
+    path: &std::path::Path,
+    ips: &IpAllocator,
+) -> Result<HashMap<PodKey, Box<MockPod>>, String> {
+    let mut pods = HashMap::new();
+    for sp in state::load(path)? {
+        let ip: Ipv4Addr = sp
+            .ip
+            .parse()
+            .map_err(|_| format!("state file {}: bad ip {}", path.display(), sp.ip))?;
+        ips.reserve(ip);
+        let script = Script::of(&sp.pod).ok().flatten();
+        let pod =
+            PodJson::of(&sp.pod).map_err(|e| format!("state file {}: {e}", path.display()))?;
+        pods.insert(
+            sp.key.clone(),
+            Box::new(MockPod {
+                volumes: state::decode_volumes(&sp.volumes),
+                pulls: sp.pulls,
+                pod,
+                ip,
+                status: Arc::new(sp.status),
+                script,
+                timeline: None,
+            }),
+        );
+    }
+    Ok(pods)
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, Box<MockPod>>> {
         self.pods.lock().unwrap_or_else(|p| p.into_inner())
@@ -287,10 +302,26 @@ async fn persist_loop(inner: Weak<Inner>) {
                 }
             })
             .collect();
+        let seen = *strong.state_seen.lock().unwrap_or_else(|p| p.into_inner());
         drop(strong);
-        let res = tokio::task::spawn_blocking(move || state::save(&path, &snapshot)).await;
+        let res = tokio::task::spawn_blocking(move || {
+            // Another replica wrote the file since: it leads now, and this
+            // (stopped or paused) one must not write its older view over it.
+            if state::modified(&path) != seen {
+                return Ok(None);
+            }
+            state::save(&path, &snapshot).map(|()| Some(state::modified(&path)))
+        })
+        .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(Some(now))) => {
+                if let Some(strong) = inner.upgrade() {
+                    *strong.state_seen.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                }
+            }
+            Ok(Ok(None)) => {
+                warn!("the mock state file was changed by another replica: not overwriting it")
+            }
             Ok(Err(e)) => warn!(error = %e, "writing the mock state file failed"),
             Err(e) => warn!(error = %e, "state writer task failed"),
         }
@@ -683,6 +714,41 @@ impl Provider for MockProvider {
                 })
             })
             .collect()
+    }
+
+    /// A replica that stood by (`--leader-elect` with a shared
+    /// `--state-dir`) holds the backend as it was when it started: the
+    /// leader before it changed it since. Read the state file again.
+    async fn became_leader(&self) -> ProviderResult<()> {
+        let Some(path) = self.inner.state_file.clone() else {
+            return Ok(());
+        };
+        let ips = self.inner.ips.clone();
+        let (loaded, seen) = tokio::task::spawn_blocking(move || {
+            let seen = state::modified(&path);
+            load_state(&path, &ips).map(|pods| (pods, seen))
+        })
+        .await
+        .map_err(|e| ProviderError::unavailable(format!("reading the state file: {e}")))?
+        .map_err(ProviderError::unavailable)?;
+        *self
+            .inner
+            .state_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = seen;
+        let n = loaded.len();
+        let kept: std::collections::HashSet<Ipv4Addr> = loaded.values().map(|p| p.ip).collect();
+        let old = std::mem::replace(&mut *self.inner.lock(), loaded);
+        for p in old.into_values() {
+            if let Some(t) = p.timeline {
+                t.abort();
+            }
+            if !kept.contains(&p.ip) {
+                self.inner.ips.release(p.ip);
+            }
+        }
+        tracing::info!(node = %self.inner.node, pods = n, "took over the backend from the state file");
+        Ok(())
     }
 
     async fn list_statuses(&self) -> ProviderResult<Vec<(PodKey, PodStatus)>> {

@@ -87,6 +87,11 @@ pub fn load(path: &Path) -> Result<Vec<StoredPod>, String> {
     }
 }
 
+/// The state file's modification time (`None` when it does not exist).
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Creates the state directory mode 0700 (or narrows an existing one to it):
 /// the state holds resolved pods, Secret values included.
 pub fn create_dir(dir: &Path) -> std::io::Result<()> {

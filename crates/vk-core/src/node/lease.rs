@@ -65,6 +65,7 @@ async fn renew_once(
             // the wrong owner: fix it so garbage collection follows the current node.
             lease.metadata.owner_references = Some(vec![owner]);
             ctx.limiter.acquire().await;
+            fenced(ctx)?;
             let res = api.replace(name, &PostParams::default(), &lease).await;
             ctx.metrics.api("update", "leases", res.is_ok());
             *cached = Some(res?);
@@ -86,10 +87,19 @@ async fn renew_once(
                 }),
             };
             ctx.limiter.acquire().await;
+            fenced(ctx)?;
             let res = api.create(&PostParams::default(), &lease).await;
             ctx.metrics.api("create", "leases", res.is_ok());
             *cached = Some(res?);
             Ok(())
         }
     }
+}
+
+/// The fence of `--leader-elect`: only the node's leader renews its heartbeat.
+fn fenced(ctx: &NodeContext) -> Result<(), kube::Error> {
+    ctx.config
+        .fence
+        .check("renew_node_lease", &ctx.config.name)
+        .map_err(|e| kube::Error::Service(Box::new(e)))
 }

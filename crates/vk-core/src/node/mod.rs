@@ -223,6 +223,7 @@ impl NodeController {
         let node = match existing? {
             None => {
                 self.ctx.limiter.acquire().await;
+                self.fenced("create_node")?;
                 let res = api.create(&PostParams::default(), &desired).await;
                 self.ctx.metrics.api("create", "nodes", res.is_ok());
                 match res {
@@ -262,6 +263,7 @@ impl NodeController {
                     "spec": { "taints": taints, "providerID": desired.spec.as_ref().and_then(|s| s.provider_id.clone()) },
                 });
                 self.ctx.limiter.acquire().await;
+                self.fenced("patch_node")?;
                 let res = api
                     .patch(
                         &self.ctx.config.name,
@@ -433,10 +435,20 @@ impl NodeController {
         }
     }
 
+    /// The fence of `--leader-elect` before a write of the node's objects.
+    fn fenced(&self, op: &'static str) -> Result<(), kube::Error> {
+        self.ctx
+            .config
+            .fence
+            .check(op, &self.ctx.config.name)
+            .map_err(|e| kube::Error::Service(Box::new(e)))
+    }
+
     async fn write_status(&self, status: &NodeStatus) -> Result<(), kube::Error> {
         let api: Api<Node> = Api::all(self.ctx.client.clone());
         let patch = serde_json::json!({ "status": status });
         self.ctx.limiter.acquire().await;
+        self.fenced("patch_node_status")?;
         let res = api
             .patch_status(
                 &self.ctx.config.name,

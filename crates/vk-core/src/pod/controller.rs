@@ -73,6 +73,7 @@ impl PodController {
             provider,
             metrics.clone(),
             config.provider_call_timeout,
+            config.fence.clone(),
         ));
         Arc::new(PodController {
             node: config.name.clone(),
@@ -153,6 +154,18 @@ impl PodController {
         tokio::select! {
             _ = init_rx.recv() => {}
             _ = stop.cancelled() => { watch_task.abort(); return Ok(()); }
+        }
+        // A standby (`--leader-elect`) stops here, its store kept current by
+        // the watch, until it holds the node's lease: then it adopts what
+        // the previous leader left running.
+        let fence = self.sync.calls.fence().clone();
+        if fence.elected() {
+            info!(node = %self.node, "standing by: pods watched, nothing written until this replica leads");
+            tokio::select! {
+                _ = fence.acquired() => {}
+                _ = stop.cancelled() => { watch_task.abort(); return Ok(()); }
+            }
+            self.took_over().await;
         }
         self.adopt().await;
 
@@ -281,6 +294,21 @@ impl PodController {
             }
             queue.done(&key);
             self.metrics.queue_depth.set(queue.len() as i64);
+        }
+    }
+
+    /// Lets the provider reload what the previous leader changed (retried
+    /// until it answers: adopting a stale view would recreate workloads).
+    async fn took_over(&self) {
+        loop {
+            match self.sync.calls.became_leader().await {
+                Ok(()) => return,
+                Err(e) => {
+                    let wait = e.retry_hint().unwrap_or(Duration::from_secs(2));
+                    warn!(error = %e, ?wait, "the provider could not take over the backend; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 

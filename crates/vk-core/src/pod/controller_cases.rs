@@ -135,6 +135,55 @@ async fn running_workloads_are_adopted_not_recreated() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_standby_writes_nothing_until_it_leads_then_adopts_without_recreating() {
+    let mut existing = pod("web", "u1");
+    existing.status.as_mut().unwrap().phase = Some("Running".into());
+    let provider = FakeProvider::new(true).holding(&existing);
+    let fence = crate::leader::Fence::closed("standby");
+    let config = NodeConfig {
+        fence: fence.clone(),
+        ..config()
+    };
+    let rig = start_with(
+        config,
+        provider,
+        FakeObjects::default(),
+        vec![existing, pod("new", "u2")],
+    )
+    .await;
+    // A standby: the pods are watched, nothing is written or called.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(rig.provider.count("list"), 0, "not even adoption");
+    assert_eq!(rig.provider.count("create"), 0);
+    assert_eq!(rig.api.status_writes.load(Ordering::SeqCst), 0);
+    assert!(rig.api.events.lock().unwrap().is_empty());
+
+    // It leads: the running workload is adopted, the new pod created once.
+    fence.lead_for(1, Duration::from_secs(13));
+    until(5, "the new pod Running", || {
+        rig.api.phase("new").as_deref() == Some("Running")
+    })
+    .await;
+    assert_eq!(rig.provider.count("create"), 1);
+    assert!(rig.provider.resolved("web").is_some());
+
+    // Its lease goes stale (no renewal): a new pod is not created.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    rig.api.apply(pod("late", "u3"));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rig.provider.count("create"),
+        1,
+        "nothing created once fenced"
+    );
+    assert!(rig.provider.resolved("late").is_none());
+    assert!(
+        rig.backend_calls("create", "fenced") >= 1,
+        "the create was tried and refused by the fence"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn orphans_are_removed_at_start() {
     let provider = FakeProvider::new(true).holding(&pod("gone", "u-old"));
     let rig = start(provider, FakeObjects::default(), vec![]).await;

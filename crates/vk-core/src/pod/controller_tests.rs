@@ -383,11 +383,22 @@ fn config() -> NodeConfig {
         success_events: SuccessEvents::Live,
         provider_call_timeout: Duration::from_secs(5),
         node_restricted: false,
+        fence: crate::leader::Fence::open(),
     }
 }
 
 /// Starts a controller whose API already holds `existing`.
 async fn start(provider: FakeProvider, objects: FakeObjects, existing: Vec<Pod>) -> Rig {
+    start_with(config(), provider, objects, existing).await
+}
+
+/// [`start`] with the node's settings (a closed fence: a standby).
+async fn start_with(
+    config: NodeConfig,
+    provider: FakeProvider,
+    objects: FakeObjects,
+    existing: Vec<Pod>,
+) -> Rig {
     let (tx, rx) = mpsc::unbounded_channel();
     let api = Arc::new(FakeApi {
         pods: Mutex::default(),
@@ -411,7 +422,7 @@ async fn start(provider: FakeProvider, objects: FakeObjects, existing: Vec<Pod>)
     let provider = Arc::new(provider);
     let objects = Arc::new(objects);
     let controller = PodController::with_parts(
-        &config(),
+        &config,
         metrics.clone(),
         api.clone(),
         objects.clone(),

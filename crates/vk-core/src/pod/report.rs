@@ -88,6 +88,11 @@ impl PodWriter for ApiWriter {
         mut status: PodStatus,
     ) -> Result<(), WriteError> {
         self.ctx.limiter.acquire().await;
+        self.ctx
+            .config
+            .fence
+            .check("patch_status", format_args!("{namespace}/{name}"))
+            .map_err(|e| WriteError::Failed(e.to_string()))?;
         let res =
             writes::patch_pod_status(&self.ctx.client, namespace, name, uid, &mut status).await;
         self.ctx.metrics.api("patch", "pods/status", res.is_ok());
@@ -121,6 +126,11 @@ impl PodWriter for ApiWriter {
             ..Default::default()
         };
         self.ctx.limiter.acquire().await;
+        self.ctx
+            .config
+            .fence
+            .check("delete_pod", format_args!("{namespace}/{name}"))
+            .map_err(|e| WriteError::Failed(e.to_string()))?;
         let res = writes::delete_pod(&self.ctx.client, namespace, name, &dp).await;
         self.ctx.metrics.api("delete", "pods", res.is_ok());
         res.map_err(write_error)

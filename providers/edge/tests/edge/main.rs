@@ -11,4 +11,5 @@ mod chart;
 mod durability;
 mod image;
 mod pods;
+mod standby;
 mod streams;

@@ -81,7 +81,28 @@ fn the_deployment_runs_the_node_as_the_values_say() {
         template("rel", "vk-system", &["--set", "nodeName=vk-mock-7"]).expect("helm template");
     let rendered = objects(&manifest);
     let deployment = of_kind(&rendered, "Deployment")[0];
-    assert_eq!(deployment["spec"]["replicas"], 1);
+    // A hot standby by default: two replicas with --leader-elect, a rolling
+    // update that starts a standby before it stops one, on different hosts
+    // when it can, and never both taken by a drain.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({ "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } })
+    );
+    let anti = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        anti["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let pdb = of_kind(&rendered, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    assert_eq!(pdb[0]["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb[0]["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "rel-vk-mock");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -91,9 +112,41 @@ fn the_deployment_runs_the_node_as_the_values_say() {
         "--nodename=vk-mock-7",
         "--provider-config=/etc/vk/config.json",
         "--metrics-addr=0.0.0.0:10255",
+        "--leader-elect",
+        "--leader-elect-lease-name=vk-rs-vk-mock-7",
+        "--leader-elect-namespace=vk-system",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
     }
+
+    // One replica without leader election: Recreate, no PDB, no leader Role.
+    let single = objects(
+        &template(
+            "rel",
+            "vk-system",
+            &[
+                "--set",
+                "replicas=1",
+                "--set",
+                "leaderElection.enabled=false",
+            ],
+        )
+        .expect("helm template"),
+    );
+    let deployment = of_kind(&single, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert!(of_kind(&single, "PodDisruptionBudget").is_empty());
+    assert_eq!(
+        of_kind(&single, "Role").len(),
+        1,
+        "the heartbeat Lease's only"
+    );
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        !args.iter().any(|a| a.starts_with("--leader-elect")),
+        "{args:?}"
+    );
     let env = container["env"].as_array().cloned().unwrap_or_default();
     let pod_ip = env
         .iter()
@@ -172,10 +225,19 @@ fn bad_values_are_rejected() {
     rejected(&["--set", "providerConfig.cpu=lots"], "/providerConfig/cpu");
     rejected(&["--set", "kubeletPort=70000"], "/kubeletPort");
     rejected(&["--set", "unknownKey=1"], "unknownKey");
+    rejected(&["--set", "replicas=0"], "/replicas");
+    rejected(
+        &["--set", "leaderElection.leaseName=Not_A_Name"],
+        "/leaderElection/leaseName",
+    );
     // The templates check what the schema cannot see.
     rejected(
         &["--set", "serviceAccount.create=false"],
         "serviceAccount.name is required",
+    );
+    rejected(
+        &["--set", "leaderElection.enabled=false"],
+        "replicas above 1 need leaderElection.enabled",
     );
 }
 
@@ -250,8 +312,8 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .collect();
     assert_eq!(
         rbac.len(),
-        9,
-        "ServiceAccount, ClusterRole(Binding), Role(Binding), 2 ValidatingAdmissionPolicies and their bindings"
+        11,
+        "ServiceAccount, ClusterRole(Binding), Role(Binding) for each Lease, 2 ValidatingAdmissionPolicies and their bindings"
     );
     let rbac_file = dir.path().join("rbac.json");
     std::fs::write(
@@ -386,6 +448,18 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(node.as_str())
+    );
+    // The leader Lease (--leader-elect) in the release namespace, taken by the process.
+    let leader = Api::<Lease>::namespaced(client.clone(), ns.name())
+        .get(&format!("vk-rs-{node}"))
+        .await
+        .expect("the leader lease");
+    assert!(
+        leader
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| !h.is_empty()),
+        "the leader lease has a holder"
     );
 
     // A 3-replica Deployment whose pods read a ConfigMap and a Secret.

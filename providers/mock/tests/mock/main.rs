@@ -15,5 +15,6 @@ mod node_identity;
 mod node_proxy;
 mod referenced_objects;
 mod runtime;
+mod standby;
 mod top;
 mod websocket;

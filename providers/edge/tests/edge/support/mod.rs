@@ -87,6 +87,38 @@ impl EdgeNode {
         name: &str,
         extra: &[&str],
     ) -> EdgeNode {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vk-edge"));
+        Self::spawn(binary, vkcp, kubeconfig, endpoint, name, extra)
+    }
+
+    /// One more replica of node `name` (`--leader-elect` tests), run from
+    /// `binary` (a copy the test owns, so that restarts run the binary it
+    /// started with).
+    pub fn start_replica(
+        cluster: &TestCluster,
+        binary: &std::path::Path,
+        endpoint: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> EdgeNode {
+        Self::spawn(
+            binary,
+            cluster.vkcp(),
+            cluster.kubeconfig(),
+            endpoint,
+            name,
+            extra,
+        )
+    }
+
+    fn spawn(
+        binary: &std::path::Path,
+        vkcp: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        endpoint: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> EdgeNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
         let kubelet_port = free_port().expect("free port");
@@ -106,8 +138,7 @@ impl EdgeNode {
             "info,vk_edge=debug".into(),
         ];
         flags.extend(extra.iter().map(OsString::from));
-        let process = KubeletProcess::start(env!("CARGO_BIN_EXE_vk-edge"), flags, &log)
-            .expect("spawn vk-edge");
+        let process = KubeletProcess::start(binary, flags, &log).expect("spawn vk-edge");
         EdgeNode {
             name: name.to_string(),
             metrics_port,
@@ -118,6 +149,11 @@ impl EdgeNode {
             process,
             _dir: dir,
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// SIGKILL.

@@ -55,7 +55,8 @@ impl MockNode {
 
     /// [`MockNode::start`] against the cluster of `kubeconfig` (a test's own cluster).
     pub fn start_with_kubeconfig(kubeconfig: &Path, name: &str, extra: &[&str]) -> MockNode {
-        MockNode::start_wrapped(kubeconfig, name, extra, &[])
+        let own = vk_mock_bin();
+        MockNode::spawn(kubeconfig, Path::new(&own), name, None, extra, &[])
     }
 
     /// [`MockNode::start`] with at most `nofile` file descriptors
@@ -69,15 +70,52 @@ impl MockNode {
         let limit = format!("--nofile={nofile}:{nofile}");
         let bin = vk_mock_bin();
         let wrapper = ["prlimit", limit.as_str(), bin.as_str()];
-        MockNode::start_wrapped(cluster.kubeconfig(), name, extra, &wrapper)
+        MockNode::spawn(
+            cluster.kubeconfig(),
+            Path::new(&bin),
+            name,
+            None,
+            extra,
+            &wrapper,
+        )
     }
 
-    /// Starts `vk-mock`, or `wrapper[0]` with the rest of `wrapper` before
+    /// One more replica of node `name` whose backend is the state directory
+    /// `state_dir` (shared with the other replicas: `--leader-elect` tests),
+    /// run from `binary` (a copy of `vk-mock` the test owns: restarts in a
+    /// long test then run the binary it started with).
+    pub fn start_replica(
+        cluster: &TestCluster,
+        binary: &Path,
+        name: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> MockNode {
+        MockNode::spawn(
+            cluster.kubeconfig(),
+            binary,
+            name,
+            Some(state_dir),
+            extra,
+            &[],
+        )
+    }
+
+    /// Starts `binary`, or `wrapper[0]` with the rest of `wrapper` before
     /// vk-mock's own arguments.
-    fn start_wrapped(kubeconfig: &Path, name: &str, extra: &[&str], wrapper: &[&str]) -> MockNode {
+    fn spawn(
+        kubeconfig: &Path,
+        binary: &Path,
+        name: &str,
+        state_dir: Option<&Path>,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> MockNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics_port = free_port().expect("free port");
-        let state_dir = dir.path().join("state");
+        let state_dir = state_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("state"));
         let unhealthy_file = dir.path().join("unhealthy");
         let log = dir.path().join("vk-mock.log");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -104,9 +142,11 @@ impl MockNode {
             flags.extend(["--log-level".into(), "info,vk_core=debug".into()]);
         }
         flags.extend(args.iter().map(OsString::from));
-        let own = vk_mock_bin();
-        let program = wrapper.first().copied().unwrap_or(own.as_str());
-        let process = KubeletProcess::start(program, flags, &log).expect("spawn vk-mock");
+        let process = match wrapper.first() {
+            Some(program) => KubeletProcess::start(program, flags, &log),
+            None => KubeletProcess::start(binary, flags, &log),
+        }
+        .expect("spawn vk-mock");
         MockNode {
             name: name.to_string(),
             metrics_port,
