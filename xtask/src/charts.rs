@@ -32,7 +32,9 @@ const SHARED_TEMPLATES: &[&str] = &[
     "clusterrole.yaml",
     "configmap.yaml",
     "deployment.yaml",
+    "leader-lease-role.yaml",
     "lease-role.yaml",
+    "poddisruptionbudget.yaml",
     "serviceaccount.yaml",
 ];
 

@@ -106,7 +106,11 @@ true
 {{- if not .Values.taint.enabled }}
 - --disable-taint
 {{- end }}
-{{- if .Values.leaderElection.enabled }}
+{{- if include "vk.nodeIdentity" . }}
+- --bootstrap-kubeconfig={{ include "vk.bootstrapDir" . }}/kubeconfig
+- --cert-dir={{ include "vk.certDir" . }}
+{{- end }}
+{{- if include "vk.leaderElect" . }}
 - --leader-elect
 - --leader-elect-lease-name={{ include "vk.leaderLeaseName" . }}
 - --leader-elect-namespace={{ .Release.Namespace }}
@@ -206,9 +210,48 @@ test compares these rules with an allow-list of the calls.
 {{- default (printf "vk-rs-%s" (include "vk.nodeName" .)) .Values.leaderElection.leaseName | trunc 253 -}}
 {{- end -}}
 
-{{- /* Replicas of the Deployment: more than one only with leader election. */ -}}
+{{- /*
+identity.mode=node: the process is the node itself, as a kubelet: TLS
+bootstrap with the kubeconfig of identity.bootstrapSecret, then
+system:node:<nodeName> under the Node authorizer and NodeRestriction. The
+ServiceAccount gets no rule at all.
+*/ -}}
+{{- define "vk.nodeIdentity" -}}
+{{- $identity := dig "identity" dict .Values.AsMap -}}
+{{- if eq (default "serviceAccount" $identity.mode) "node" -}}
+{{- if not $identity.bootstrapSecret -}}
+{{- fail "identity.mode node needs identity.bootstrapSecret: a Secret in the release namespace with a bootstrap kubeconfig under the key kubeconfig" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- /* Where the bootstrap kubeconfig is mounted, and the node's certificates kept (node identity). */ -}}
+{{- define "vk.bootstrapDir" -}}
+/etc/vk-bootstrap
+{{- end -}}
+
+{{- define "vk.certDir" -}}
+/var/lib/vk-pki
+{{- end -}}
+
+{{- /*
+Leader election, when asked for and possible: a node's own credentials may
+write only its heartbeat Lease in kube-node-lease, so with the node identity
+the chart runs one replica without it.
+*/ -}}
+{{- define "vk.leaderElect" -}}
+{{- if and .Values.leaderElection.enabled (not (include "vk.nodeIdentity" .)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- /* Replicas of the Deployment: more than one only with leader election (one with the node identity). */ -}}
 {{- define "vk.replicas" -}}
 {{- $replicas := int .Values.replicas -}}
+{{- if include "vk.nodeIdentity" . -}}
+{{- $replicas = 1 -}}
+{{- end -}}
 {{- if and (gt $replicas 1) (not .Values.leaderElection.enabled) -}}
 {{- fail "replicas above 1 need leaderElection.enabled: two kubelets without it fight over the node and its pods" -}}
 {{- end -}}

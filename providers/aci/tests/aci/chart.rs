@@ -16,7 +16,7 @@ use vk_test_support::chart::{self, RbacExpectation, assert_rejected, of_kind, po
 const CHART: &str = "vk-aci";
 
 /// The renderings `cargo xtask charts` checks: the defaults and each `ci/` file.
-const VARIANTS: &[&str] = &["", "workload-identity", "client-secret"];
+const VARIANTS: &[&str] = &["", "workload-identity", "client-secret", "node-identity"];
 
 fn render(args: &[&str]) -> Vec<Value> {
     chart::render(CHART, args)

@@ -41,6 +41,7 @@ const VARIANTS: &[&str] = &[
     "on-device",
     "on-device-podman",
     "device-credentials",
+    "node-identity",
 ];
 
 fn render_variant(variant: &str) -> Vec<Value> {

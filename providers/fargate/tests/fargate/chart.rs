@@ -17,7 +17,7 @@ use vk_test_support::chart::{self, RbacExpectation, assert_rejected, of_kind, po
 const CHART: &str = "vk-fargate";
 
 /// The renderings `cargo xtask charts` checks: the defaults and each `ci/` file.
-const VARIANTS: &[&str] = &["", "irsa", "credentials-secret"];
+const VARIANTS: &[&str] = &["", "irsa", "credentials-secret", "node-identity"];
 
 fn render(args: &[&str]) -> Vec<Value> {
     chart::render(CHART, args)

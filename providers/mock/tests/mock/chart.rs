@@ -249,7 +249,89 @@ fn lint_is_clean_and_the_apiserver_accepts_every_rendering() {
             "vk-mock.yaml",
             "vk-mock-secret-tls.yaml",
             "vk-mock-existing-serviceaccount.yaml",
+            "vk-mock-node-identity.yaml",
         ],
+    );
+}
+
+/// `identity.mode=node`: the process is the node, bootstrapped from the
+/// Secret's kubeconfig; the ServiceAccount gets no rule at all, so nothing
+/// of the ServiceAccount mode's cluster-wide reach (Secrets, ConfigMaps,
+/// tokens, every pod) is rendered.
+#[test]
+fn the_node_identity_renders_no_rule_for_the_service_account() {
+    let node_values = chart::ci_values(CHART, "node-identity");
+    let node_mode =
+        objects(&template("rel", "vk-system", &["--values", &node_values]).expect("helm template"));
+    let sa_mode = objects(&template("rel", "vk-system", &[]).expect("helm template"));
+    let kinds = |objects: &[Value]| -> Vec<String> {
+        let mut k: Vec<String> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap_or("").to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    for kind in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            of_kind(&node_mode, kind).is_empty(),
+            "no {kind} in node mode: {:?}",
+            kinds(&node_mode)
+        );
+    }
+    let rules: Vec<(String, String, String, Vec<String>)> = of_kind(&sa_mode, "ClusterRole")
+        .iter()
+        .flat_map(|r| chart::grants(&r["rules"]))
+        .collect();
+    let reads: Vec<&String> = rules
+        .iter()
+        .filter(|(_, resource, _, _)| resource == "secrets" || resource == "configmaps")
+        .map(|(_, resource, _, _)| resource)
+        .collect();
+    assert_eq!(
+        reads.len(),
+        2,
+        "ServiceAccount mode reads Secrets and ConfigMaps: {rules:?}"
+    );
+    eprintln!(
+        "ServiceAccount mode grants {} cluster-wide rules (Secrets and ConfigMaps by name, every pod, tokens of every ServiceAccount); node mode grants none: the Node authorizer decides",
+        rules.len()
+    );
+    let deployment = of_kind(&node_mode, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], json!(1));
+    let spec = &deployment["spec"]["template"]["spec"];
+    let args = strings(&spec["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--bootstrap-kubeconfig=/etc/vk-bootstrap/kubeconfig".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--cert-dir=/var/lib/vk-pki".to_string()),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == json!("vk-bootstrap"))
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["name"] == json!("node-certificates") && v["emptyDir"].is_object())
+    );
+    chart::assert_rejected(
+        CHART,
+        &["--set", "identity.mode=node"],
+        "identity.mode node needs identity.bootstrapSecret",
     );
 }
 
