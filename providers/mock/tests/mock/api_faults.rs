@@ -26,7 +26,17 @@ impl FaultyNode {
     /// Starts the proxy (no fault yet) and `vk-mock` behind it, with room
     /// for 1,000 pods; returns once the node is Ready.
     async fn ready(cluster: &TestCluster, prefix: &str, extra: &[&str]) -> FaultyNode {
-        let proxy = FaultProxy::start(cluster.kubeconfig()).await.unwrap();
+        FaultyNode::ready_in(cluster.kubeconfig(), &cluster.client(), prefix, extra).await
+    }
+
+    /// [`FaultyNode::ready`] in the cluster of `admin` (a test's own).
+    async fn ready_in(
+        admin: &std::path::Path,
+        client: &Client,
+        prefix: &str,
+        extra: &[&str],
+    ) -> FaultyNode {
+        let proxy = FaultProxy::start(admin).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("through-the-proxy.kubeconfig");
         proxy.write_kubeconfig(&kubeconfig).unwrap();
@@ -40,7 +50,7 @@ impl FaultyNode {
         let mut args = vec!["--provider-config", config.to_str().unwrap()];
         args.extend_from_slice(extra);
         let node = MockNode::start_with_kubeconfig(&kubeconfig, &name, &args);
-        wait_node_ready(&cluster.client(), &name, Duration::from_secs(30)).await;
+        wait_node_ready(client, &name, Duration::from_secs(30)).await;
         FaultyNode {
             proxy,
             node,
@@ -341,5 +351,128 @@ async fn while_every_request_fails_for_a_minute_the_rate_stays_bounded_and_an_ex
         },
     )
     .await;
+    delete_node(&client, &node).await;
+}
+
+/// The names of the backend's pods, sorted.
+async fn backend_names(node: &MockNode) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .running_pods()
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Tolerations of the node's `unreachable` and `not-ready` NoExecute taints
+/// for `seconds`, beside the provider's taint.
+fn tolerating_for(mut p: serde_json::Value, seconds: u32) -> serde_json::Value {
+    p["spec"]["tolerations"] = json!([
+        { "key": "virtual-kubelet.io/provider", "operator": "Exists" },
+        { "key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds },
+        { "key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds },
+    ]);
+    p
+}
+
+/// The eviction cascade of docs/reliability.md: the kubelet is away (killed)
+/// longer than one pod's `tolerationSeconds` (5 s here) and shorter than the
+/// other's (the default 300 s). The node lifecycle controller evicts the
+/// first: its object is deleted gracefully and waits, Terminating, for a
+/// kubelet. When the kubelet comes back, through an apiserver that first
+/// answers nothing, it deletes no workload until it has the complete list;
+/// then it deletes the evicted pod's workload and object, and keeps the
+/// other workload as it was (adopted, not recreated).
+///
+/// In a cluster of its own (a 20 s node monitor grace period instead of
+/// 40 s), with a second, healthy node: the node lifecycle controller evicts
+/// nothing when every node of a zone is NotReady (the shared cluster
+/// collects the dead nodes of other tests).
+#[tokio::test]
+async fn a_kubelet_away_past_a_toleration_stops_only_the_evicted_pods_workload() {
+    let own = tokio::task::spawn_blocking(|| {
+        vk_test_support::OwnCluster::up(
+            "eviction-cluster",
+            &["--controller-manager-arg=--node-monitor-grace-period=20s"],
+        )
+    })
+    .await
+    .unwrap()
+    .expect("a cluster of the test's own");
+    let client = own.client().await.unwrap();
+    let ns = "default";
+    let _healthy = MockNode::start_with_kubeconfig(own.kubeconfig(), &unique_name("healthy"), &[]);
+    let mut faulty = FaultyNode::ready_in(own.kubeconfig(), &client, "away", &[]).await;
+    let node = faulty.node.name.clone();
+    create_pod(&client, ns, tolerating_for(pod("brief", &node), 5)).await;
+    create_pod(&client, ns, pod("patient", &node)).await;
+    let patient = wait_running(&client, ns, "patient", RUNNING_WITHIN).await;
+    wait_running(&client, ns, "brief", RUNNING_WITHIN).await;
+    let patient_ip = patient.status.and_then(|s| s.pod_ip).unwrap();
+
+    // Away: the node goes Unknown once its Lease is stale, gets the
+    // unreachable taint, and the pod tolerating it for 5 s is evicted.
+    faulty.node.kill();
+    let away = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_until("brief evicted", Duration::from_secs(120), || async {
+        pods.get_opt("brief")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    eprintln!(
+        "evicted {:.0} s after the kubelet went away",
+        away.elapsed().as_secs_f64()
+    );
+    let kept = pods.get("patient").await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the 300 s toleration holds"
+    );
+    assert_eq!(
+        backend_names(&faulty.node).await,
+        ["brief", "patient"],
+        "nothing deleted in the backend while away"
+    );
+
+    // Back, while the apiserver answers nothing: no workload is deleted
+    // before the kubelet has listed the node's pods.
+    faulty.proxy.set(Faults::all_failing());
+    faulty.node.restart();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        backend_names(&faulty.node).await,
+        ["brief", "patient"],
+        "nothing deleted without the list"
+    );
+
+    // The apiserver answers: the evicted pod's workload and object go, the
+    // other workload stays as it was.
+    faulty.proxy.set(Faults::default());
+    wait_until("brief's object gone", Duration::from_secs(60), || async {
+        pods.get_opt("brief").await.is_ok_and(|p| p.is_none())
+    })
+    .await;
+    assert_eq!(backend_names(&faulty.node).await, ["patient"]);
+    wait_node_ready(&client, &node, Duration::from_secs(30)).await;
+    let patient = wait_running(&client, ns, "patient", RUNNING_WITHIN).await;
+    assert_eq!(
+        patient.status.and_then(|s| s.pod_ip),
+        Some(patient_ip),
+        "the same workload"
+    );
+    assert_eq!(
+        faulty
+            .node
+            .metric("vk_backend_calls_total{operation=\"create\",result=\"ok\"}")
+            .await,
+        0.0,
+        "the restarted kubelet created nothing: the workload was adopted"
+    );
     delete_node(&client, &node).await;
 }
