@@ -302,6 +302,45 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask soak ARGS...`: `vk-bench soak` (see `xtask/bench/src/soak.rs`)
+/// with vk-mock in release on a fresh cluster in `target/bench-cluster`;
+/// the options (`--minutes`, `--pods`, `--churn-per-min`, `--api-faults`)
+/// go to it as given.
+pub fn soak(args: &[String]) -> Result<()> {
+    let root = workspace::root();
+    let out_dir = root.join("target").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let bins = build(&root, true, false)?;
+    let mock = bins.mock.context("cargo built no vk-mock")?;
+    let vkcp = controlplane_build::ensure_built()?;
+    let dir = root.join("target").join("bench-cluster");
+    let out = out_dir.join("soak.json");
+    fresh_cluster(&dir, &vkcp)?;
+    let status = Command::new(&bins.bench)
+        .arg("soak")
+        .arg("--cluster-dir")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--mock-bin")
+        .arg(&mock)
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", bins.bench.display()));
+    let down = cluster::down(&dir);
+    let status = status?;
+    down?;
+    if !status.success() {
+        bail!(
+            "the soak failed ({status}); its figures are in {}",
+            out.display()
+        );
+    }
+    eprintln!("soak figures: {}", out.display());
+    Ok(())
+}
+
 fn run_args(dir: &Path, name: &str, out: &Path, opts: &Options) -> Vec<String> {
     let mut a = vec![
         "--cluster-dir".to_string(),

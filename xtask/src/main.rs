@@ -71,6 +71,10 @@ commands:
                               if needed)
   bench [OPTIONS]             benchmark a kubelet on a fresh cluster (target/bench-cluster);
                               figures in target/bench/NAME.json; `cargo xtask bench --help`
+  soak [--minutes N] [--pods P] [--churn-per-min C] [--api-faults SPEC]
+                              vk-mock (release) under steady churn and API faults on a fresh
+                              cluster; RSS, descriptors, threads and API requests a second every
+                              minute; fails on steady growth (target/bench/soak.json)
   help                        this text
 
 environment:
@@ -162,6 +166,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "test" => return test::run(),
         "demo" => demo::run()?,
         "bench" => bench::run(rest)?,
+        "soak" => bench::soak(rest)?,
         "help" | "-h" | "--help" => print!("{USAGE}"),
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }

@@ -82,6 +82,11 @@ impl Kubelet {
         Ok(s)
     }
 
+    /// The kubelet's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Highest RSS of the tree seen so far (VmHWM and the 1 s samples), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.peak_rss_kib.load(Ordering::Relaxed)

@@ -16,6 +16,7 @@ mod observe;
 mod procfs;
 mod report;
 mod run;
+mod soak;
 mod stats;
 mod workload;
 
@@ -43,6 +44,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// The floor kubelet: Running at once, deleted at once, nothing else.
     Floor(floor::FloorArgs),
+    /// Steady churn under API faults for minutes; fails on steady growth.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,11 @@ fn main() -> ExitCode {
                 }
             }
             Command::Floor(args) => floor::run(args).await,
+            Command::Soak(args) => {
+                let report = soak::run(args).await?;
+                println!("{report}");
+                Ok(())
+            }
         }
     });
     match result {

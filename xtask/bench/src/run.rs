@@ -673,7 +673,7 @@ fn kubelet_command(
 }
 
 /// Two distinct free loopback ports.
-fn free_ports() -> Result<[u16; 2]> {
+pub fn free_ports() -> Result<[u16; 2]> {
     let a = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     let b = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok([a.local_addr()?.port(), b.local_addr()?.port()])
