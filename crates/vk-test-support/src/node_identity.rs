@@ -287,6 +287,35 @@ impl OwnCluster {
     pub async fn client(&self) -> Result<Client> {
         crate::kubeconfig::client_for_kubeconfig(&self.kubeconfig).await
     }
+
+    /// The PID of the cluster's kube-apiserver process (a child of `vkcp`),
+    /// for tests that stop it (SIGSTOP) and resume it.
+    pub fn apiserver_pid(&self) -> Result<u32> {
+        let vkcp: u32 = std::fs::read_to_string(self.dir.join("vkcp.pid"))
+            .context("reading vkcp.pid")?
+            .trim()
+            .parse()
+            .context("vkcp.pid")?;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let is_apiserver = cmdline
+                .split(|b| *b == 0)
+                .nth(1)
+                .is_some_and(|arg| arg == b"kube-apiserver");
+            if parent == Some(vkcp) && is_apiserver {
+                return Ok(pid);
+            }
+        }
+        anyhow::bail!("no kube-apiserver child of vkcp {vkcp}")
+    }
 }
 
 impl Drop for OwnCluster {

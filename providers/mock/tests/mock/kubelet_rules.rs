@@ -365,3 +365,57 @@ async fn a_restart_without_state_gives_new_ips_and_the_status_follows() {
     assert!(written >= 4.0, "the new IPs were written: {written}");
     delete_node(&client, &node.name).await;
 }
+
+/// The apiserver stopped (SIGSTOP) for a minute, then resumed: the node is
+/// Ready again within 15 s of the resume (the node lifecycle controller,
+/// which sees a stale Lease first, may set `Unknown` for a moment; the
+/// kubelet answers it at once). One run in CI; `VK_SIGSTOP_RUNS=5` repeats
+/// it. In a cluster of its own: stopping the shared apiserver would stop
+/// every other test.
+#[tokio::test]
+async fn after_a_minute_of_a_stopped_apiserver_the_node_is_ready_within_15_s() {
+    let runs: u32 = std::env::var("VK_SIGSTOP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let own =
+        tokio::task::spawn_blocking(|| vk_test_support::OwnCluster::up("sigstop-cluster", &[]))
+            .await
+            .unwrap()
+            .expect("a cluster of the test's own");
+    let client = own.client().await.unwrap();
+    let node = MockNode::start_with_kubeconfig(own.kubeconfig(), &unique_name("paused"), &[]);
+    wait_node_ready(&client, &node.name, Duration::from_secs(30)).await;
+    let apiserver = own.apiserver_pid().unwrap().to_string();
+    for run in 1..=runs {
+        let stopped = std::process::Command::new("kill")
+            .args(["-STOP", apiserver.as_str()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let resumed = std::process::Command::new("kill")
+            .args(["-CONT", apiserver.as_str()])
+            .status()
+            .unwrap();
+        assert!(resumed.success());
+        let since = std::time::Instant::now();
+        // 30 s of samples: whatever is not Ready must be within the first 15 s.
+        let mut last_not_ready = None;
+        while since.elapsed() < Duration::from_secs(30) {
+            match node_ready(&client, &node.name).await {
+                Some((status, _)) if status == "True" => {}
+                other => last_not_ready = Some((since.elapsed(), other)),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("run {run}: last sample not Ready after the resume: {last_not_ready:?}");
+        if let Some((at, seen)) = last_not_ready {
+            assert!(
+                at <= Duration::from_secs(15),
+                "run {run}: still {seen:?} {:.1} s after the resume",
+                at.as_secs_f64()
+            );
+        }
+    }
+}
