@@ -289,19 +289,23 @@ impl Elector {
         let lease = format!("{}/{}", self.config.namespace, self.config.name);
         // Standby: try every retry period, at the moment the record we saw
         // expires, and at once when the watch shows the Lease released.
+        let mut last_renewed;
         loop {
             let started = Instant::now();
-            match self.try_acquire_or_renew().await {
-                Ok(Some(transitions)) => {
+            // A hung request must not hold the campaign: one attempt may take a renew deadline.
+            match tokio::time::timeout(t.renew_deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(Some(transitions))) => {
                     self.fence.set(Some(Term {
                         transitions,
                         fresh_until: started + t.lease_duration.saturating_sub(SAFETY_MARGIN),
                     }));
                     info!(lease = %lease, identity = %self.config.identity, term = transitions, "became the leader");
+                    last_renewed = started;
                     break;
                 }
-                Ok(None) => {}
-                Err(e) => debug!(lease = %lease, error = %e, "leader election attempt failed"),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => debug!(lease = %lease, error = %e, "leader election attempt failed"),
+                Err(_) => debug!(lease = %lease, "leader election attempt timed out"),
             }
             let expiry = self
                 .observed_now()
@@ -315,12 +319,25 @@ impl Elector {
                 _ = self.released.notified() => {}
             }
         }
-        // Leader: renew every retry period; give up after the renew deadline.
-        let mut last_renewed = Instant::now();
+        // Leader: renew every retry period; give up after the renew deadline
+        // (a renewal still hanging then counts as failed).
         loop {
             tokio::time::sleep(t.retry_period).await;
             let started = Instant::now();
-            match self.try_acquire_or_renew().await {
+            let attempt = tokio::time::timeout_at(
+                last_renewed + t.renew_deadline,
+                self.try_acquire_or_renew(),
+            )
+            .await;
+            let attempt = match attempt {
+                Ok(result) => result,
+                Err(_) => {
+                    self.fence.set(None);
+                    warn!(lease = %lease, identity = %self.config.identity, "leader lease not renewed within the renew deadline: stopped acting");
+                    return Ended::Lost;
+                }
+            };
+            match attempt {
                 Ok(Some(transitions)) => {
                     last_renewed = started;
                     self.fence.set(Some(Term {
