@@ -20,6 +20,39 @@ use kube::runtime::watcher;
 
 use crate::nodes::node_ready;
 
+/// A copy of the provider binary `source` in `dir`, for a test that
+/// restarts replicas over a long time: a target directory shared with other
+/// checkouts may hold another build by then. Checked to be one with
+/// `--leader-elect` (`--help` mentions it).
+///
+/// # Panics
+///
+/// When the copy fails or the binary has no `--leader-elect`.
+pub fn own_copy(source: &Path, dir: &Path) -> std::path::PathBuf {
+    let name = source.file_name().unwrap_or_default();
+    let copy = dir.join(name);
+    std::fs::copy(source, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
+    // A process another test forks while the copy's descriptor is open
+    // holds it until it execs: "text file busy" for a moment.
+    let mut tries = 0;
+    let help = loop {
+        match std::process::Command::new(&copy).arg("--help").output() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{} --help: {e}", copy.display()),
+            Ok(out) => break out,
+        }
+    };
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--leader-elect"),
+        "{} has no --leader-elect (another build?)",
+        source.display()
+    );
+    copy
+}
+
 /// The holder of Lease `ns/lease`, if it has one.
 pub async fn holder(client: &Client, ns: &str, lease: &str) -> Option<String> {
     let lease = Api::<Lease>::namespaced(client.clone(), ns)

@@ -4,7 +4,7 @@
 //! any, and the writes of both replicas are held against the Lease's terms.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -17,29 +17,11 @@ use vk_test_support::leader::{
 
 /// The test's own copy of `vk-edge` (`VK_EDGE_BIN` when set: a target
 /// directory shared with other checkouts may hold another build by then).
-fn own_binary(dir: &Path) -> PathBuf {
+fn own_binary(dir: &Path) -> std::path::PathBuf {
     let source = std::env::var_os("VK_EDGE_BIN")
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_vk-edge").into());
-    let copy = dir.join("vk-edge");
-    std::fs::copy(&source, &copy).expect("copy vk-edge");
-    let mut tries = 0;
-    let help = loop {
-        match std::process::Command::new(&copy).arg("--help").output() {
-            // A process another test forks holds the copy's descriptor until it execs.
-            Err(e) if e.raw_os_error() == Some(26) && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => break other.expect("vk-edge --help"),
-        }
-    };
-    assert!(
-        String::from_utf8_lossy(&help.stdout).contains("--leader-elect"),
-        "{} is a vk-edge without --leader-elect (another build?)",
-        source.display()
-    );
-    copy
+    vk_test_support::leader::own_copy(&source, dir)
 }
 
 async fn uids(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {

@@ -3,8 +3,6 @@
 //! fails a share of requests (429 with Retry-After, 500, 503, resets) and
 //! breaks off watches, or fails everything for a minute.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -13,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use vk_test_support::leader::ReadyWatch;
 use vk_test_support::{FaultProxy, Faults};
 
 /// A `vk-mock` whose only way to the apiserver is a fault proxy.
@@ -56,46 +55,6 @@ impl FaultyNode {
             node,
             _dir: dir,
         }
-    }
-}
-
-/// Samples the node's Ready condition every half second until dropped, and
-/// remembers every sample that was not True.
-struct ReadyWatch {
-    not_ready: Arc<std::sync::Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl ReadyWatch {
-    fn start(client: &Client, node: &str) -> ReadyWatch {
-        let not_ready = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (client, node, seen, stopped) = (
-            client.clone(),
-            node.to_string(),
-            not_ready.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stopped.load(Ordering::Relaxed) {
-                match node_ready(&client, &node).await {
-                    Some((status, _)) if status == "True" => {}
-                    other => seen.lock().unwrap().push(format!("{other:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        ReadyWatch { not_ready, stop }
-    }
-
-    fn not_ready(&self) -> Vec<String> {
-        self.not_ready.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -267,11 +226,7 @@ async fn with_a_tenth_of_api_requests_failing_and_watches_cut_500_pods_run_and_g
         counts.throttled > 0 && counts.failed > 0 && counts.resets > 0 && counts.cut > 0,
         "faults were injected: {counts:?}"
     );
-    assert_eq!(
-        watch.not_ready(),
-        Vec::<String>::new(),
-        "the node stayed Ready"
-    );
+    watch.assert_always_ready();
     eprintln!(
         "proxy: {} requests, {} throttled, {} failed, {} reset, {} watches cut, {} answered 410",
         counts.requests, counts.throttled, counts.failed, counts.resets, counts.cut, counts.gone

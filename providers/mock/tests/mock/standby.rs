@@ -42,26 +42,7 @@ fn own_binary(dir: &Path) -> std::path::PathBuf {
     let source = std::env::var_os("VK_MOCK_BIN")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_vk-mock").into());
-    let copy = dir.join("vk-mock");
-    std::fs::copy(&source, &copy).expect("copy vk-mock");
-    // A process another test forks while the copy's descriptor is open
-    // holds it until it execs: "text file busy" for a moment.
-    let mut tries = 0;
-    let help = loop {
-        match std::process::Command::new(&copy).arg("--help").output() {
-            Err(e) if e.raw_os_error() == Some(26) && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => break other.expect("vk-mock --help"),
-        }
-    };
-    assert!(
-        String::from_utf8_lossy(&help.stdout).contains("--leader-elect"),
-        "{} is a vk-mock without --leader-elect (another build?)",
-        source.display()
-    );
-    copy
+    vk_test_support::leader::own_copy(&source, dir)
 }
 
 /// The replicas of one node: their binary, backend and flags.
