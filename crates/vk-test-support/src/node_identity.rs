@@ -278,6 +278,33 @@ impl OwnCluster {
         &self.kubeconfig
     }
 
+    /// Waits (blocking) until the controller-manager has started its
+    /// controllers: its log's "Controller starting..." lines stopped growing
+    /// for 3 s (at most `timeout`). A controller-manager whose apiserver
+    /// stops while it still builds its controllers exits.
+    pub fn wait_controllers_started(&self, timeout: std::time::Duration) -> Result<()> {
+        let log = self.dir.join("logs").join("kube-controller-manager.log");
+        let started = std::time::Instant::now();
+        let mut last = (0, std::time::Instant::now());
+        loop {
+            let count = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("\"Controller starting...\"")
+                .count();
+            if count != last.0 {
+                last = (count, std::time::Instant::now());
+            } else if count > 0 && last.1.elapsed() >= std::time::Duration::from_secs(3) {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!(
+                    "the controller-manager started {count} controllers and went on within {timeout:?}"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// The `vkcp` binary.
     pub fn vkcp(&self) -> &Path {
         &self.vkcp

@@ -378,11 +378,28 @@ async fn after_a_minute_of_a_stopped_apiserver_the_node_is_ready_within_15_s() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let own =
-        tokio::task::spawn_blocking(|| vk_test_support::OwnCluster::up("sigstop-cluster", &[]))
-            .await
-            .unwrap()
-            .expect("a cluster of the test's own");
+    // Without leader election the controller-manager and the scheduler ride
+    // out the stop (with it they exit once they cannot renew, and nothing
+    // here restarts them as a kubelet or systemd would).
+    let own = tokio::task::spawn_blocking(|| {
+        vk_test_support::OwnCluster::up(
+            "sigstop-cluster",
+            &[
+                "--controller-manager-arg=--leader-elect=false",
+                "--scheduler-arg=--leader-elect=false",
+            ],
+        )
+    })
+    .await
+    .unwrap()
+    .expect("a cluster of the test's own");
+    let own = tokio::task::spawn_blocking(move || {
+        own.wait_controllers_started(Duration::from_secs(90))
+            .map(|()| own)
+    })
+    .await
+    .unwrap()
+    .expect("the controller-manager's controllers started");
     let client = own.client().await.unwrap();
     let node = MockNode::start_with_kubeconfig(own.kubeconfig(), &unique_name("paused"), &[]);
     wait_node_ready(&client, &node.name, Duration::from_secs(30)).await;
