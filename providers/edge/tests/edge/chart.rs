@@ -290,7 +290,13 @@ fn without_a_deployment_only_the_identity_and_its_token_are_created() {
             "Role",
             "RoleBinding",
             "Secret",
-            "ServiceAccount"
+            "ServiceAccount",
+            // The ServiceAccount mode's guard rails (tokens bound to pods,
+            // only this node's pods): the device uses the token too.
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
         ]
     );
     let secret = of_kind(&rendered, "Secret")[0];
