@@ -17,6 +17,9 @@ use anyhow::{Context, Result, bail};
 use crate::progress::format_duration;
 use crate::{cluster, controlplane_build, debian_packages, workspace};
 
+/// Tests run at once in each test binary, unless RUST_TEST_THREADS says.
+const TEST_THREADS: &str = "4";
+
 struct StepResult {
     name: &'static str,
     took: Duration,
@@ -162,9 +165,17 @@ pub fn run() -> Result<ExitCode> {
     };
     match (&vkcp, &kubeconfig) {
         (Some(vkcp), Some(kubeconfig)) => {
+            // The integration tests mostly wait (on the apiserver, on a
+            // backend, on a minute of stopped apiserver, on the image
+            // build one of them runs): four at a time per test binary on 2
+            // cores keeps the waits overlapping (docs/ci.md). An explicit
+            // RUST_TEST_THREADS wins.
+            let threads =
+                std::env::var_os("RUST_TEST_THREADS").unwrap_or_else(|| TEST_THREADS.into());
             let env = [
                 ("VK_TEST_KUBECONFIG", kubeconfig.as_os_str()),
                 ("VKCP_BIN", vkcp.as_os_str()),
+                ("RUST_TEST_THREADS", threads.as_os_str()),
             ];
             if nextest_available(&root) {
                 pipeline.step("cargo nextest run", || {
