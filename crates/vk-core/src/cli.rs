@@ -34,13 +34,14 @@ pub struct KubeletArgs {
     /// group `system:nodes`) with a CSR and works with it, under the Node
     /// authorizer, instead of the credentials of --kubeconfig. The
     /// certificate is kept in --cert-dir, reused after a restart and renewed
-    /// before it expires. One node per process (--nodes 1).
+    /// before it expires. With --nodes N, each node gets its own.
     #[arg(long = "bootstrap-kubeconfig")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
 
     /// Directory of the node's client certificate (`kubelet-client-current.pem`,
     /// a symlink to the newest `kubelet-client-<timestamp>.pem`, certificate and
     /// key in one file); used with --bootstrap-kubeconfig. Created mode 0700.
+    /// With --nodes N, each node's is in `<cert-dir>/<node name>`.
     #[arg(long = "cert-dir", default_value = "/var/lib/kubelet/pki")]
     pub cert_dir: PathBuf,
 
@@ -106,7 +107,9 @@ pub struct KubeletArgs {
     #[arg(long = "node-ip", env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
     pub node_ip: std::net::IpAddr,
 
-    /// Port of the kubelet HTTPS API.
+    /// Port of the kubelet HTTPS API. With --nodes N each node has its own
+    /// server: node i listens on this port + i; 0 lets the OS pick each
+    /// node's port. Each Node object advertises its own.
     #[arg(long = "kubelet-port", env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
 

@@ -1,6 +1,8 @@
-//! The process: one API client, one rate limiter, one metrics registry and one
-//! Service watch, shared by every node the process serves; per node a provider
-//! instance, a node controller and a pod controller.
+//! The process: one rate limiter, one metrics registry and one Service watch,
+//! shared by every node the process serves; per node a provider instance, a
+//! node controller, a pod controller and a kubelet API server on a port of
+//! its own. The nodes share one API client, or, with a bootstrap
+//! kubeconfig, each works with its own identity (`system:node:<name>`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,10 +69,11 @@ where
     let stop = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let (client, cluster_ca) = match &args.bootstrap_kubeconfig {
+    let names = args.node_names();
+    // One client per node: with --bootstrap-kubeconfig each node has its
+    // own identity (system:node:<name>), otherwise all share one.
+    let (clients, cluster_ca) = match &args.bootstrap_kubeconfig {
         Some(path) => {
-            let config =
-                crate::identity::bootstrap_config(path, &args.cert_dir, &args.node_names())?;
             // As the kubelet: a label the node may not set itself is a
             // configuration error, not a registration refused for ever.
             let refused: Vec<&str> = args
@@ -86,22 +89,41 @@ where
                 );
             }
             if let Some(kubeconfig) = &args.kubeconfig {
-                info!(kubeconfig = %kubeconfig.display(), "--bootstrap-kubeconfig is set: the node works with its own certificate, not with the credentials of this kubeconfig");
+                info!(kubeconfig = %kubeconfig.display(), "--bootstrap-kubeconfig is set: each node works with its own certificate, not with the credentials of this kubeconfig");
             }
-            // Bootstrap waits (retrying) for a certificate: a signal must still end it.
-            let identity = tokio::select! {
-                identity = crate::identity::start(&config, metrics.clone(), stop.clone()) => identity?,
-                _ = shutdown_signal() => None,
+            let configs = crate::identity::bootstrap_configs(path, &args.cert_dir, &names);
+            // Bootstrap waits (retrying) for certificates: a signal must still end it.
+            let bootstraps = futures::future::try_join_all(
+                configs
+                    .iter()
+                    .map(|c| crate::identity::start(c, metrics.clone(), stop.clone())),
+            );
+            let identities = tokio::select! {
+                identities = bootstraps => identities?,
+                _ = shutdown_signal() => Vec::new(),
             };
-            match identity {
-                Some(identity) => (identity.client, Some(identity.cluster_ca)),
-                None => {
+            let identities: Option<Vec<_>> = identities.into_iter().collect();
+            match identities {
+                Some(identities) if identities.len() == names.len() => {
+                    let cluster_ca = identities.first().map(|i| i.cluster_ca.clone());
+                    (
+                        identities.into_iter().map(|i| i.client).collect::<Vec<_>>(),
+                        cluster_ca,
+                    )
+                }
+                _ => {
                     stop.cancel();
                     return Ok(());
                 }
             }
         }
-        None => (client(&args).await?, None),
+        None => {
+            let client = client(&args).await?;
+            (vec![client; names.len()], None)
+        }
+    };
+    let Some(client) = clients.first().cloned() else {
+        anyhow::bail!("no node to serve (--nodes 0)");
     };
     let limiter = Arc::new(RateLimiter::new(args.kube_api_qps, args.kube_api_burst));
     let event_limiter = Arc::new(RateLimiter::new(args.event_qps, args.event_burst));
@@ -122,11 +144,13 @@ where
         }
     });
     tokio::spawn(svc_stream);
-    let objects = Arc::new(ApiObjects::new(
+    // The objects pods reference are read with the node's own client: under
+    // the Node authorizer a node reads only what its own pods reference.
+    let shared_objects = Arc::new(ApiObjects::new(
         client.clone(),
         limiter.clone(),
         metrics.clone(),
-        services,
+        services.clone(),
     ));
 
     let taint = (!args.disable_taint).then(|| Taint {
@@ -155,11 +179,34 @@ where
     let mut electors = Vec::new();
     let lost = CancellationToken::new();
 
-    let names = args.node_names();
     let health_state = Arc::new(HealthState::new(names.len()));
     let mut tasks = Vec::new();
     let mut api_nodes = Vec::new();
-    for name in &names {
+    // Each node's kubelet API port, bound before the node advertises it.
+    let mut listeners = Vec::new();
+    for (name, port) in names
+        .iter()
+        .zip(crate::api::node_ports(args.kubelet_port, names.len())?)
+    {
+        let addr = std::net::SocketAddr::new(args.kubelet_listen_address, port);
+        listeners.push(crate::api::bind(addr, name).await?);
+    }
+    for ((name, node_client), listener) in names.iter().zip(&clients).zip(&listeners) {
+        let client = node_client.clone();
+        let kubelet_port = listener
+            .local_addr()
+            .context("the kubelet API's bound address")?
+            .port();
+        let objects = if args.bootstrap_kubeconfig.is_some() {
+            Arc::new(ApiObjects::new(
+                client.clone(),
+                limiter.clone(),
+                metrics.clone(),
+                services.clone(),
+            ))
+        } else {
+            shared_objects.clone()
+        };
         let provider = provider_for(name)
             .with_context(|| format!("setting up the provider for node {name}"))?;
         let elector = timings.clone().map(|timings| {
@@ -180,7 +227,7 @@ where
         let config = NodeConfig {
             name: name.clone(),
             node_ip: args.node_ip.to_string(),
-            kubelet_port: args.kubelet_port,
+            kubelet_port,
             taint: taint.clone(),
             os: args.os.to_lowercase(),
             labels: args.node_labels.clone(),
@@ -201,11 +248,14 @@ where
             metrics.clone(),
         ));
         let pods = PodController::new(ctx.clone(), provider.clone(), objects.clone());
-        api_nodes.push(crate::api::NodeHandle {
-            name: name.clone(),
-            provider: provider.clone(),
-            pods: pods.clone(),
-        });
+        api_nodes.push((
+            client.clone(),
+            crate::api::NodeHandle {
+                name: name.clone(),
+                provider: provider.clone(),
+                pods: pods.clone(),
+            },
+        ));
         let registered = Arc::new(Notify::new());
         let node = NodeController::new(ctx.clone(), provider.clone(), pods.clone());
         let node_stop = stop.clone();
@@ -252,7 +302,6 @@ where
     );
 
     let api_config = crate::api::ApiConfig {
-        listen: std::net::SocketAddr::new(args.kubelet_listen_address, args.kubelet_port),
         node_ips: vec![args.node_ip],
         cert_files: args
             .serving_cert_file
@@ -274,13 +323,24 @@ where
             args.api_max_connections_per_ip,
         ),
     };
-    let api_stop = stop.clone();
-    let api_client = client.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = crate::api::serve(api_client, api_config, api_nodes, api_stop).await {
-            error!(error = %e, "kubelet API stopped");
-        }
-    }));
+    if names.len() > 1 && api_config.cert_files.is_some() {
+        warn!(
+            nodes = names.len(),
+            "every node serves the certificate of --serving-cert-file: it must name every node (leave it unset for a certificate per node, requested with a CSR)"
+        );
+    }
+    for ((api_client, node), listener) in api_nodes.into_iter().zip(listeners) {
+        let api_stop = stop.clone();
+        let api_config = api_config.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = node.name.clone();
+            if let Err(e) =
+                crate::api::serve(api_client, api_config, listener, node, api_stop).await
+            {
+                error!(node = %name, error = %e, "kubelet API stopped");
+            }
+        }));
+    }
     let server = tokio::spawn(health::serve(
         args.metrics_addr,
         Arc::new(registry),

@@ -125,7 +125,7 @@ pub use kubeconfig::client_for_kubeconfig;
 pub use kubectl::{
     KubectlOutput, kubectl, kubectl_blocking, kubectl_ok, run_with_stdin, spawn_kubectl,
 };
-pub use kubelet_api::{kubelet_get, kubelet_port};
+pub use kubelet_api::{kubelet_get, kubelet_get_with_token, kubelet_port, serving_certificate};
 pub use kubelet_process::KubeletProcess;
 pub use logs::{control_plane_logs_tail, log_tail};
 pub use moto::{MOTO_REQUIREMENT, MotoServer, moto_python};

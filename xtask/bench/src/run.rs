@@ -592,7 +592,10 @@ fn kubelet_command(
     kubeconfig: &Path,
     out_dir: &Path,
 ) -> Result<KubeletCommand> {
-    let [kubelet_port, metrics_port] = free_ports()?;
+    let [free_kubelet_port, metrics_port] = free_ports()?;
+    // Each node of a multi-node kubelet has a port of its own, the ones
+    // after the first: with many nodes the OS picks them (0).
+    let kubelet_port = if args.nodes > 1 { 0 } else { free_kubelet_port };
     let kubeconfig_s = kubeconfig.to_string_lossy().into_owned();
     let mut identity_flags = vec!["--nodename".to_string(), node_prefix.to_string()];
     if args.nodes > 1 {

@@ -1,8 +1,10 @@
 //! The kubelet HTTPS API on `KUBELET_PORT`: what the apiserver calls for
 //! `kubectl logs/exec/attach/port-forward/top` and `nodes/<n>/proxy/...`.
 //!
-//! One server serves every node of the process: paths name the pod, and pod
-//! namespace/name are unique in the cluster. Providers offer the optional
+//! Each node of the process has a server of its own, on its own port (the
+//! port its Node object advertises), with its own serving certificate, and
+//! authorizes each request against its own node: a caller allowed for one
+//! node sees nothing of another node of the same process. Providers offer the optional
 //! capabilities ([`crate::Provider::container_logs`] and friends); a missing one
 //! is a 501 for that endpoint only.
 //!
@@ -71,11 +73,9 @@ pub enum AuthorizationMode {
     AlwaysAllow,
 }
 
-/// Settings of the kubelet API server.
+/// Settings of the kubelet API servers of a process (one per node).
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Where to listen.
-    pub listen: SocketAddr,
     /// Addresses the serving certificate must cover (the node's InternalIP).
     pub node_ips: Vec<std::net::IpAddr>,
     /// Serving certificate and key files; a CSR is used when absent.
@@ -103,7 +103,8 @@ pub struct ApiConfig {
 
 #[derive(Clone)]
 struct AppState {
-    nodes: Arc<[NodeHandle]>,
+    /// The one node this server is for.
+    node: NodeHandle,
     auth: Arc<Authenticator>,
     config: Arc<ApiConfig>,
     started: jiff::Timestamp,
@@ -114,25 +115,56 @@ struct AppState {
 struct PeerIdentity(Option<Identity>);
 
 impl AppState {
-    /// The node and key of a pod served by this process.
+    /// The node and key of a pod of this server's node (a pod of another
+    /// node of the process is not found here).
     fn find_pod(&self, ns: &str, name: &str) -> Option<(NodeHandle, Pod, PodKey)> {
-        self.nodes.iter().find_map(|n| {
-            let pod = n.pods.find(ns, name)?;
-            let key = PodKey::of(&pod)?;
-            Some((n.clone(), pod, key))
-        })
+        let pod = self.node.pods.find(ns, name)?;
+        let key = PodKey::of(&pod)?;
+        Some((self.node.clone(), pod, key))
     }
 }
 
-/// Serves the kubelet API until `stop`. Errors only when it cannot start.
+/// Binds the kubelet API port of one node (port 0: one the OS picks), so
+/// that the port is known before the node advertises it.
+pub async fn bind(addr: SocketAddr, node: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("the kubelet API of node {node} cannot listen on {addr}: {e}"))
+}
+
+/// The kubelet API ports of `nodes` nodes from `--kubelet-port`: the first
+/// node's is the port given, the next ones follow it; 0 lets the OS pick
+/// each node's port.
+pub fn node_ports(first: u16, nodes: usize) -> anyhow::Result<Vec<u16>> {
+    if first == 0 {
+        return Ok(vec![0; nodes]);
+    }
+    (0..nodes)
+        .map(|i| {
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--kubelet-port {first} leaves no room for {nodes} nodes' ports (each node has the next port; use --kubelet-port 0 to let the OS pick them)"
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Serves one node's kubelet API on `listener` with `client` (the node's
+/// own credentials: authentication, authorization and its serving CSR go
+/// through it) until `stop`. Errors only when it cannot start.
 pub async fn serve(
     client: Client,
     config: ApiConfig,
-    nodes: Vec<NodeHandle>,
+    listener: tokio::net::TcpListener,
+    node: NodeHandle,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Arc::new(CertStore::default());
-    let first_node = nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+    let node_name = node.name.clone();
     match &config.cert_files {
         Some((cert, key)) => {
             tls::serve_from_files(store.clone(), cert.clone(), key.clone(), stop.clone())
@@ -143,7 +175,7 @@ pub async fn serve(
             tokio::spawn(tls::serve_from_csr(
                 client.clone(),
                 store.clone(),
-                first_node,
+                node_name.clone(),
                 config.node_ips.clone(),
                 config.csr_renewal,
                 stop.clone(),
@@ -188,17 +220,18 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
 
     let state = AppState {
-        nodes: nodes.into(),
+        node,
         auth: Arc::new(Authenticator::new(client)),
         config: Arc::new(config.clone()),
         started: jiff::Timestamp::now(),
     };
     let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("kubelet API cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| anyhow::anyhow!("the kubelet API's address: {e}"))?;
     info!(
-        addr = %config.listen,
+        node = %node_name,
+        %addr,
         max_connections = config.limits.total,
         max_connections_per_ip = config.limits.per_ip,
         "kubelet API listening"
@@ -341,8 +374,7 @@ async fn authenticate(
     };
     if state.config.authorization == AuthorizationMode::Webhook {
         let path = req.uri().path().to_string();
-        let node = node_for_path(&state, &path);
-        let attrs = auth::attributes(req.method().as_str(), &path, &node);
+        let attrs = auth::attributes(req.method().as_str(), &path, &state.node.name);
         match state.auth.authorize(&identity, &attrs).await {
             Ok(Decision::Allow) => {}
             Ok(Decision::Deny(reason)) => {
@@ -372,27 +404,8 @@ async fn authenticate(
     next.run(req).await
 }
 
-/// The node a request is about: the pod's node when the path names a pod.
-fn node_for_path(state: &AppState, path: &str) -> String {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if parts.len() >= 3
-        && matches!(
-            parts[0],
-            "containerLogs" | "exec" | "attach" | "portForward"
-        )
-        && let Some((node, _, _)) = state.find_pod(parts[1], parts[2])
-    {
-        return node.name;
-    }
-    state
-        .nodes
-        .first()
-        .map(|n| n.name.clone())
-        .unwrap_or_default()
-}
-
 async fn pods(State(state): State<AppState>) -> Response {
-    let items: Vec<Pod> = state.nodes.iter().flat_map(|n| n.pods.api_pods()).collect();
+    let items: Vec<Pod> = state.node.pods.api_pods();
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
 }
 
@@ -400,13 +413,11 @@ async fn pods(State(state): State<AppState>) -> Response {
 /// and volumes as references, never the values the core resolved for the
 /// backend), with the backend's status.
 async fn running_pods(State(state): State<AppState>) -> Response {
-    let mut items: Vec<Pod> = Vec::new();
-    for n in state.nodes.iter() {
-        match n.provider.list_pods().await {
-            Ok(pods) => items.extend(pods.into_iter().map(|bp| running_pod(n, bp))),
-            Err(e) => return status::provider_error(&e),
-        }
-    }
+    let node = &state.node;
+    let items: Vec<Pod> = match node.provider.list_pods().await {
+        Ok(pods) => pods.into_iter().map(|bp| running_pod(node, bp)).collect(),
+        Err(e) => return status::provider_error(&e),
+    };
     axum::Json(serde_json::json!({ "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
 }
 
@@ -471,25 +482,18 @@ fn has_container(pod: &Pod, name: &str) -> bool {
 }
 
 async fn usage(state: &AppState) -> Result<Vec<crate::provider::PodUsage>, Response> {
-    let mut all = Vec::new();
-    for n in state.nodes.iter() {
-        match n.provider.usage().await {
-            Ok(u) => all.extend(u),
-            Err(e) => return Err(status::provider_error(&e)),
-        }
-    }
-    Ok(all)
+    state
+        .node
+        .provider
+        .usage()
+        .await
+        .map_err(|e| status::provider_error(&e))
 }
 
 async fn stats_summary(State(state): State<AppState>) -> Response {
     match usage(&state).await {
         Ok(pods) => {
-            let node = state
-                .nodes
-                .first()
-                .map(|n| n.name.clone())
-                .unwrap_or_default();
-            axum::Json(stats::summary(&node, state.started, &pods)).into_response()
+            axum::Json(stats::summary(&state.node.name, state.started, &pods)).into_response()
         }
         Err(r) => r,
     }

@@ -363,22 +363,26 @@ async fn rotate(
     }
 }
 
-/// The cert dir and node of a process, checked: one node per bootstrap.
-pub fn bootstrap_config(
+/// The bootstrap of each node of a process: one identity per node. A
+/// process serving one node keeps its certificate in `cert_dir` itself, as
+/// the kubelet does; one serving several keeps each node's in
+/// `cert_dir/<node>`.
+pub fn bootstrap_configs(
     kubeconfig: &Path,
     cert_dir: &Path,
     nodes: &[String],
-) -> anyhow::Result<BootstrapConfig> {
+) -> Vec<BootstrapConfig> {
+    let config = |node: &String, cert_dir: PathBuf| BootstrapConfig {
+        kubeconfig: kubeconfig.to_path_buf(),
+        cert_dir,
+        node: node.clone(),
+    };
     match nodes {
-        [node] => Ok(BootstrapConfig {
-            kubeconfig: kubeconfig.to_path_buf(),
-            cert_dir: cert_dir.to_path_buf(),
-            node: node.clone(),
-        }),
-        _ => anyhow::bail!(
-            "--bootstrap-kubeconfig gives one node its identity, but this process serves {} nodes: run one process per node (--nodes 1)",
-            nodes.len()
-        ),
+        [node] => vec![config(node, cert_dir.to_path_buf())],
+        _ => nodes
+            .iter()
+            .map(|node| config(node, cert_dir.join(node)))
+            .collect(),
     }
 }
 
@@ -412,16 +416,27 @@ mod tests {
     }
 
     #[test]
-    fn one_bootstrap_is_for_one_node() {
-        let one = bootstrap_config(Path::new("/b"), Path::new("/c"), &["n0".into()]);
-        assert_eq!(one.map(|c| c.node).ok().as_deref(), Some("n0"));
-        let two = bootstrap_config(
+    fn each_node_has_a_cert_dir_of_its_own() {
+        let one = bootstrap_configs(Path::new("/b"), Path::new("/c"), &["n0".into()]);
+        let dirs = |configs: &[BootstrapConfig]| -> Vec<(String, PathBuf)> {
+            configs
+                .iter()
+                .map(|c| (c.node.clone(), c.cert_dir.clone()))
+                .collect()
+        };
+        assert_eq!(dirs(&one), [("n0".to_string(), PathBuf::from("/c"))]);
+        let two = bootstrap_configs(
             Path::new("/b"),
             Path::new("/c"),
             &["n-0".into(), "n-1".into()],
         );
-        let message = two.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains("2 nodes"), "{message}");
+        assert_eq!(
+            dirs(&two),
+            [
+                ("n-0".to_string(), PathBuf::from("/c/n-0")),
+                ("n-1".to_string(), PathBuf::from("/c/n-1"))
+            ]
+        );
     }
 
     #[test]

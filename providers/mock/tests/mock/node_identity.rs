@@ -13,7 +13,10 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use vk_test_support::{CURRENT_CLIENT_CERT, bootstrap_token, certificate_subject, node_client};
+use vk_test_support::{
+    CURRENT_CLIENT_CERT, bootstrap_token, certificate_subject, kubelet_get_with_token, node_client,
+    serving_certificate,
+};
 
 /// The signer of kubelet client certificates.
 const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -330,6 +333,143 @@ async fn a_node_identity_is_refused_what_a_node_may_not_do() {
         None,
         "no Ready condition written"
     );
+}
+
+/// A token for a new ServiceAccount of `ns` that may call the kubelet API
+/// (`nodes/proxy` and `nodes/stats`) of node `allowed` only.
+async fn caller_for_one_node(cluster: &TestCluster, ns: &str, allowed: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let admin = cluster.client();
+    let name = format!("{ns}-one-node");
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "rules": [{ "apiGroups": [""], "resources": ["nodes/proxy", "nodes/stats"],
+                    "resourceNames": [allowed], "verbs": ["get"] }]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create the ClusterRole");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "one-node", "namespace": ns }]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the ClusterRoleBinding");
+    let sas: Api<ServiceAccount> = Api::namespaced(admin, ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({ "metadata": { "name": "one-node" } })).unwrap();
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create the ServiceAccount");
+    let request: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 600 } })).unwrap();
+    let issued: TokenRequest = sas
+        .create_subresource("token", "one-node", &PostParams::default(), &request)
+        .await
+        .expect("a token");
+    issued.status.expect("the token request's status").token
+}
+
+#[tokio::test]
+async fn each_node_of_a_process_has_its_own_identity_certificate_and_kubelet_api() {
+    let (cluster, ns) = cluster_and_namespace("node-pair").await;
+    let ns = ns.name();
+    let dir = tempfile::tempdir().unwrap();
+    let token = bootstrap_token(&cluster, dir.path())
+        .await
+        .expect("bootstrap token");
+    let cert_dir = dir.path().join("pki");
+    let prefix = unique_name("vk-pair");
+    let _node = MockNode::start(
+        &cluster,
+        &prefix,
+        &[
+            "--nodes",
+            "2",
+            "--bootstrap-kubeconfig",
+            token.kubeconfig.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+        ],
+    );
+    let names = [format!("{prefix}-0"), format!("{prefix}-1")];
+    let _guards: Vec<_> = names
+        .iter()
+        .map(|n| cluster.delete_on_drop("node", None, n))
+        .collect();
+    let admin = cluster.client();
+    for name in &names {
+        wait_node_ready(&admin, name, Duration::from_secs(60)).await;
+        // Each node's client certificate, in a cert dir of its own, names it.
+        let pem = std::fs::read_to_string(cert_dir.join(name).join(CURRENT_CLIENT_CERT))
+            .expect("the node's client certificate");
+        let (cn, orgs) = certificate_subject(&pem).unwrap();
+        assert_eq!(cn, format!("system:node:{name}"));
+        assert_eq!(orgs, vec!["system:nodes".to_string()]);
+        approve_serving_csr(&cluster, name).await;
+    }
+
+    // A pod on each node reading a Secret and a ConfigMap of its own: under
+    // the Node authorizer only that pod's node may read them, so each runs
+    // only if its node works with its own identity.
+    let pods = ["pod-zero", "pod-one"];
+    for (name, node) in pods.iter().zip(&names) {
+        pod_with_references(&cluster, ns, node, name).await;
+    }
+    for name in pods {
+        wait_running(&admin, ns, name, RUNNING_WITHIN).await;
+    }
+
+    // Each node has its own port and a serving certificate for its own name.
+    let ports = [
+        kubelet_port(&cluster, &names[0]).await,
+        kubelet_port(&cluster, &names[1]).await,
+    ];
+    assert_ne!(ports[0], ports[1]);
+    for (node, port) in names.iter().zip(ports) {
+        let (subject, sans) = serving_certificate(port).await;
+        assert!(
+            subject
+                .replace(' ', "")
+                .ends_with(&format!("CN=system:node:{node}")),
+            "{subject}"
+        );
+        assert!(sans.contains(&format!("DNS:{node}")), "{sans}");
+    }
+
+    // A caller allowed on node 0 only sees node 0's pods there and nothing
+    // on node 1; even the apiserver's credentials see only node 0's pods on
+    // node 0's port.
+    let caller = caller_for_one_node(&cluster, ns, &names[0]).await;
+    for path in ["/pods", "/runningpods/", "/stats/summary"] {
+        let (code, body) = kubelet_get_with_token(&cluster, ports[0], path, &caller).await;
+        assert_eq!(code, "200", "{path} on node 0: {body}");
+        assert!(body.contains("pod-zero"), "{path} on node 0: {body}");
+        assert!(!body.contains("pod-one"), "{path} on node 0: {body}");
+        let (code, body) = kubelet_get_with_token(&cluster, ports[1], path, &caller).await;
+        assert_eq!(code, "403", "{path} on node 1: {body}");
+        assert!(!body.contains("pod-one"), "{path} on node 1: {body}");
+        let (code, body) = kubelet_get(&cluster, ports[1], path).await;
+        assert_eq!(code, "200", "{path} on node 1 as the apiserver: {body}");
+        assert!(
+            body.contains("pod-one") && !body.contains("pod-zero"),
+            "{path} on node 1 as the apiserver: {body}"
+        );
+    }
+    let name = format!("{ns}-one-node");
+    let _ = kubectl(
+        &cluster,
+        &["delete", "clusterrolebinding,clusterrole", &name],
+    )
+    .await;
 }
 
 /// The kubelet-client-<timestamp>.pem files of a cert dir.

@@ -48,7 +48,7 @@ pub struct MockNode {
 
 impl MockNode {
     /// Starts `vk-mock` for node `name` with extra arguments (a free
-    /// `--kubelet-port` unless they name one).
+    /// `--kubelet-port` unless they name one; 0 with `--nodes`).
     pub fn start(cluster: &TestCluster, name: &str, extra: &[&str]) -> MockNode {
         MockNode::start_with_kubeconfig(cluster.kubeconfig(), name, extra)
     }
@@ -129,7 +129,12 @@ impl MockNode {
             format!("127.0.0.1:{metrics_port}").into(),
         ]);
         if !args.iter().any(|a| a == "--kubelet-port") {
-            let kubelet_port = free_port().expect("free port");
+            // Several nodes have a port each: the OS picks them.
+            let kubelet_port = if args.iter().any(|a| a == "--nodes") {
+                0
+            } else {
+                free_port().expect("free port")
+            };
             flags.extend(["--kubelet-port".into(), kubelet_port.to_string().into()]);
         }
         flags.extend([
