@@ -194,6 +194,35 @@ pub fn run() -> Result<ExitCode> {
                     cargo_env(&root, ["test", "--workspace", "--no-fail-fast"], &env)
                 });
             }
+            // The core's and the kubelet API's suites once more, each node
+            // with its own identity under the Node authorizer (a bootstrap
+            // token and a cert dir instead of the admin kubeconfig).
+            let node_env = [
+                env.as_slice(),
+                &[("VK_TEST_NODE_IDENTITY", OsStr::new("1"))],
+            ]
+            .concat();
+            pipeline.step(
+                "cargo test: core and kubelet API suites as a node identity",
+                || {
+                    cargo_env(
+                        &root,
+                        [
+                            "test",
+                            "-p",
+                            "vk-mock",
+                            "--test",
+                            "mock",
+                            "--",
+                            "runtime::",
+                            "kubelet_api::",
+                            "referenced_objects::",
+                            "websocket::",
+                        ],
+                        &node_env,
+                    )
+                },
+            );
         }
         _ => pipeline.skip("tests", "no test cluster"),
     }

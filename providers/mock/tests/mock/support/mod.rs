@@ -44,6 +44,17 @@ pub struct MockNode {
     /// Prints its log when the test fails, and kills it on drop.
     process: KubeletProcess,
     _dir: tempfile::TempDir,
+    /// The bootstrap token and cert dir of a node with its own identity
+    /// ([`node_identity_mode`]), kept while it runs.
+    _identity: Option<(vk_test_support::BootstrapToken, tempfile::TempDir)>,
+}
+
+/// Whether [`ready_node`] starts nodes with an identity of their own
+/// (`VK_TEST_NODE_IDENTITY=1`: a bootstrap token and a cert dir, under the
+/// Node authorizer and NodeRestriction) instead of the admin kubeconfig.
+/// `cargo xtask test` runs the core's and the kubelet API's suites both ways.
+pub fn node_identity_mode() -> bool {
+    std::env::var("VK_TEST_NODE_IDENTITY").is_ok_and(|v| v == "1")
 }
 
 impl MockNode {
@@ -161,6 +172,7 @@ impl MockNode {
             args,
             process,
             _dir: dir,
+            _identity: None,
         }
     }
 
@@ -287,11 +299,40 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A fresh namespace and a Ready `vk-mock` node named `<prefix>-<random>`.
+/// A fresh namespace and a Ready `vk-mock` node named `<prefix>-<random>`
+/// (with its own identity in [`node_identity_mode`]).
 pub async fn ready_node(prefix: &str, extra: &[&str]) -> (TestCluster, TestNamespace, MockNode) {
     let (cluster, ns) = cluster_and_namespace(prefix).await;
-    let node = MockNode::start(&cluster, &unique_name(prefix), extra);
-    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(20)).await;
+    let name = unique_name(prefix);
+    let node = if node_identity_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = vk_test_support::bootstrap_token(&cluster, dir.path())
+            .await
+            .expect("bootstrap token");
+        let cert_dir = dir.path().join("pki");
+        let mut args = vec![
+            "--bootstrap-kubeconfig",
+            token.kubeconfig.to_str().expect("a UTF-8 path"),
+            "--cert-dir",
+            cert_dir.to_str().expect("a UTF-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let mut node = MockNode::start(&cluster, &name, &args);
+        node._identity = Some((token, dir));
+        node
+    } else {
+        MockNode::start(&cluster, &name, extra)
+    };
+    wait_node_ready(&cluster.client(), &node.name, Duration::from_secs(60)).await;
+    if let Some((_, dir)) = &node._identity {
+        let cert = dir
+            .path()
+            .join("pki")
+            .join(vk_test_support::CURRENT_CLIENT_CERT);
+        let pem = std::fs::read_to_string(&cert).expect("the node's client certificate");
+        let (cn, _) = vk_test_support::certificate_subject(&pem).expect("its subject");
+        assert_eq!(cn, format!("system:node:{}", node.name), "works as itself");
+    }
     (cluster, ns, node)
 }
 
