@@ -10,6 +10,7 @@ mod support;
 mod chart;
 mod durability;
 mod image;
+mod node_identity;
 mod pods;
 mod standby;
 mod streams;
