@@ -217,7 +217,10 @@ pub struct KubeletArgs {
     /// Run as one of several replicas serving the same nodes (a hot
     /// standby): per node, the replica that holds a `coordination.k8s.io/v1`
     /// Lease of its own acts; the others watch and write nothing until the
-    /// Lease is free or expires. Off by default (one replica).
+    /// Lease is free or expires. Off by default (one replica). With
+    /// --bootstrap-kubeconfig the Lease is held with the credentials of
+    /// --kubeconfig (or the pod's ServiceAccount), which then need only that
+    /// Lease: a node's own may write no Lease but its heartbeat.
     #[arg(long = "leader-elect")]
     pub leader_elect: bool,
 

@@ -171,11 +171,21 @@ where
         None
     };
     let identity = crate::leader::replica_identity();
+    // The leader Lease is not the node's to write (NodeRestriction lets a
+    // node write only its heartbeat Lease): with a node identity, the
+    // replicas elect with the credentials of --kubeconfig or the pod's
+    // ServiceAccount, which need nothing but that Lease.
+    let election_client = match (&timings, &args.bootstrap_kubeconfig) {
+        (Some(_), Some(_)) => self::client(&args)
+            .await
+            .context("--leader-elect with --bootstrap-kubeconfig: the leader Lease is held with the credentials of --kubeconfig or the pod's ServiceAccount")?,
+        _ => client.clone(),
+    };
     let lease_namespace = args
         .leader_elect_namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
+        .unwrap_or_else(|| election_client.default_namespace().to_string());
     let mut electors = Vec::new();
     let lost = CancellationToken::new();
 
@@ -211,7 +221,7 @@ where
             .with_context(|| format!("setting up the provider for node {name}"))?;
         let elector = timings.clone().map(|timings| {
             crate::leader::Elector::new(
-                client.clone(),
+                election_client.clone(),
                 crate::leader::ElectionConfig {
                     namespace: lease_namespace.clone(),
                     name: args.leader_lease_name(name),

@@ -51,18 +51,34 @@ struct Replicas {
     binary: std::path::PathBuf,
     node: String,
     flags: Vec<String>,
+    /// In [`node_identity_mode`]: the bootstrap token every replica starts
+    /// from (each then gets a certificate of its own, in a cert dir of its
+    /// own, as each pod of the chart's Deployment does).
+    bootstrap: Option<vk_test_support::BootstrapToken>,
+    started: std::cell::Cell<usize>,
 }
 
 impl Replicas {
-    fn new(node: &str, ns: &str) -> Replicas {
+    async fn new(cluster: &TestCluster, node: &str, ns: &str) -> Replicas {
         let dir = tempfile::tempdir().unwrap();
         let binary = own_binary(dir.path());
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        let bootstrap = if node_identity_mode() {
+            Some(
+                vk_test_support::bootstrap_token(cluster, dir.path())
+                    .await
+                    .expect("bootstrap token"),
+            )
+        } else {
+            None
+        };
         Replicas {
             dir,
             binary,
             node: node.to_string(),
             flags: replica_flags(ns),
+            bootstrap,
+            started: std::cell::Cell::new(0),
         }
     }
 
@@ -71,7 +87,19 @@ impl Replicas {
     }
 
     fn start(&self, cluster: &TestCluster) -> MockNode {
-        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let mut flags: Vec<String> = self.flags.clone();
+        if let Some(token) = &self.bootstrap {
+            let n = self.started.get();
+            self.started.set(n + 1);
+            let cert_dir = self.dir.path().join(format!("pki-{n}"));
+            flags.extend([
+                "--bootstrap-kubeconfig".to_string(),
+                token.kubeconfig.to_string_lossy().into_owned(),
+                "--cert-dir".to_string(),
+                cert_dir.to_string_lossy().into_owned(),
+            ]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         MockNode::start_replica(cluster, &self.binary, &self.node, &self.state(), &flags)
     }
 }
@@ -131,7 +159,7 @@ async fn sigkill_of_the_leader_hands_the_node_to_the_standby_without_recreating(
     let (cluster, ns) = cluster_and_namespace("standby").await;
     let client = cluster.client();
     let node = unique_name("standby");
-    let set = Replicas::new(&node, ns.name());
+    let set = Replicas::new(&cluster, &node, ns.name()).await;
     let state = set.state();
     let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
 
@@ -288,7 +316,7 @@ async fn leaders_killed_in_a_row_never_duplicate_a_workload_nor_write_out_of_tur
     let (cluster, ns) = cluster_and_namespace("standby-loop").await;
     let client = cluster.client();
     let node = unique_name("standby-loop");
-    let set = Replicas::new(&node, ns.name());
+    let set = Replicas::new(&cluster, &node, ns.name()).await;
     let state = set.state();
     let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
 
@@ -402,7 +430,7 @@ async fn a_paused_leader_writes_nothing_when_it_resumes_and_exits() {
     let (cluster, ns) = cluster_and_namespace("standby-pause").await;
     let client = cluster.client();
     let node = unique_name("standby-pause");
-    let set = Replicas::new(&node, ns.name());
+    let set = Replicas::new(&cluster, &node, ns.name()).await;
     let history = lease_history(&client, ns.name(), &format!("vk-rs-{node}"));
     let mut a = set.start(&cluster);
     wait_node_ready(&client, &node, Duration::from_secs(20)).await;
