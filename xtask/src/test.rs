@@ -196,7 +196,8 @@ pub fn run() -> Result<ExitCode> {
             }
             // The core's and the kubelet API's suites once more, each node
             // with its own identity under the Node authorizer (a bootstrap
-            // token and a cert dir instead of the admin kubeconfig).
+            // token and a cert dir instead of the admin kubeconfig), and a
+            // standby's takeover with node identities.
             let node_env = [
                 env.as_slice(),
                 &[("VK_TEST_NODE_IDENTITY", OsStr::new("1"))],
@@ -218,6 +219,7 @@ pub fn run() -> Result<ExitCode> {
                             "kubelet_api::",
                             "referenced_objects::",
                             "websocket::",
+                            "standby::sigkill_of_the_leader",
                         ],
                         &node_env,
                     )
