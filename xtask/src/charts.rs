@@ -29,6 +29,7 @@ use crate::{cluster, controlplane_build, helm_build, kubectl, options, workspace
 const SHARED_TEMPLATES: &[&str] = &[
     "_helpers.tpl",
     "admission-policies.yaml",
+    "bootstrap-token.yaml",
     "clusterrole.yaml",
     "configmap.yaml",
     "deployment.yaml",

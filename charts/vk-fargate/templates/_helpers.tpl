@@ -212,18 +212,37 @@ test compares these rules with an allow-list of the calls.
 
 {{- /*
 identity.mode=node: the process is the node itself, as a kubelet: TLS
-bootstrap with the kubeconfig of identity.bootstrapSecret, then
-system:node:<nodeName> under the Node authorizer and NodeRestriction. The
-ServiceAccount gets no rule at all.
+bootstrap with a bootstrap kubeconfig, then system:node:<nodeName> under
+the Node authorizer and NodeRestriction. The ServiceAccount gets no rule
+but the leader Lease's. identity.mode=auto (the default): node where the
+cluster publishes kube-public/cluster-info (kubeadm's bootstrap-token
+discovery: the cluster takes bootstrap tokens), serviceAccount elsewhere
+and when rendered without a cluster (helm template).
 */ -}}
 {{- define "vk.nodeIdentity" -}}
 {{- $identity := dig "identity" dict .Values.AsMap -}}
-{{- if eq (default "serviceAccount" $identity.mode) "node" -}}
-{{- if not $identity.bootstrapSecret -}}
-{{- fail "identity.mode node needs identity.bootstrapSecret: a Secret in the release namespace with a bootstrap kubeconfig under the key kubeconfig" -}}
+{{- $mode := default "auto" $identity.mode -}}
+{{- if and (eq $mode "auto") (lookup "v1" "ConfigMap" "kube-public" "cluster-info") -}}
+{{- $mode = "node" -}}
 {{- end -}}
+{{- if eq $mode "node" -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{- /*
+The Secret with the bootstrap kubeconfig (key `kubeconfig`):
+identity.bootstrapSecret, or the one the chart makes with a bootstrap
+token of its own (bootstrap-token.yaml).
+*/ -}}
+{{- define "vk.bootstrapSecret" -}}
+{{- $identity := dig "identity" dict .Values.AsMap -}}
+{{- default (printf "%s-bootstrap" (include "vk.fullname" .)) $identity.bootstrapSecret -}}
+{{- end -}}
+
+{{- /* The group of the chart's bootstrap tokens: what its ClusterRoleBindings name. */ -}}
+{{- define "vk.bootstrapGroup" -}}
+system:bootstrappers:vk-rs
 {{- end -}}
 
 {{- /* Where the bootstrap kubeconfig is mounted, and the node's certificates kept (node identity). */ -}}
@@ -236,22 +255,19 @@ true
 {{- end -}}
 
 {{- /*
-Leader election, when asked for and possible: a node's own credentials may
-write only its heartbeat Lease in kube-node-lease, so with the node identity
-the chart runs one replica without it.
+Leader election, when asked for. With the node identity the replicas still
+elect with the ServiceAccount (a node's own credentials may write only its
+heartbeat Lease in kube-node-lease), which then may touch that Lease only.
 */ -}}
 {{- define "vk.leaderElect" -}}
-{{- if and .Values.leaderElection.enabled (not (include "vk.nodeIdentity" .)) -}}
+{{- if .Values.leaderElection.enabled -}}
 true
 {{- end -}}
 {{- end -}}
 
-{{- /* Replicas of the Deployment: more than one only with leader election (one with the node identity). */ -}}
+{{- /* Replicas of the Deployment: more than one only with leader election. */ -}}
 {{- define "vk.replicas" -}}
 {{- $replicas := int .Values.replicas -}}
-{{- if include "vk.nodeIdentity" . -}}
-{{- $replicas = 1 -}}
-{{- end -}}
 {{- if and (gt $replicas 1) (not .Values.leaderElection.enabled) -}}
 {{- fail "replicas above 1 need leaderElection.enabled: two kubelets without it fight over the node and its pods" -}}
 {{- end -}}

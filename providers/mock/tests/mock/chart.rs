@@ -255,9 +255,11 @@ fn lint_is_clean_and_the_apiserver_accepts_every_rendering() {
 }
 
 /// `identity.mode=node`: the process is the node, bootstrapped from the
-/// Secret's kubeconfig; the ServiceAccount gets no rule at all, so nothing
-/// of the ServiceAccount mode's cluster-wide reach (Secrets, ConfigMaps,
-/// tokens, every pod) is rendered.
+/// Secret's kubeconfig; the ServiceAccount keeps only the leader Lease, so
+/// nothing of the ServiceAccount mode's cluster-wide reach (Secrets,
+/// ConfigMaps, tokens, every pod) is rendered. Without a bootstrap Secret
+/// the chart makes a token of its own; `auto` without a cluster to look at
+/// is the ServiceAccount mode.
 #[test]
 fn the_node_identity_renders_no_rule_for_the_service_account() {
     let node_values = chart::ci_values(CHART, "node-identity");
@@ -275,10 +277,7 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
     for kind in [
         "ClusterRole",
         "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
         "ValidatingAdmissionPolicy",
-        "PodDisruptionBudget",
     ] {
         assert!(
             of_kind(&node_mode, kind).is_empty(),
@@ -286,6 +285,19 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
             kinds(&node_mode)
         );
     }
+    // The one Role left is the leader Lease's, in the release namespace.
+    let node_rules: Vec<(String, String, String, Vec<String>)> = of_kind(&node_mode, "Role")
+        .iter()
+        .flat_map(|r| chart::grants(&r["rules"]))
+        .collect();
+    assert!(
+        !node_rules.is_empty()
+            && node_rules
+                .iter()
+                .all(|(group, resource, _, _)| group == "coordination.k8s.io"
+                    && resource == "leases"),
+        "node mode: the leader Lease only: {node_rules:?}"
+    );
     let rules: Vec<(String, String, String, Vec<String>)> = of_kind(&sa_mode, "ClusterRole")
         .iter()
         .flat_map(|r| chart::grants(&r["rules"]))
@@ -301,11 +313,15 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
         "ServiceAccount mode reads Secrets and ConfigMaps: {rules:?}"
     );
     eprintln!(
-        "ServiceAccount mode grants {} cluster-wide rules (Secrets and ConfigMaps by name, every pod, tokens of every ServiceAccount); node mode grants none: the Node authorizer decides",
-        rules.len()
+        "ServiceAccount mode grants {} cluster-wide rules (Secrets and ConfigMaps by name, every pod, tokens of every ServiceAccount); node mode grants {} (the leader Lease): the Node authorizer decides the rest",
+        rules.len(),
+        node_rules.len()
     );
+    // A hot standby as in the ServiceAccount mode: each replica bootstraps
+    // its own certificate; they elect with the ServiceAccount.
     let deployment = of_kind(&node_mode, "Deployment")[0];
-    assert_eq!(deployment["spec"]["replicas"], json!(1));
+    assert_eq!(deployment["spec"]["replicas"], json!(2));
+    assert_eq!(of_kind(&node_mode, "PodDisruptionBudget").len(), 1);
     let spec = &deployment["spec"]["template"]["spec"];
     let args = strings(&spec["containers"][0]["args"]);
     assert!(
@@ -316,7 +332,7 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
         args.contains(&"--cert-dir=/var/lib/vk-pki".to_string()),
         "{args:?}"
     );
-    assert!(!args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
     let volumes = spec["volumes"].as_array().expect("volumes");
     assert!(
         volumes
@@ -328,11 +344,58 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
             .iter()
             .any(|v| v["name"] == json!("node-certificates") && v["emptyDir"].is_object())
     );
-    chart::assert_rejected(
-        CHART,
-        &["--set", "identity.mode=node"],
-        "identity.mode node needs identity.bootstrapSecret",
+
+    // No bootstrap Secret given: the chart's own token, kubeconfig and bindings.
+    let own = objects(
+        &template("rel", "vk-system", &["--set", "identity.mode=node"]).expect("helm template"),
     );
+    let secrets = of_kind(&own, "Secret");
+    let token = secrets
+        .iter()
+        .find(|s| s["type"] == json!("bootstrap.kubernetes.io/token"))
+        .expect("a bootstrap token Secret");
+    assert_eq!(token["metadata"]["namespace"], json!("kube-system"));
+    let id = token["stringData"]["token-id"].as_str().expect("token-id");
+    assert_eq!(
+        token["metadata"]["name"],
+        json!(format!("bootstrap-token-{id}"))
+    );
+    assert_eq!(
+        token["stringData"]["auth-extra-groups"],
+        json!("system:bootstrappers:vk-rs")
+    );
+    let kubeconfig = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == json!("rel-vk-mock-bootstrap"))
+        .expect("the bootstrap kubeconfig Secret");
+    assert!(
+        kubeconfig["stringData"]["kubeconfig"]
+            .as_str()
+            .is_some_and(|k| k.contains(&format!("token: {id}."))),
+        "{kubeconfig}"
+    );
+    let mut bound: Vec<String> = of_kind(&own, "ClusterRoleBinding")
+        .iter()
+        .filter(|b| b["subjects"][0]["name"] == json!("system:bootstrappers:vk-rs"))
+        .map(|b| b["roleRef"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        [
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:node-bootstrapper"
+        ]
+    );
+    assert!(
+        of_kind(&own, "Deployment")[0]["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["secret"]["secretName"] == json!("rel-vk-mock-bootstrap"))
+    );
+    // `auto` with no cluster to ask (helm template): the ServiceAccount mode.
+    assert_eq!(of_kind(&sa_mode, "ClusterRole").len(), 1);
 }
 
 /// A `vk-mock` process started the way the chart's Deployment starts it.
@@ -342,6 +405,64 @@ struct ChartKubelet {
 }
 
 impl ChartKubelet {
+    /// Starts `vk-mock` the way the chart's Deployment in `rendered` starts
+    /// it: its arguments, environment and provider config (written to
+    /// `dir`), authenticated with `kubeconfig`. `rewrite` may replace an
+    /// argument that names a path inside the pod.
+    fn spawn(
+        rendered: &[Value],
+        dir: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        rewrite: impl Fn(&str) -> Option<String>,
+    ) -> ChartKubelet {
+        let config_json = of_kind(rendered, "ConfigMap")[0]["data"]["config.json"]
+            .as_str()
+            .expect("config.json")
+            .to_string();
+        let config_file = dir.join("config.json");
+        std::fs::write(&config_file, config_json).expect("write config");
+        let container =
+            &of_kind(rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+        let metrics_port = free_port().expect("free port");
+        let args: Vec<String> = strings(&container["args"])
+            .into_iter()
+            .map(|a| {
+                if let Some(replaced) = rewrite(&a) {
+                    replaced
+                } else if a.starts_with("--provider-config=") {
+                    format!("--provider-config={}", config_file.display())
+                } else if a.starts_with("--metrics-addr=") {
+                    format!("--metrics-addr=127.0.0.1:{metrics_port}")
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let log = dir.join("vk-mock.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(vk_mock_bin());
+        cmd.args(&args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::from(log_file.try_clone().expect("log")))
+            .stderr(Stdio::from(log_file));
+        for env in container["env"].as_array().into_iter().flatten() {
+            let name = env["name"].as_str().unwrap_or("");
+            let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("status.podIP") => "127.0.0.1".to_string(),
+                Some(other) => panic!("unexpected fieldRef {other}"),
+                None if name == "KUBELET_PORT" => free_port().expect("free port").to_string(),
+                None => env["value"].as_str().unwrap_or("").to_string(),
+            };
+            cmd.env(name, value);
+        }
+        ChartKubelet {
+            child: cmd.spawn().expect("spawn vk-mock"),
+            log,
+        }
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -467,56 +588,12 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
         .expect("a kubeconfig with the token");
 
-    // The chart's provider config, arguments and environment.
-    let config_json = of_kind(&rendered, "ConfigMap")[0]["data"]["config.json"]
-        .as_str()
-        .expect("config.json")
-        .to_string();
-    let config_file = dir.path().join("config.json");
-    std::fs::write(&config_file, config_json).expect("write config");
-    let container =
-        &of_kind(&rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
-    let metrics_port = free_port().expect("free port");
-    let args: Vec<String> = strings(&container["args"])
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("--provider-config=") {
-                format!("--provider-config={}", config_file.display())
-            } else if a.starts_with("--metrics-addr=") {
-                format!("--metrics-addr=127.0.0.1:{metrics_port}")
-            } else {
-                a
-            }
-        })
-        .collect();
-    let log = dir.path().join("vk-mock.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(vk_mock_bin());
-    cmd.args(&args)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env_remove("KUBECONFIG")
-        .stdout(Stdio::from(log_file.try_clone().expect("log")))
-        .stderr(Stdio::from(log_file));
-    for env in container["env"].as_array().into_iter().flatten() {
-        let name = env["name"].as_str().unwrap_or("");
-        let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            Some("status.podIP") => "127.0.0.1".to_string(),
-            Some(other) => panic!("unexpected fieldRef {other}"),
-            None if name == "KUBELET_PORT" => free_port().expect("free port").to_string(),
-            None => env["value"].as_str().unwrap_or("").to_string(),
-        };
-        cmd.env(name, value);
-    }
     let approver = CsrApprover::start(
         &cluster,
         &node,
         Some(&format!("system:serviceaccount:{}:{fullname}", ns.name())),
     );
-    let kubelet = ChartKubelet {
-        child: cmd.spawn().expect("spawn vk-mock"),
-        log,
-    };
+    let kubelet = ChartKubelet::spawn(&rendered, dir.path(), &kubeconfig, |_| None);
 
     // Node Ready, and its lease renewed by the ServiceAccount.
     wait_node_ready(&client, &node, Duration::from_secs(60)).await;
@@ -728,4 +805,169 @@ fn scenario_deployment(node: &str) -> Deployment {
         }
     }))
     .expect("deployment")
+}
+
+/// `identity.mode=node` with the chart's own bootstrap token, applied for
+/// real: `vk-mock`, started as the chart's Deployment starts it, bootstraps
+/// with the chart's kubeconfig (its token's group bound as the chart binds
+/// it, the controller-manager's approver issuing the certificate), is Ready
+/// as `system:node:<node>`, holds the leader Lease with the ServiceAccount,
+/// and runs a pod that reads a Secret, with no call refused.
+#[tokio::test]
+async fn the_charts_own_bootstrap_token_makes_the_node_itself() {
+    let (cluster, ns) = cluster_and_namespace("vk-own-token").await;
+    let client = cluster.client();
+    let node = unique_name("vk-own-token");
+    let release = node.clone();
+    let fullname = format!("{release}-vk-mock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = template(
+        &release,
+        ns.name(),
+        &[
+            "--set",
+            &format!("nodeName={node}"),
+            "--set",
+            "identity.mode=node",
+        ],
+    )
+    .expect("helm template");
+    let rendered = objects(&manifest);
+    let applied: Vec<Value> = rendered
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "Secret",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    let token_secret = applied
+        .iter()
+        .find(|o| o["type"] == json!("bootstrap.kubernetes.io/token"))
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .expect("the chart's bootstrap token")
+        .to_string();
+    let _cleanup = [
+        cluster.delete_on_drop("secret", Some("kube-system"), &token_secret),
+        cluster.delete_on_drop("clusterrolebinding", None, &format!("{fullname}-bootstrap")),
+        cluster.delete_on_drop(
+            "clusterrolebinding",
+            None,
+            &format!("{fullname}-node-client"),
+        ),
+        cluster.delete_on_drop("node", None, &node),
+        cluster.delete_on_drop("lease", Some("kube-node-lease"), &node),
+    ];
+    let file = dir.path().join("objects.json");
+    std::fs::write(
+        &file,
+        json!({ "apiVersion": "v1", "kind": "List", "items": applied }).to_string(),
+    )
+    .expect("write objects");
+    let out = cluster
+        .kubectl(["apply", "-f", file.to_str().unwrap_or("")])
+        .await
+        .expect("kubectl apply");
+    assert!(out.status.success(), "applying the chart: {}", out.stderr);
+
+    // The chart's bootstrap kubeconfig, with the apiserver and CA as this
+    // process (outside the cluster) reaches them.
+    let admin = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).expect("kubeconfig");
+    let server = admin.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("the apiserver's address");
+    let bootstrap = of_kind(&rendered, "Secret")
+        .iter()
+        .find_map(|s| s["stringData"]["kubeconfig"].as_str())
+        .expect("the bootstrap kubeconfig")
+        .replace("https://kubernetes.default.svc", &server)
+        .replace(
+            "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            &cluster.ca_cert_path().to_string_lossy(),
+        );
+    let bootstrap_file = dir.path().join("bootstrap.kubeconfig");
+    std::fs::write(&bootstrap_file, bootstrap).expect("write the bootstrap kubeconfig");
+    let cert_dir = dir.path().join("pki");
+    // The ServiceAccount's token (for the leader Lease only).
+    let token = cluster
+        .kubectl([
+            "create",
+            "token",
+            &fullname,
+            "-n",
+            ns.name(),
+            "--duration=1h",
+        ])
+        .await
+        .expect("kubectl create token");
+    assert!(token.status.success(), "TokenRequest: {}", token.stderr);
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster
+        .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
+        .expect("a kubeconfig with the token");
+    let kubelet = ChartKubelet::spawn(&rendered, dir.path(), &kubeconfig, |arg| {
+        if arg.starts_with("--bootstrap-kubeconfig=") {
+            Some(format!(
+                "--bootstrap-kubeconfig={}",
+                bootstrap_file.display()
+            ))
+        } else if arg.starts_with("--cert-dir=") {
+            Some(format!("--cert-dir={}", cert_dir.display()))
+        } else {
+            None
+        }
+    });
+
+    wait_node_ready(&client, &node, Duration::from_secs(60)).await;
+    let pem = std::fs::read_to_string(cert_dir.join(vk_test_support::CURRENT_CLIENT_CERT))
+        .expect("the node's client certificate");
+    let (cn, _) = vk_test_support::certificate_subject(&pem).expect("its subject");
+    assert_eq!(cn, format!("system:node:{node}"));
+    let leader = wait_for("the leader lease", Duration::from_secs(30), || async {
+        Ok(Api::<Lease>::namespaced(client.clone(), ns.name())
+            .get_opt(&format!("vk-rs-{node}"))
+            .await?)
+    })
+    .await
+    .expect("the leader lease");
+    assert!(
+        leader
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| !h.is_empty()),
+        "the leader lease has a holder"
+    );
+
+    // A pod reading a Secret: only its own node may read it.
+    let secret: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "creds" }, "stringData": { "password": "hunter2" } }),
+    )
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let mut manifest = pod("reader", &node);
+    manifest["spec"]["containers"][0]["env"] = json!([
+        { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } }
+    ]);
+    create_pod(&client, ns.name(), manifest).await;
+    wait_running(&client, ns.name(), "reader", RUNNING_WITHIN).await;
+    let log = kubelet.log_text();
+    // One refusal is expected and handled: a node may not read the
+    // published client CA (it then trusts the bootstrap kubeconfig's CA).
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+        .filter(|l| !l.contains("the published client CA cannot be read"))
+        .collect();
+    assert!(refused.is_empty(), "calls refused: {refused:?}");
 }
