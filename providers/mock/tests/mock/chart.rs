@@ -588,6 +588,34 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
         .expect("a kubeconfig with the token");
 
+    // What the ServiceAccount mode reaches and the node mode does not
+    // (node_identity.rs: 403 for the node): a Secret no pod references,
+    // read by name.
+    let unreferenced: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "unreferenced" }, "stringData": { "k": "v" } }),
+    )
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &unreferenced)
+        .await
+        .expect("create secret");
+    let as_service_account = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("the token's kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("its config"),
+    )
+    .expect("a client with the ServiceAccount's token");
+    let read = Api::<Secret>::namespaced(as_service_account, ns.name())
+        .get("unreferenced")
+        .await;
+    assert!(
+        read.is_ok(),
+        "the ServiceAccount mode reads any Secret by name: {read:?}"
+    );
+
     let approver = CsrApprover::start(
         &cluster,
         &node,
