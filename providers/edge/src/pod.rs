@@ -23,7 +23,7 @@ use bollard::models::{ContainerStateStatusEnum, ContainerSummary, VolumeCreateRe
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, EphemeralContainer, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -171,6 +171,9 @@ struct Ctr {
     stopping: bool,
     /// A new attempt must be made at once (the image changed).
     recreate: bool,
+    /// An ephemeral container's `targetContainerName`: it shares that
+    /// container's process namespace.
+    target: Option<String>,
 }
 
 impl Ctr {
@@ -188,6 +191,15 @@ impl Ctr {
             probes: Vec::new(),
             stopping: false,
             recreate: false,
+            target: None,
+        }
+    }
+
+    /// An ephemeral container (`kubectl debug`).
+    fn ephemeral(e: vk_core::toolkit::ephemeral::Ephemeral) -> Ctr {
+        Ctr {
+            target: e.target,
+            ..Ctr::new(Role::Ephemeral, e.container)
         }
     }
 
@@ -327,6 +339,25 @@ impl Supervisor {
         let mut s = Supervisor::new(node, key, pod, BTreeMap::new(), Vec::new())?;
         s.files_dirty = false;
         s.infra = infra.id.clone().map(|id| (id, false));
+        // Ephemeral containers are not in the infra container's pod: each
+        // carries its own spec.
+        for x in summaries {
+            let Some(text) = label(x, spec::LABEL_EPHEMERAL) else {
+                continue;
+            };
+            match serde_json::from_str::<EphemeralContainer>(text) {
+                Ok(ec) if !s.ctrs.iter().any(|c| c.spec.name == ec.name) => {
+                    s.ctrs.push(Ctr::ephemeral(vk_core::toolkit::ephemeral::Ephemeral {
+                        container: vk_core::toolkit::ephemeral::as_container(&ec),
+                        target: ec.target_container_name.clone().filter(|t| !t.is_empty()),
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(pod = %s.shared.key, error = %e, "an ephemeral container's spec label is unreadable; it is left as it is");
+                }
+            }
+        }
         let mut stale = Vec::new();
         for c in s.ctrs.iter_mut() {
             let mut attempts: Vec<(u32, &ContainerSummary)> = summaries
@@ -412,6 +443,13 @@ impl Supervisor {
                     info!(pod = %self.shared.key, container = %c.spec.name, "container spec changed; restarting it");
                     c.recreate = true;
                 }
+            }
+        }
+        // New ephemeral containers (`kubectl debug`); the pod's list only grows.
+        for n in new_ctrs {
+            if n.role == Role::Ephemeral && !self.ctrs.iter().any(|c| c.spec.name == n.spec.name) {
+                info!(pod = %self.shared.key, container = %n.spec.name, "ephemeral container added");
+                self.ctrs.push(n);
             }
         }
         if update.files != self.files {
@@ -600,6 +638,18 @@ impl Supervisor {
                 continue;
             }
             if let Some(at) = self.step(i, &policy, &infra_id, now).await {
+                next = next.min(at);
+            }
+        }
+
+        // Ephemeral containers: started once, never restarted, not even
+        // when removed from the engine behind our back.
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            if c.role != Role::Ephemeral || (c.current.is_none() && c.previous.is_some()) {
+                continue;
+            }
+            if let Some(at) = self.step(i, "Never", &infra_id, now).await {
                 next = next.min(at);
             }
         }
@@ -846,9 +896,24 @@ impl Supervisor {
         };
         let c = &self.ctrs[i];
         let id = self.identity();
-        let body = spec::app_body(
+        let mut body = spec::app_body(
             &self.pod, &id, &c.spec, c.role, number, infra_id, &self.plan, &ctx, flavor,
         )?;
+        if c.role == Role::Ephemeral {
+            let target = match &c.target {
+                Some(t) => Some(
+                    self.ctrs
+                        .iter()
+                        .find(|x| x.role != Role::Ephemeral && &x.spec.name == t)
+                        .filter(|x| x.running())
+                        .and_then(|x| x.current.as_ref())
+                        .map(|a| a.id.clone())
+                        .ok_or_else(|| format!("target container {t:?} is not running"))?,
+                ),
+                None => None,
+            };
+            spec::as_ephemeral(&mut body, &c.spec, c.target.as_deref(), target.as_deref());
+        }
         let name = spec::container_name(&id, &c.spec.name, number);
         create_replacing(&docker, &name, body).await
     }
@@ -1108,6 +1173,15 @@ impl Supervisor {
         let policy = restart_policy(&self.pod);
         let inits: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::Init).collect();
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::App).collect();
+        let ephemeral: Vec<ContainerStatus> = self
+            .ctrs
+            .iter()
+            .filter(|c| c.role == Role::Ephemeral)
+            .map(|c| ContainerStatus {
+                ready: false,
+                ..container_status(c, None, self.infra_error.as_deref())
+            })
+            .collect();
         let init_done = inits.iter().all(|c| c.init_done());
         let app_terminal = |c: &&Ctr| c.exit().is_some_and(|code| !should_restart(policy, code));
         let phase = if self.failed.is_some() {
@@ -1152,6 +1226,7 @@ impl Supervisor {
             pod_ip: self.ip.clone(),
             container_statuses: Some(statuses(&apps, true)),
             init_container_statuses: (!inits.is_empty()).then(|| statuses(&inits, false)),
+            ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
             ..Default::default()
         }
     }
@@ -1220,6 +1295,11 @@ fn containers_of(pod: &Pod) -> Vec<Ctr> {
         .into_iter()
         .map(|c| Ctr::new(Role::Init, c))
         .chain(spec.containers.into_iter().map(|c| Ctr::new(Role::App, c)))
+        .chain(
+            vk_core::toolkit::ephemeral::ephemeral_containers(pod)
+                .into_iter()
+                .map(Ctr::ephemeral),
+        )
         .collect()
 }
 

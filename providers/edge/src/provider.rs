@@ -348,6 +348,18 @@ impl Provider for EdgeProvider {
         Ok(())
     }
 
+    /// Ephemeral containers (`kubectl debug`) join the pod's infra
+    /// container namespaces (network, IPC, UTS) and, with
+    /// `targetContainerName`, that container's process namespace. The
+    /// supervisor starts each new one once and never restarts it.
+    async fn start_ephemeral_containers(
+        &self,
+        pod: &ResolvedPod,
+        _new: &[String],
+    ) -> ProviderResult<()> {
+        self.update_pod(pod).await
+    }
+
     /// The engine's volumes take new files while the containers run: the
     /// supervisor writes them through the archive API, as for an update.
     async fn refresh_volumes(&self, pod: &ResolvedPod) -> ProviderResult<()> {
