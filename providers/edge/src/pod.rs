@@ -347,10 +347,11 @@ impl Supervisor {
             };
             match serde_json::from_str::<EphemeralContainer>(text) {
                 Ok(ec) if !s.ctrs.iter().any(|c| c.spec.name == ec.name) => {
-                    s.ctrs.push(Ctr::ephemeral(vk_core::toolkit::ephemeral::Ephemeral {
-                        container: vk_core::toolkit::ephemeral::as_container(&ec),
-                        target: ec.target_container_name.clone().filter(|t| !t.is_empty()),
-                    }));
+                    s.ctrs
+                        .push(Ctr::ephemeral(vk_core::toolkit::ephemeral::Ephemeral {
+                            container: vk_core::toolkit::ephemeral::as_container(&ec),
+                            target: ec.target_container_name.clone().filter(|t| !t.is_empty()),
+                        }));
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -612,8 +612,9 @@ pub fn as_ephemeral(
         .get_or_insert_with(HashMap::new)
         .insert(LABEL_EPHEMERAL.into(), json.to_string());
     if let Some(id) = target_id {
-        body.host_config.get_or_insert_with(Default::default).pid_mode =
-            Some(format!("container:{id}"));
+        body.host_config
+            .get_or_insert_with(Default::default)
+            .pid_mode = Some(format!("container:{id}"));
     }
 }
 
@@ -796,7 +797,14 @@ mod tests {
         let e = &vk_core::toolkit::ephemeral::ephemeral_containers(&p)[0];
         let ctx = MountContext::default();
         let mut body = app_body(
-            &p, &id(), &e.container, Role::Ephemeral, 0, "infra-id", &BTreeMap::new(), &ctx,
+            &p,
+            &id(),
+            &e.container,
+            Role::Ephemeral,
+            0,
+            "infra-id",
+            &BTreeMap::new(),
+            &ctx,
             Flavor::Podman,
         )
         .unwrap();
@@ -817,7 +825,14 @@ mod tests {
 
         // Without a target: the pod's namespaces only.
         let mut body = app_body(
-            &p, &id(), &e.container, Role::Ephemeral, 0, "infra-id", &BTreeMap::new(), &ctx,
+            &p,
+            &id(),
+            &e.container,
+            Role::Ephemeral,
+            0,
+            "infra-id",
+            &BTreeMap::new(),
+            &ctx,
             Flavor::Podman,
         )
         .unwrap();

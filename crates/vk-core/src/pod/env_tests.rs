@@ -413,10 +413,19 @@ fn ephemeral_containers_get_their_env_resolved_and_referenced() {
         }]),
         ..Default::default()
     }]);
-    assert!(needs_pod_ip(&pod), "the ephemeral container reads status.podIP");
+    assert!(
+        needs_pod_ip(&pod),
+        "the ephemeral container reads status.podIP"
+    );
     assert_eq!(referenced_objects(&pod).0, vec!["cfg".to_string()]);
     resolve_pod_env(&mut pod, &sources()).unwrap();
-    let ec = &pod.spec.as_ref().unwrap().ephemeral_containers.as_ref().unwrap()[0];
+    let ec = &pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .ephemeral_containers
+        .as_ref()
+        .unwrap()[0];
     assert_eq!(ec.env_from, None);
     let env: Vec<(String, String)> = ec
         .env
@@ -424,7 +433,11 @@ fn ephemeral_containers_get_their_env_resolved_and_referenced() {
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    for want in [("IP", "10.244.0.9"), ("SAY", "mode=fast"), ("CFG_LEVEL", "debug")] {
+    for want in [
+        ("IP", "10.244.0.9"),
+        ("SAY", "mode=fast"),
+        ("CFG_LEVEL", "debug"),
+    ] {
         assert!(
             env.iter().any(|(n, v)| n == want.0 && v == want.1),
             "{want:?} in {env:?}"

@@ -139,8 +139,10 @@ mod tests {
             .collect();
         let sts: Vec<_> = reported
             .iter()
-            .map(|n| json!({"name": n, "image": "busybox", "imageID": "", "ready": false,
-                            "restartCount": 0, "state": {"running": {}}}))
+            .map(|n| {
+                json!({"name": n, "image": "busybox", "imageID": "", "ready": false,
+                            "restartCount": 0, "state": {"running": {}}})
+            })
             .collect();
         serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
