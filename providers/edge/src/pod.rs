@@ -1422,10 +1422,15 @@ pub async fn remove_pod(
             }
         });
     futures::future::join_all(stops).await;
-    // The infra container last: Podman refuses to remove a container others
-    // still join ("has dependent containers").
+    // Ephemeral containers first (they join their target's process
+    // namespace), the infra container last: Podman refuses to remove a
+    // container others still join ("has dependent containers").
     let mut ordered: Vec<&ContainerSummary> = containers.iter().collect();
-    ordered.sort_by_key(|c| label(c, LABEL_ROLE) == Some("infra"));
+    ordered.sort_by_key(|c| match label(c, LABEL_ROLE) {
+        Some("ephemeral") => 0,
+        Some("infra") => 2,
+        _ => 1,
+    });
     for c in ordered {
         let Some(id) = &c.id else { continue };
         if label(c, LABEL_ROLE) == Some("infra") {

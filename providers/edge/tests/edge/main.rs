@@ -9,6 +9,7 @@ mod support;
 
 mod chart;
 mod durability;
+mod ephemeral;
 mod image;
 mod pods;
 mod standby;
