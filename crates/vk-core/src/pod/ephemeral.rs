@@ -229,7 +229,7 @@ mod tests {
         assert!(m[0].state.as_ref().unwrap().running.is_some());
 
         // One the backend does not report is kept, and order is kept.
-        let m = merge(Some(&[refused_one.clone()]), Some(&[run("d1")])).unwrap();
+        let m = merge(Some(std::slice::from_ref(&refused_one)), Some(&[run("d1")])).unwrap();
         assert_eq!(
             m.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             ["gone", "d1"]
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(m[0], refused_one);
 
         // Ended stays ended.
-        let m = merge(Some(&[ended.clone()]), Some(&[run("d1")])).unwrap();
+        let m = merge(Some(std::slice::from_ref(&ended)), Some(&[run("d1")])).unwrap();
         assert!(m[0].state.as_ref().unwrap().terminated.is_some());
     }
 }
