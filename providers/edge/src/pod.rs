@@ -80,8 +80,8 @@ pub struct PodView {
 pub struct Update {
     /// The new resolved pod.
     pub pod: Pod,
-    /// Its volume files.
-    pub files: BTreeMap<String, VolumeFiles>,
+    /// Its volume files; `None` keeps the ones the supervisor has.
+    pub files: Option<BTreeMap<String, VolumeFiles>>,
 }
 
 /// What the provider holds of a running supervisor.
@@ -124,6 +124,25 @@ impl PodShared {
     pub fn push_update(&self, update: Update) {
         *lock(&self.pod) = update.pod.clone();
         *lock(&self.update) = Some(update);
+        self.wake.notify_one();
+    }
+
+    /// Queues the pod's ephemeral containers (`kubectl debug`) and wakes the
+    /// supervisor. Nothing else of the pod changes: its other containers
+    /// are not compared with a new resolution of their env (which a
+    /// ConfigMap changed since may alter), and an update still pending
+    /// keeps its own spec and files.
+    pub fn push_ephemeral(&self, ephemeral: Vec<EphemeralContainer>) {
+        let mut pending = lock(&self.update);
+        let update = pending.get_or_insert_with(|| Update {
+            pod: lock(&self.pod).clone(),
+            files: None,
+        });
+        if let Some(spec) = update.pod.spec.as_mut() {
+            spec.ephemeral_containers = Some(ephemeral);
+        }
+        *lock(&self.pod) = update.pod.clone();
+        drop(pending);
         self.wake.notify_one();
     }
 }
@@ -453,8 +472,10 @@ impl Supervisor {
                 self.ctrs.push(n);
             }
         }
-        if update.files != self.files {
-            self.files = update.files;
+        if let Some(files) = update.files
+            && files != self.files
+        {
+            self.files = files;
             self.files_dirty = true;
         }
         self.pod = update.pod;
@@ -1466,6 +1487,69 @@ pub async fn remove_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(pod: Pod) -> PodShared {
+        PodShared {
+            key: PodKey::default(),
+            pod: Mutex::new(pod),
+            status: Mutex::default(),
+            view: Mutex::default(),
+            update: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    fn pod_with_image(image: &str) -> Pod {
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn debugger() -> Vec<EphemeralContainer> {
+        vec![EphemeralContainer {
+            name: "dbg".into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn ephemeral_containers_change_nothing_else_of_the_pod() {
+        // Nothing pending: the pod as handed over, plus them; files kept.
+        let s = shared(pod_with_image("v1"));
+        s.push_ephemeral(debugger());
+        let u = lock(&s.update).clone().unwrap();
+        assert!(u.files.is_none(), "the files are kept");
+        let spec = u.pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("v1"));
+        assert_eq!(spec.ephemeral_containers.unwrap()[0].name, "dbg");
+
+        // An update still pending keeps its spec and files.
+        let s = shared(pod_with_image("v1"));
+        let files = BTreeMap::from([("cfg".to_string(), VolumeFiles::default())]);
+        s.push_update(Update {
+            pod: pod_with_image("v2"),
+            files: Some(files.clone()),
+        });
+        s.push_ephemeral(debugger());
+        let u = lock(&s.update).clone().unwrap();
+        assert_eq!(u.files, Some(files));
+        let spec = u.pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("v2"));
+        assert_eq!(spec.ephemeral_containers.unwrap().len(), 1);
+        assert_eq!(
+            s.pod().spec.unwrap().ephemeral_containers.unwrap()[0].name,
+            "dbg"
+        );
+    }
 
     fn attempt(observed: Observed, number: u32) -> Attempt {
         Attempt {

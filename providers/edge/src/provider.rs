@@ -343,7 +343,7 @@ impl Provider for EdgeProvider {
         let shared = self.shared(&key)?;
         shared.push_update(Update {
             pod: pod.pod.clone(),
-            files: pod.volumes.clone(),
+            files: Some(pod.volumes.clone()),
         });
         Ok(())
     }
@@ -357,7 +357,17 @@ impl Provider for EdgeProvider {
         pod: &ResolvedPod,
         _new: &[String],
     ) -> ProviderResult<()> {
-        self.update_pod(pod).await
+        let key = pod.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod without namespace, name or uid".into())
+        })?;
+        let ephemeral = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.clone())
+            .unwrap_or_default();
+        self.shared(&key)?.push_ephemeral(ephemeral);
+        Ok(())
     }
 
     /// The engine's volumes take new files while the containers run: the
