@@ -27,13 +27,21 @@ const REFUSED_EXIT_CODE: i32 = 128;
 
 /// The ephemeral containers of `pod` to hand to the provider: those the
 /// pod lists, less the ones already handed over (or refused) by this
-/// process (`handed`), less the ones the API status already shows (handed
-/// over before a restart of this process: started once, never again).
+/// process (`handed`), less the ones the API status shows started or ended
+/// (handed over before a restart of this process: started once, never
+/// again). One the status shows still waiting (an image being pulled when
+/// this process restarted) is handed over again: the provider's call is
+/// idempotent, and a backend that lost it starts it.
 pub fn pending(pod: &Pod, handed: &BTreeSet<String>) -> Vec<String> {
     let reported: BTreeSet<&str> = pod
         .status
         .iter()
         .flat_map(|s| s.ephemeral_container_statuses.iter().flatten())
+        .filter(|s| {
+            s.state
+                .as_ref()
+                .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+        })
         .map(|s| s.name.as_str())
         .collect();
     pod.spec
@@ -162,6 +170,17 @@ mod tests {
 
     #[test]
     fn pending_containers() {
+        let mut waiting = pod(&["d1"], &["d1"]);
+        if let Some(st) = waiting
+            .status
+            .as_mut()
+            .and_then(|s| s.ephemeral_container_statuses.as_mut())
+        {
+            st[0].state = Some(crate::toolkit::container_status::waiting(
+                "ErrImagePull",
+                None,
+            ));
+        }
         let cases: Vec<(&str, Pod, BTreeSet<String>, Vec<&str>)> = vec![
             ("none", pod(&[], &[]), handed(&[]), vec![]),
             ("a new one", pod(&["d1"], &[]), handed(&[]), vec!["d1"]),
@@ -177,6 +196,12 @@ mod tests {
                 pod(&["d1", "d2"], &["d1"]),
                 handed(&[]),
                 vec!["d2"],
+            ),
+            (
+                "still waiting before a restart",
+                waiting,
+                handed(&[]),
+                vec!["d1"],
             ),
         ];
         for (name, p, h, want) in cases {
