@@ -19,7 +19,9 @@
 //!
 //! The required methods are the pod lifecycle and the node's capacity; the
 //! kubelet API capabilities (`container_logs`, `exec`, `attach`,
-//! `port_forward`, `usage`) are optional and answer 501 until implemented.
+//! `port_forward`, `usage`) are optional and answer 501 until implemented;
+//! so are ephemeral containers (`start_ephemeral_containers`, for `kubectl
+//! debug`), which the core reports refused until implemented.
 //! `vk-mock` (`providers/mock/src/provider.rs`) is the complete worked example.
 //!
 //! ```no_run

@@ -450,6 +450,32 @@ pub trait Provider: Send + Sync + 'static {
         Err(ProviderError::NotImplemented("volume refresh"))
     }
 
+    /// Starts the pod's ephemeral containers (`spec.ephemeralContainers`,
+    /// what `kubectl debug` adds to a running pod) named in `new`, inside the
+    /// running workload: each joins the pod's namespaces (network, IPC, UTS;
+    /// and the process namespace of its `targetContainerName`, when set).
+    /// `pod` is the whole resolved pod, env of the ephemeral containers
+    /// resolved too. Each one is started once and never restarted; its
+    /// status goes into `status.ephemeralContainerStatuses` (`ready` false,
+    /// `restartCount` 0), and exec, attach and logs reach it by name.
+    ///
+    /// Must be idempotent: after a restart of the process, the core may hand
+    /// over again a container the backend already started (or ran to its
+    /// end), which must not run a second time.
+    ///
+    /// The default refuses ([`ProviderError::NotImplemented`]): the core
+    /// records a Warning event naming the provider and reports the
+    /// container Terminated with that message, so that `kubectl debug`
+    /// fails at once instead of waiting for a container that never comes.
+    /// [`ProviderError::InvalidInput`] is a refusal too; other errors are retried.
+    async fn start_ephemeral_containers(
+        &self,
+        _pod: &ResolvedPod,
+        _new: &[String],
+    ) -> ProviderResult<()> {
+        Err(ProviderError::NotImplemented("ephemeral containers"))
+    }
+
     /// Stop and remove the workload, honouring `grace` before killing it. Returns
     /// once the backend no longer runs it; [`ProviderError::NotFound`] when it was already gone.
     async fn delete_pod(&self, key: &PodKey, grace: Duration) -> ProviderResult<()>;

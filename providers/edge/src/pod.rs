@@ -23,7 +23,7 @@ use bollard::models::{ContainerStateStatusEnum, ContainerSummary, VolumeCreateRe
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, EphemeralContainer, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -80,8 +80,8 @@ pub struct PodView {
 pub struct Update {
     /// The new resolved pod.
     pub pod: Pod,
-    /// Its volume files.
-    pub files: BTreeMap<String, VolumeFiles>,
+    /// Its volume files; `None` keeps the ones the supervisor has.
+    pub files: Option<BTreeMap<String, VolumeFiles>>,
 }
 
 /// What the provider holds of a running supervisor.
@@ -124,6 +124,25 @@ impl PodShared {
     pub fn push_update(&self, update: Update) {
         *lock(&self.pod) = update.pod.clone();
         *lock(&self.update) = Some(update);
+        self.wake.notify_one();
+    }
+
+    /// Queues the pod's ephemeral containers (`kubectl debug`) and wakes the
+    /// supervisor. Nothing else of the pod changes: its other containers
+    /// are not compared with a new resolution of their env (which a
+    /// ConfigMap changed since may alter), and an update still pending
+    /// keeps its own spec and files.
+    pub fn push_ephemeral(&self, ephemeral: Vec<EphemeralContainer>) {
+        let mut pending = lock(&self.update);
+        let update = pending.get_or_insert_with(|| Update {
+            pod: lock(&self.pod).clone(),
+            files: None,
+        });
+        if let Some(spec) = update.pod.spec.as_mut() {
+            spec.ephemeral_containers = Some(ephemeral);
+        }
+        *lock(&self.pod) = update.pod.clone();
+        drop(pending);
         self.wake.notify_one();
     }
 }
@@ -171,6 +190,9 @@ struct Ctr {
     stopping: bool,
     /// A new attempt must be made at once (the image changed).
     recreate: bool,
+    /// An ephemeral container's `targetContainerName`: it shares that
+    /// container's process namespace.
+    target: Option<String>,
 }
 
 impl Ctr {
@@ -188,6 +210,15 @@ impl Ctr {
             probes: Vec::new(),
             stopping: false,
             recreate: false,
+            target: None,
+        }
+    }
+
+    /// An ephemeral container (`kubectl debug`).
+    fn ephemeral(e: vk_core::toolkit::ephemeral::Ephemeral) -> Ctr {
+        Ctr {
+            target: e.target,
+            ..Ctr::new(Role::Ephemeral, e.container)
         }
     }
 
@@ -327,6 +358,26 @@ impl Supervisor {
         let mut s = Supervisor::new(node, key, pod, BTreeMap::new(), Vec::new())?;
         s.files_dirty = false;
         s.infra = infra.id.clone().map(|id| (id, false));
+        // Ephemeral containers are not in the infra container's pod: each
+        // carries its own spec.
+        for x in summaries {
+            let Some(text) = label(x, spec::LABEL_EPHEMERAL) else {
+                continue;
+            };
+            match serde_json::from_str::<EphemeralContainer>(text) {
+                Ok(ec) if !s.ctrs.iter().any(|c| c.spec.name == ec.name) => {
+                    s.ctrs
+                        .push(Ctr::ephemeral(vk_core::toolkit::ephemeral::Ephemeral {
+                            container: vk_core::toolkit::ephemeral::as_container(&ec),
+                            target: ec.target_container_name.clone().filter(|t| !t.is_empty()),
+                        }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(pod = %s.shared.key, error = %e, "an ephemeral container's spec label is unreadable; it is left as it is");
+                }
+            }
+        }
         let mut stale = Vec::new();
         for c in s.ctrs.iter_mut() {
             let mut attempts: Vec<(u32, &ContainerSummary)> = summaries
@@ -414,8 +465,17 @@ impl Supervisor {
                 }
             }
         }
-        if update.files != self.files {
-            self.files = update.files;
+        // New ephemeral containers (`kubectl debug`); the pod's list only grows.
+        for n in new_ctrs {
+            if n.role == Role::Ephemeral && !self.ctrs.iter().any(|c| c.spec.name == n.spec.name) {
+                info!(pod = %self.shared.key, container = %n.spec.name, "ephemeral container added");
+                self.ctrs.push(n);
+            }
+        }
+        if let Some(files) = update.files
+            && files != self.files
+        {
+            self.files = files;
             self.files_dirty = true;
         }
         self.pod = update.pod;
@@ -600,6 +660,18 @@ impl Supervisor {
                 continue;
             }
             if let Some(at) = self.step(i, &policy, &infra_id, now).await {
+                next = next.min(at);
+            }
+        }
+
+        // Ephemeral containers: started once, never restarted, not even
+        // when removed from the engine behind our back.
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            if c.role != Role::Ephemeral || (c.current.is_none() && c.previous.is_some()) {
+                continue;
+            }
+            if let Some(at) = self.step(i, "Never", &infra_id, now).await {
                 next = next.min(at);
             }
         }
@@ -846,9 +918,24 @@ impl Supervisor {
         };
         let c = &self.ctrs[i];
         let id = self.identity();
-        let body = spec::app_body(
+        let mut body = spec::app_body(
             &self.pod, &id, &c.spec, c.role, number, infra_id, &self.plan, &ctx, flavor,
         )?;
+        if c.role == Role::Ephemeral {
+            let target = match &c.target {
+                Some(t) => Some(
+                    self.ctrs
+                        .iter()
+                        .find(|x| x.role != Role::Ephemeral && &x.spec.name == t)
+                        .filter(|x| x.running())
+                        .and_then(|x| x.current.as_ref())
+                        .map(|a| a.id.clone())
+                        .ok_or_else(|| format!("target container {t:?} is not running"))?,
+                ),
+                None => None,
+            };
+            spec::as_ephemeral(&mut body, &c.spec, c.target.as_deref(), target.as_deref());
+        }
         let name = spec::container_name(&id, &c.spec.name, number);
         create_replacing(&docker, &name, body).await
     }
@@ -1108,6 +1195,15 @@ impl Supervisor {
         let policy = restart_policy(&self.pod);
         let inits: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::Init).collect();
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.role == Role::App).collect();
+        let ephemeral: Vec<ContainerStatus> = self
+            .ctrs
+            .iter()
+            .filter(|c| c.role == Role::Ephemeral)
+            .map(|c| ContainerStatus {
+                ready: false,
+                ..container_status(c, None, self.infra_error.as_deref())
+            })
+            .collect();
         let init_done = inits.iter().all(|c| c.init_done());
         let app_terminal = |c: &&Ctr| c.exit().is_some_and(|code| !should_restart(policy, code));
         let phase = if self.failed.is_some() {
@@ -1152,6 +1248,7 @@ impl Supervisor {
             pod_ip: self.ip.clone(),
             container_statuses: Some(statuses(&apps, true)),
             init_container_statuses: (!inits.is_empty()).then(|| statuses(&inits, false)),
+            ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
             ..Default::default()
         }
     }
@@ -1220,6 +1317,11 @@ fn containers_of(pod: &Pod) -> Vec<Ctr> {
         .into_iter()
         .map(|c| Ctr::new(Role::Init, c))
         .chain(spec.containers.into_iter().map(|c| Ctr::new(Role::App, c)))
+        .chain(
+            vk_core::toolkit::ephemeral::ephemeral_containers(pod)
+                .into_iter()
+                .map(Ctr::ephemeral),
+        )
         .collect()
 }
 
@@ -1341,10 +1443,15 @@ pub async fn remove_pod(
             }
         });
     futures::future::join_all(stops).await;
-    // The infra container last: Podman refuses to remove a container others
-    // still join ("has dependent containers").
+    // Ephemeral containers first (they join their target's process
+    // namespace), the infra container last: Podman refuses to remove a
+    // container others still join ("has dependent containers").
     let mut ordered: Vec<&ContainerSummary> = containers.iter().collect();
-    ordered.sort_by_key(|c| label(c, LABEL_ROLE) == Some("infra"));
+    ordered.sort_by_key(|c| match label(c, LABEL_ROLE) {
+        Some("ephemeral") => 0,
+        Some("infra") => 2,
+        _ => 1,
+    });
     for c in ordered {
         let Some(id) = &c.id else { continue };
         if label(c, LABEL_ROLE) == Some("infra") {
@@ -1380,6 +1487,69 @@ pub async fn remove_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(pod: Pod) -> PodShared {
+        PodShared {
+            key: PodKey::default(),
+            pod: Mutex::new(pod),
+            status: Mutex::default(),
+            view: Mutex::default(),
+            update: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    fn pod_with_image(image: &str) -> Pod {
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn debugger() -> Vec<EphemeralContainer> {
+        vec![EphemeralContainer {
+            name: "dbg".into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn ephemeral_containers_change_nothing_else_of_the_pod() {
+        // Nothing pending: the pod as handed over, plus them; files kept.
+        let s = shared(pod_with_image("v1"));
+        s.push_ephemeral(debugger());
+        let u = lock(&s.update).clone().unwrap();
+        assert!(u.files.is_none(), "the files are kept");
+        let spec = u.pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("v1"));
+        assert_eq!(spec.ephemeral_containers.unwrap()[0].name, "dbg");
+
+        // An update still pending keeps its spec and files.
+        let s = shared(pod_with_image("v1"));
+        let files = BTreeMap::from([("cfg".to_string(), VolumeFiles::default())]);
+        s.push_update(Update {
+            pod: pod_with_image("v2"),
+            files: Some(files.clone()),
+        });
+        s.push_ephemeral(debugger());
+        let u = lock(&s.update).clone().unwrap();
+        assert_eq!(u.files, Some(files));
+        let spec = u.pod.spec.unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("v2"));
+        assert_eq!(spec.ephemeral_containers.unwrap().len(), 1);
+        assert_eq!(
+            s.pod().spec.unwrap().ephemeral_containers.unwrap()[0].name,
+            "dbg"
+        );
+    }
 
     fn attempt(observed: Observed, number: u32) -> Attempt {
         Attempt {

@@ -343,8 +343,30 @@ impl Provider for EdgeProvider {
         let shared = self.shared(&key)?;
         shared.push_update(Update {
             pod: pod.pod.clone(),
-            files: pod.volumes.clone(),
+            files: Some(pod.volumes.clone()),
         });
+        Ok(())
+    }
+
+    /// Ephemeral containers (`kubectl debug`) join the pod's infra
+    /// container namespaces (network, IPC, UTS) and, with
+    /// `targetContainerName`, that container's process namespace. The
+    /// supervisor starts each new one once and never restarts it.
+    async fn start_ephemeral_containers(
+        &self,
+        pod: &ResolvedPod,
+        _new: &[String],
+    ) -> ProviderResult<()> {
+        let key = pod.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod without namespace, name or uid".into())
+        })?;
+        let ephemeral = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.clone())
+            .unwrap_or_default();
+        self.shared(&key)?.push_ephemeral(ephemeral);
         Ok(())
     }
 

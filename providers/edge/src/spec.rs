@@ -26,7 +26,7 @@ use crate::pause::PAUSE_IMAGE;
 
 /// Label: container name (`POD` for the infra container).
 pub const LABEL_CONTAINER: &str = "io.vk-rs.container";
-/// Label: `infra`, `init` or `app`.
+/// Label: `infra`, `init`, `app` or `ephemeral`.
 pub const LABEL_ROLE: &str = "io.vk-rs.role";
 /// Label: hash of the container's spec.
 pub const LABEL_SPEC_HASH: &str = "io.vk-rs.spec-hash";
@@ -35,6 +35,10 @@ pub const LABEL_ATTEMPT: &str = "io.vk-rs.attempt";
 /// Label on the infra container: the pod as last handed to the provider (JSON),
 /// so a restarted `vk-edge` knows every pod from the engine alone.
 pub const LABEL_POD: &str = "io.vk-rs.pod";
+/// On an ephemeral container: its spec (`EphemeralContainer` JSON, env
+/// left out, since values may be secret), so that a restarted `vk-edge`
+/// knows it without the core handing it over again.
+pub const LABEL_EPHEMERAL: &str = "io.vk-rs.ephemeral";
 /// Where the infra container mounts each pod volume.
 pub const INFRA_VOLUME_ROOT: &str = "/vk-volumes";
 /// The infra container's name in [`LABEL_CONTAINER`].
@@ -58,6 +62,8 @@ pub enum Role {
     Init,
     /// A regular container.
     App,
+    /// An ephemeral container (`kubectl debug`): started once, never restarted.
+    Ephemeral,
 }
 
 impl Role {
@@ -67,6 +73,7 @@ impl Role {
             Role::Infra => "infra",
             Role::Init => "init",
             Role::App => "app",
+            Role::Ephemeral => "ephemeral",
         }
     }
 
@@ -76,6 +83,7 @@ impl Role {
             "infra" => Some(Role::Infra),
             "init" => Some(Role::Init),
             "app" => Some(Role::App),
+            "ephemeral" => Some(Role::Ephemeral),
             _ => None,
         }
     }
@@ -582,6 +590,34 @@ pub fn app_body(
     })
 }
 
+/// Makes an app container's create body that of an ephemeral container
+/// (`kubectl debug`): it keeps joining the infra container's network, IPC
+/// and UTS namespaces, and joins the process namespace of its target
+/// (`target_id`, the engine id of `targetContainerName`'s current attempt)
+/// when it has one. Its spec, env left out, goes in [`LABEL_EPHEMERAL`].
+pub fn as_ephemeral(
+    body: &mut ContainerCreateBody,
+    c: &Container,
+    target_name: Option<&str>,
+    target_id: Option<&str>,
+) {
+    let mut stored = c.clone();
+    stored.env = None;
+    stored.env_from = None;
+    let mut json = serde_json::to_value(&stored).unwrap_or_default();
+    if let (Some(obj), Some(t)) = (json.as_object_mut(), target_name) {
+        obj.insert("targetContainerName".into(), t.into());
+    }
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(LABEL_EPHEMERAL.into(), json.to_string());
+    if let Some(id) = target_id {
+        body.host_config
+            .get_or_insert_with(Default::default)
+            .pid_mode = Some(format!("container:{id}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -748,6 +784,60 @@ mod tests {
         assert_eq!(labels[LABEL_ROLE], "app");
         assert_eq!(labels[vk_core::toolkit::pod_identity::LABEL_UID], "u-1");
         assert_eq!(labels[vk_core::toolkit::pod_identity::LABEL_NODE], "edge-0");
+    }
+
+    #[test]
+    fn an_ephemeral_container_shares_its_targets_processes_and_keeps_its_spec() {
+        let p = pod(json!({
+            "containers": [{"name": "app", "image": "busybox"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox", "stdin": true,
+                "targetContainerName": "app",
+                "env": [{"name": "TOKEN", "value": "secret"}]}]
+        }));
+        let e = &vk_core::toolkit::ephemeral::ephemeral_containers(&p)[0];
+        let ctx = MountContext::default();
+        let mut body = app_body(
+            &p,
+            &id(),
+            &e.container,
+            Role::Ephemeral,
+            0,
+            "infra-id",
+            &BTreeMap::new(),
+            &ctx,
+            Flavor::Podman,
+        )
+        .unwrap();
+        as_ephemeral(&mut body, &e.container, e.target.as_deref(), Some("app-id"));
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("container:infra-id"));
+        assert_eq!(hc.ipc_mode.as_deref(), Some("container:infra-id"));
+        assert_eq!(hc.pid_mode.as_deref(), Some("container:app-id"));
+        assert_eq!(body.open_stdin, Some(true));
+        let labels = body.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_ROLE], "ephemeral");
+        let stored: k8s_openapi::api::core::v1::EphemeralContainer =
+            serde_json::from_str(&labels[LABEL_EPHEMERAL]).unwrap();
+        assert_eq!(stored.name, "dbg");
+        assert_eq!(stored.target_container_name.as_deref(), Some("app"));
+        assert_eq!(stored.env, None, "env values stay out of labels");
+        assert!(!labels[LABEL_EPHEMERAL].contains("secret"));
+
+        // Without a target: the pod's namespaces only.
+        let mut body = app_body(
+            &p,
+            &id(),
+            &e.container,
+            Role::Ephemeral,
+            0,
+            "infra-id",
+            &BTreeMap::new(),
+            &ctx,
+            Flavor::Podman,
+        )
+        .unwrap();
+        as_ephemeral(&mut body, &e.container, None, None);
+        assert_eq!(body.host_config.as_ref().unwrap().pid_mode, None);
     }
 
     #[test]

@@ -197,11 +197,7 @@ impl MockProvider {
         let p = pods
             .get(key)
             .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
-        let cs = p
-            .status
-            .container_statuses
-            .iter()
-            .flatten()
+        let cs = statuses(&p.status)
             .find(|c| c.name == container)
             .ok_or_else(|| ProviderError::NotFound(format!("container {container} in {key}")))?;
         let run = streams::run_of(cs, previous).ok_or_else(|| {
@@ -324,6 +320,31 @@ async fn persist_loop(inner: Weak<Inner>) {
             }
             Ok(Err(e)) => warn!(error = %e, "writing the mock state file failed"),
             Err(e) => warn!(error = %e, "state writer task failed"),
+        }
+    }
+}
+
+/// The statuses of a pod's containers and ephemeral containers (the ones
+/// logs, exec and attach reach by name).
+fn statuses(status: &PodStatus) -> impl Iterator<Item = &ContainerStatus> {
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.ephemeral_container_statuses.iter().flatten())
+}
+
+/// Ends the ephemeral containers still running, as the kubelet kills them
+/// when the pod's containers have all ended.
+fn end_ephemeral(status: &mut PodStatus) {
+    for c in status.ephemeral_container_statuses.iter_mut().flatten() {
+        let started = c
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone());
+        if let Some(started) = started {
+            c.state = Some(exited(137, &started));
         }
     }
 }
@@ -459,6 +480,7 @@ async fn timeline(
         if !should_restart(&restart_policy, code.into()) {
             i.update(&key, |s| {
                 s.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
+                end_ephemeral(s);
                 set_all(s, &containers, |n, img, _| {
                     container_status(n, img, exited(code, &started), false, restarts, None)
                 });
@@ -661,6 +683,64 @@ impl Provider for MockProvider {
         Ok(())
     }
 
+    /// Simulated: each new ephemeral container is Running at once (image
+    /// never pulled), with logs, exec and attach of its own like any mock
+    /// container; it runs until the pod is deleted or its containers end.
+    /// Kept in the state file with the pod. A pod scripted with
+    /// `refuseEphemeralContainers` refuses them.
+    async fn start_ephemeral_containers(
+        &self,
+        resolved: &ResolvedPod,
+        new: &[String],
+    ) -> ProviderResult<()> {
+        self.healthy()?;
+        let key = resolved.key().ok_or_else(|| {
+            ProviderError::InvalidInput("pod has no namespace, name or uid".into())
+        })?;
+        let script = Script::of(&resolved.pod).map_err(ProviderError::InvalidInput)?;
+        if script.is_some_and(|s| s.refuse_ephemeral_containers) {
+            return Err(ProviderError::NotImplemented("ephemeral containers"));
+        }
+        let wanted: Vec<(String, String)> =
+            vk_core::toolkit::ephemeral::ephemeral_containers(&resolved.pod)
+                .into_iter()
+                .map(|e| e.container)
+                .filter(|c| new.contains(&c.name))
+                .map(|c| (c.name, c.image.unwrap_or_default()))
+                .collect();
+        if let Some((name, _)) = wanted.iter().find(|(_, image)| image.is_empty()) {
+            return Err(ProviderError::InvalidInput(format!(
+                "ephemeral container {name} has no image"
+            )));
+        }
+        let pod = PodJson::of(&resolved.pod)?;
+        {
+            let mut pods = self.inner.lock();
+            let p = pods
+                .get_mut(&key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_string()))?;
+            // The spec with its ephemeral containers: exec reads their env.
+            p.pod = pod;
+        }
+        self.inner.update(&key, |s| {
+            let eph = s.ephemeral_container_statuses.get_or_insert_with(Vec::new);
+            for (name, image) in wanted {
+                // Started once: one already there (a retried call) is left as it is.
+                if !eph.iter().any(|c| c.name == name) {
+                    eph.push(container_status(
+                        &name,
+                        &image,
+                        running(Some(now())),
+                        false,
+                        0,
+                        None,
+                    ));
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// The mock keeps the files with the pod (`/runningpods/` and its state
     /// file show them), so a refresh is stored like an update.
     async fn refresh_volumes(&self, resolved: &ResolvedPod) -> ProviderResult<()> {
@@ -772,12 +852,7 @@ impl Provider for MockProvider {
         let alive = move || {
             let inner = weak.upgrade()?;
             let pods = inner.lock();
-            let cs = pods
-                .get(&k)?
-                .status
-                .container_statuses
-                .as_ref()?
-                .iter()
+            let cs = statuses(&pods.get(&k)?.status)
                 .find(|s| s.name == c)?
                 .clone();
             streams::run_of(&cs, false)

@@ -6,6 +6,9 @@
 //!   annotations:
 //!     mock.vk-rs.io/script: '{"startDelaySeconds": 2, "exitAfterSeconds": 3, "exitCode": 1}'
 //! ```
+//!
+//! `{"refuseEphemeralContainers": true}` makes the mock refuse `kubectl debug`
+//! as a provider without ephemeral containers does.
 
 use serde::Deserialize;
 
@@ -42,6 +45,10 @@ pub struct Script {
     /// Seconds the workload takes to stop when deleted (bounded by the grace period).
     #[serde(default)]
     pub termination_seconds: f64,
+    /// Refuse ephemeral containers (`kubectl debug`) as a provider without
+    /// them does (`NotImplemented`): what the core does then is testable.
+    #[serde(default)]
+    pub refuse_ephemeral_containers: bool,
 }
 
 impl Script {
@@ -96,13 +103,14 @@ mod tests {
     #[test]
     fn parses() {
         let s = Script::of(&pod(
-            r#"{"exitAfterSeconds": 1.5, "exitCode": 3, "failCreate": "invalid"}"#,
+            r#"{"exitAfterSeconds": 1.5, "exitCode": 3, "failCreate": "invalid", "refuseEphemeralContainers": true}"#,
         ))
         .unwrap()
         .unwrap();
         assert_eq!(s.exit_after_seconds, Some(1.5));
         assert_eq!(s.exit_code, 3);
         assert_eq!(s.fail_create, Some(FailCreate::Invalid));
+        assert!(s.refuse_ephemeral_containers);
         assert!(Script::of(&Pod::default()).unwrap().is_none());
     }
 

@@ -165,10 +165,13 @@ pub async fn exec(pod: &Pod, container: &str, command: &[String], mut io: ExecIo
             0
         }
         "env" => {
+            let ephemeral = vk_core::toolkit::ephemeral::ephemeral_containers(pod);
             let c = pod
                 .spec
-                .as_ref()
-                .and_then(|s| s.containers.iter().find(|c| c.name == container));
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .chain(ephemeral.iter().map(|e| &e.container))
+                .find(|c| c.name == container);
             let mut text = String::new();
             for e in c.and_then(|c| c.env.as_ref()).into_iter().flatten() {
                 text.push_str(&format!(

@@ -465,20 +465,25 @@ async fn container_logs(
             format!("container {container} is not valid for pod {pod}"),
         );
     }
+    if let Some(message) = crate::pod::ephemeral::refusal(&api_pod, &container) {
+        // What `kubectl debug` shows when it falls back to the logs of an
+        // ephemeral container that never started.
+        return status::plain(StatusCode::BAD_REQUEST, message);
+    }
     match node.provider.container_logs(&key, &container, &opts).await {
         Ok(stream) => logs::stream_response(stream, opts.limit_bytes),
         Err(e) => status::provider_error_plain(&e),
     }
 }
 
-/// Whether the pod has a container (or init container) with this name.
+/// Whether the pod has a container (or init or ephemeral container) with this name.
 fn has_container(pod: &Pod, name: &str) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
         s.containers
             .iter()
             .chain(s.init_containers.iter().flatten())
             .any(|c| c.name == name)
-    })
+    }) || crate::toolkit::ephemeral::is_ephemeral(pod, name)
 }
 
 async fn usage(state: &AppState) -> Result<Vec<crate::provider::PodUsage>, Response> {

@@ -247,6 +247,9 @@ async fn remote_command(
     if !has_container(&api_pod, &container) {
         return status::bad_request(format!("container {container} is not valid for pod {pod}"));
     }
+    if let Some(message) = crate::pod::ephemeral::refusal(&api_pod, &container) {
+        return status::bad_request(message);
+    }
     let kind = if is_exec {
         StreamKind::Exec
     } else {

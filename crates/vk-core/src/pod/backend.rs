@@ -8,12 +8,12 @@
 //! a sync, and the controller queues them.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 
 use crate::metrics::Metrics;
 use crate::provider::{BackendPod, PodKey, ResolvedPod, StatusUpdate};
@@ -59,6 +59,12 @@ pub struct BackendEntry {
     /// found nothing to do: until either changes (or `refresh_at` comes), a
     /// sync of the pod has nothing to do either and skips reading it.
     pub settled: Option<(String, u64)>,
+    /// The ephemeral containers this process handed to the provider (or
+    /// that the provider refused): each is handed over once.
+    pub ephemeral: BTreeSet<String>,
+    /// The statuses of the ephemeral containers the provider refused, which
+    /// the backend does not report: the core writes them itself.
+    pub ephemeral_refused: Vec<ContainerStatus>,
 }
 
 impl BackendEntry {
@@ -76,6 +82,8 @@ impl BackendEntry {
             since: Instant::now(),
             status_gen: 0,
             settled: None,
+            ephemeral: BTreeSet::new(),
+            ephemeral_refused: Vec::new(),
         }
     }
 }

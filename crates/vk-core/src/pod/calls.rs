@@ -131,6 +131,17 @@ impl ProviderCalls {
             .await
     }
 
+    /// [`Provider::start_ephemeral_containers`].
+    pub async fn start_ephemeral(&self, pod: &ResolvedPod, new: &[String]) -> ProviderResult<()> {
+        self.fenced("ephemeral", &PodName(pod))?;
+        self.call(
+            "ephemeral",
+            self.timeout,
+            self.provider.start_ephemeral_containers(pod, new),
+        )
+        .await
+    }
+
     /// [`Provider::delete_pod`]; the timeout starts after the grace period.
     pub async fn delete(&self, key: &PodKey, grace: Duration) -> ProviderResult<()> {
         self.fenced("delete", key)?;

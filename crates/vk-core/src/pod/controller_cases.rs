@@ -585,3 +585,54 @@ async fn a_status_refused_as_invalid_is_not_retried_until_it_changes() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ephemeral_container_the_provider_cannot_run_is_refused_once_and_reported_terminated() {
+    // FakeProvider keeps the trait's default: it cannot run them.
+    let rig = start(FakeProvider::new(true), FakeObjects::default(), vec![]).await;
+    rig.api.apply(pod("web", "u1"));
+    until(5, "Running", || {
+        rig.api.phase("web").as_deref() == Some("Running")
+    })
+    .await;
+    // What `kubectl debug` does: a new entry in spec.ephemeralContainers.
+    let mut debugged = rig.api.pod("web").unwrap();
+    debugged.spec.as_mut().unwrap().ephemeral_containers =
+        Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+            name: "debugger".into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }]);
+    rig.api.apply(debugged);
+    let terminated = || {
+        rig.api
+            .pod("web")?
+            .status?
+            .ephemeral_container_statuses?
+            .into_iter()
+            .find(|s| s.name == "debugger")?
+            .state?
+            .terminated
+    };
+    until(5, "the debugger reported Terminated", || {
+        terminated().is_some()
+    })
+    .await;
+    let t = terminated().unwrap();
+    assert_eq!(t.reason.as_deref(), Some("ProviderFailed"));
+    assert_eq!(t.exit_code, 128);
+    let message = t.message.unwrap_or_default();
+    assert!(
+        message.contains("\"debugger\"") && message.contains("cannot run ephemeral containers"),
+        "{message}"
+    );
+    assert_eq!(rig.api.events("EphemeralContainersNotSupported"), 1);
+    // The pod runs on, and later syncs neither ask again nor record again.
+    let mut relabelled = rig.api.pod("web").unwrap();
+    relabelled.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
+    rig.api.apply(relabelled);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rig.api.events("EphemeralContainersNotSupported"), 1);
+    assert_eq!(rig.api.phase("web").as_deref(), Some("Running"));
+    assert!(terminated().is_some(), "the refusal stays reported");
+}

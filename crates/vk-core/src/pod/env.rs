@@ -55,7 +55,8 @@ pub struct EnvError {
 pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
     let mut cms = Vec::new();
     let mut secrets = Vec::new();
-    for c in all_containers(pod) {
+    let ephemeral = ephemeral_containers(pod);
+    for c in all_containers(pod).chain(ephemeral.iter()) {
         for from in c.env_from.iter().flatten() {
             if let Some(r) = &from.config_map_ref {
                 cms.push(r.name.clone());
@@ -84,7 +85,8 @@ pub fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
 
 /// Does any container read `status.podIP`/`status.podIPs`?
 pub fn needs_pod_ip(pod: &Pod) -> bool {
-    all_containers(pod).any(|c| {
+    let ephemeral = ephemeral_containers(pod);
+    all_containers(pod).chain(ephemeral.iter()).any(|c| {
         c.env.iter().flatten().any(|v| {
             v.value_from
                 .as_ref()
@@ -92,6 +94,15 @@ pub fn needs_pod_ip(pod: &Pod) -> bool {
                 .is_some_and(|f| f.field_path.starts_with("status.podIP"))
         })
     })
+}
+
+/// The pod's ephemeral containers (`kubectl debug`), as regular containers.
+fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .map(crate::toolkit::ephemeral::as_container)
+        .collect()
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
@@ -135,6 +146,15 @@ pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<EnvResolut
         c.env_from = None;
         if !secret.is_empty() {
             secret_env.insert(c.name.clone(), secret);
+        }
+    }
+    for ec in spec.ephemeral_containers.iter_mut().flatten() {
+        let c = crate::toolkit::ephemeral::as_container(ec);
+        let (env, secret) = resolve_container(&snapshot, &c, sources, &service_env, &mut events)?;
+        ec.env = Some(env);
+        ec.env_from = None;
+        if !secret.is_empty() {
+            secret_env.insert(ec.name.clone(), secret);
         }
     }
     Ok(EnvResolution { events, secret_env })

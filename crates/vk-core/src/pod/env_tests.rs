@@ -391,3 +391,56 @@ fn values_from_secrets_are_marked_secret_and_literals_are_not() {
         assert!(!res.secret_env["main"].contains(plain), "{plain}");
     }
 }
+
+#[test]
+fn ephemeral_containers_get_their_env_resolved_and_referenced() {
+    use k8s_openapi::api::core::v1::EphemeralContainer;
+    let mut pod = pod_with(vec![lit("A", "1")], vec![]);
+    pod.spec.as_mut().unwrap().ephemeral_containers = Some(vec![EphemeralContainer {
+        name: "debugger".into(),
+        image: Some("busybox".into()),
+        env: Some(vec![
+            from("IP", field("status.podIP")),
+            lit("SAY", "mode=$(CFG_MODE)"),
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            prefix: Some("CFG_".into()),
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: "cfg".into(),
+                optional: None,
+            }),
+            secret_ref: None,
+        }]),
+        ..Default::default()
+    }]);
+    assert!(
+        needs_pod_ip(&pod),
+        "the ephemeral container reads status.podIP"
+    );
+    assert_eq!(referenced_objects(&pod).0, vec!["cfg".to_string()]);
+    resolve_pod_env(&mut pod, &sources()).unwrap();
+    let ec = &pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .ephemeral_containers
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(ec.env_from, None);
+    let env: Vec<(String, String)> = ec
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    for want in [
+        ("IP", "10.244.0.9"),
+        ("SAY", "mode=fast"),
+        ("CFG_LEVEL", "debug"),
+    ] {
+        assert!(
+            env.iter().any(|(n, v)| n == want.0 && v == want.1),
+            "{want:?} in {env:?}"
+        );
+    }
+}

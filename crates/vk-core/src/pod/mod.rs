@@ -4,6 +4,8 @@
 //!   that keep the backend view current; it wires the pieces below.
 //! - [`sync`]: the sync of one pod key, carrying out [`decide`]'s plan.
 //! - [`decide`]: what one sync must do (pure).
+//! - [`ephemeral`]: ephemeral containers (`kubectl debug`): which are new,
+//!   refusals, and their statuses (pure).
 //! - [`admit`]: kubelet admission, decided once per pod (resources, volume types).
 //! - [`backend`]: the table of the backend's workloads (adoption, intake, reconcile).
 //! - [`resolve`]: a pod → what the provider receives (returns its events).
@@ -24,6 +26,7 @@ pub mod controller;
 pub mod decide;
 pub mod downward;
 pub mod env;
+pub mod ephemeral;
 pub mod lean;
 pub mod queue;
 pub mod report;

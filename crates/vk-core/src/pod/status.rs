@@ -104,6 +104,10 @@ pub fn merge_status(
         conditions: Some(conditions),
         container_statuses: containers,
         init_container_statuses: init_containers,
+        ephemeral_container_statuses: super::ephemeral::merge(
+            cur.ephemeral_container_statuses.as_deref(),
+            backend.ephemeral_container_statuses.as_deref(),
+        ),
         qos_class: cur.qos_class.clone(),
         ..Default::default()
     }
@@ -377,6 +381,29 @@ mod tests {
         let done = merge_status(Some(&first), &failed, "h", &t(300));
         let again = merge_status(Some(&done), &running(), "h", &t(400));
         assert_eq!(again.phase.as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn ephemeral_statuses_are_written_and_kept() {
+        let mut backend = running();
+        backend.ephemeral_container_statuses = Some(vec![container("debugger", true, true, 0)]);
+        let first = merge_status(None, &backend, "h", &t(100));
+        let eph = first.ephemeral_container_statuses.as_ref().unwrap();
+        assert_eq!(eph.len(), 1);
+        assert!(eph[0].state.as_ref().unwrap().running.is_some());
+        assert!(!eph[0].ready, "an ephemeral container is never ready");
+        // A backend that no longer lists it (restarted, or never knew it)
+        // does not erase it.
+        let again = merge_status(Some(&first), &running(), "h", &t(200));
+        assert_eq!(
+            again.ephemeral_container_statuses,
+            first.ephemeral_container_statuses
+        );
+        assert!(!status_changed(Some(&first), &again));
+        assert_eq!(
+            merge_status(None, &running(), "h", &t(100)).ephemeral_container_statuses,
+            None
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::backend::{BackendEntry, BackendView, ObjectKey, object_key, spec_hash
 use super::calls::ProviderCalls;
 use super::decide::{Plan, Push, active_deadline, decide, is_terminal};
 use super::env;
+use super::ephemeral;
 use super::lean::LeanPod;
 use super::queue::WorkQueue;
 use super::report::{Reporter, Written};
@@ -134,6 +135,16 @@ impl Syncer {
             && let Some(outcome) = self.push(&pod, &pk, entry, push).await
         {
             return outcome;
+        }
+        if !is_terminal(&pod)
+            && let Some(entry) = self.backend.entry(key, &pk.uid)
+        {
+            let new = ephemeral::pending(&pod, &entry.ephemeral);
+            if !new.is_empty()
+                && let Some(outcome) = self.start_ephemeral(&pod, &pk, &entry, new).await
+            {
+                return outcome;
+            }
         }
         self.arm_timer(&pod, key, &pk.uid);
         self.report(&pod, key, &pk.uid).await
@@ -449,6 +460,83 @@ impl Syncer {
         None
     }
 
+    /// Hands the pod's new ephemeral containers (`kubectl debug`) to the
+    /// provider, once each. A refusal (the provider cannot run them, or not
+    /// this one) is a Warning event naming the provider and a Terminated
+    /// status with its message, written by [`Syncer::report`]; other errors
+    /// are retried. `None` when the sync may go on to the status.
+    async fn start_ephemeral(
+        &self,
+        pod: &Pod,
+        pk: &PodKey,
+        entry: &BackendEntry,
+        new: Vec<String>,
+    ) -> Option<Outcome> {
+        let key = object_key(pk);
+        let resolved = match self
+            .resolver
+            .resolve(pod, Purpose::Update, known_pod_ip(pod, entry))
+            .await
+        {
+            Ok(r) => r,
+            Err(note) => {
+                self.record(pod, vec![note]).await;
+                return Some(Outcome::Retry(None));
+            }
+        };
+        self.record(pod, resolved.notes).await;
+        let names = new.join(", ");
+        let refusal = match self.calls.start_ephemeral(&resolved.pod, &new).await {
+            Ok(()) => {
+                info!(pod = %pk, containers = %names, "ephemeral containers handed to the provider");
+                None
+            }
+            Err(ProviderError::NotImplemented(_)) => Some((
+                "EphemeralContainersNotSupported",
+                format!(
+                    "provider {:?} cannot run ephemeral containers: not started",
+                    self.calls.provider().name()
+                ),
+            )),
+            Err(ProviderError::InvalidInput(msg)) => Some((
+                "ProviderEphemeralContainerFailed",
+                format!(
+                    "provider {:?} refused the ephemeral container: {msg}",
+                    self.calls.provider().name()
+                ),
+            )),
+            Err(e) => {
+                warn!(pod = %pk, containers = %names, error = %e, "starting ephemeral containers failed");
+                let note = format!("Start of ephemeral container {names} failed: {e}");
+                self.reporter
+                    .event(pod, true, "ProviderEphemeralContainerFailed", note)
+                    .await;
+                return Some(Outcome::retry(&e));
+            }
+        };
+        let refused: Vec<_> = match refusal {
+            None => Vec::new(),
+            Some((reason, message)) => {
+                info!(pod = %pk, containers = %names, %message, "ephemeral containers refused");
+                let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                );
+                let mut statuses = Vec::new();
+                for name in &new {
+                    let message = format!("ephemeral container {name:?}: {message}");
+                    statuses.push(ephemeral::refused(pod, name, &message, &now));
+                    self.reporter.event(pod, true, reason, message).await;
+                }
+                statuses
+            }
+        };
+        self.backend.amend(&key, &pk.uid, |e| {
+            e.ephemeral.extend(new);
+            e.ephemeral_refused.extend(refused);
+        });
+        None
+    }
+
     /// Queues a re-sync for when the pod's volume files are next due or its
     /// `activeDeadlineSeconds` runs out, whichever comes first.
     fn arm_timer(&self, pod: &Pod, key: &ObjectKey, uid: &str) {
@@ -472,13 +560,23 @@ impl Syncer {
 
     /// Writes the backend's status; remembers a pod that needs nothing more.
     async fn report(&self, pod: &Pod, key: &ObjectKey, uid: &str) -> Outcome {
-        let Some((status, generation)) = self
+        let Some((mut status, generation, refused)) = self
             .backend
             .entry(key, uid)
-            .and_then(|e| Some((e.status?, e.status_gen)))
+            .and_then(|e| Some((e.status?, e.status_gen, e.ephemeral_refused)))
         else {
             return Outcome::Done;
         };
+        if !refused.is_empty() {
+            // The backend does not know the ephemeral containers it refused.
+            let s = Arc::make_mut(&mut status);
+            let eph = s.ephemeral_container_statuses.get_or_insert_with(Vec::new);
+            for r in refused {
+                if !eph.iter().any(|e| e.name == r.name) {
+                    eph.push(r);
+                }
+            }
+        }
         let outcome = Outcome::of(self.reporter.write_status(pod, &status).await);
         if let (Outcome::Settled, Some(rv)) = (outcome, &pod.metadata.resource_version) {
             self.backend

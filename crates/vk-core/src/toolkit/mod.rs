@@ -19,12 +19,15 @@
 //! - [`pod_identity`]: a backend-safe, unique name for a pod, and the labels
 //!   or tags that carry its namespace, name, UID and node;
 //! - [`pod_resources`]: a pod's total requests and limits, as the kubelet
-//!   counts them (init containers, sidecars, overhead), for sizing.
+//!   counts them (init containers, sidecars, overhead), for sizing;
+//! - [`ephemeral`]: a pod's ephemeral containers (`kubectl debug`) as
+//!   regular containers.
 //!
 //! It must not know any backend, nor call the API server: the pod runtime
 //! ([`crate::pod`]) owns that.
 
 pub mod container_status;
+pub mod ephemeral;
 pub mod log_lines;
 pub mod node_capacity;
 pub mod node_config;

@@ -9,6 +9,7 @@ mod support;
 
 mod chart;
 mod durability;
+mod ephemeral;
 mod image;
 mod node_identity;
 mod pods;

@@ -7,6 +7,7 @@ mod support;
 
 mod api_faults;
 mod chart;
+mod ephemeral;
 mod hostile;
 mod image;
 mod kubelet_api;

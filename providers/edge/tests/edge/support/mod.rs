@@ -87,8 +87,12 @@ impl EdgeNode {
         name: &str,
         extra: &[&str],
     ) -> EdgeNode {
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vk-edge"));
-        Self::spawn(binary, vkcp, kubeconfig, endpoint, name, extra)
+        // `VK_EDGE_BIN` when set: a target directory shared with other
+        // checkouts may hold another build of `vk-edge` by then.
+        let binary = std::env::var_os("VK_EDGE_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_vk-edge").into());
+        Self::spawn(&binary, vkcp, kubeconfig, endpoint, name, extra)
     }
 
     /// One more replica of node `name` (`--leader-elect` tests), run from
