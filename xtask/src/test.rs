@@ -219,6 +219,7 @@ pub fn run() -> Result<ExitCode> {
                             "kubelet_api::",
                             "referenced_objects::",
                             "websocket::",
+                            "ephemeral::",
                             "standby::sigkill_of_the_leader",
                         ],
                         &node_env,
