@@ -664,3 +664,101 @@ async fn pull_secrets_become_repository_credentials_and_the_grace_period_the_sto
         .await;
     assert!(gone.is_err(), "the secret is still there: {gone:?}");
 }
+
+/// Two `vk-fargate` replicas of one node with `--leader-elect`: the leader
+/// is SIGKILLed with pods running; the standby takes the node over, adopts
+/// every task without running a second one, and serves a new pod.
+#[tokio::test]
+async fn a_standby_vk_fargate_takes_over_without_running_a_task_twice() {
+    let (cluster, ns) = cluster_and_namespace("fg-standby").await;
+    let client = cluster.client();
+    let flags = ["--leader-elect", "--leader-elect-namespace", ns.name()];
+    let mut node =
+        FargateNode::start_full(&cluster, &unique_name("fg-standby"), false, "", &flags).await;
+    wait_node_ready(&client, &node.name, std::time::Duration::from_secs(30)).await;
+    let lease = format!("vk-rs-{}", node.name);
+    let holder = || {
+        let leases =
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns.name());
+        let lease = lease.clone();
+        async move {
+            leases
+                .get_opt(&lease)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+        }
+    };
+    let first =
+        vk_test_support::wait_for("a leader", std::time::Duration::from_secs(20), || async {
+            Ok(holder().await)
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let standby_log = dir.path().join("standby.log");
+    let _standby = node.replica(&standby_log);
+    wait_until(
+        "the replica standing by",
+        std::time::Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&standby_log)
+                .unwrap_or_default()
+                .contains("standing by")
+        },
+    )
+    .await;
+
+    for i in 0..5 {
+        create_pod(
+            &client,
+            ns.name(),
+            pod(&format!("p{i}"), &node.name, json!({})),
+        )
+        .await;
+    }
+    for i in 0..5 {
+        wait_running(&client, ns.name(), &format!("p{i}"), RUNNING_WITHIN).await;
+    }
+    let before: Vec<String> = node
+        .all_tasks()
+        .await
+        .iter()
+        .filter_map(|t| t.task_arn().map(str::to_string))
+        .collect();
+    assert_eq!(before.len(), 5, "one task per pod");
+
+    node.kill();
+    let second = vk_test_support::wait_for(
+        "the standby to lead",
+        std::time::Duration::from_secs(30),
+        || async { Ok(holder().await.filter(|h| *h != first)) },
+    )
+    .await
+    .unwrap();
+    eprintln!("the lease went from {first} to {second}");
+    create_pod(&client, ns.name(), pod("after", &node.name, json!({}))).await;
+    wait_running(&client, ns.name(), "after", RUNNING_WITHIN).await;
+    // A few polls more: the five tasks adopted as they were, one new task.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = node.all_tasks().await;
+    let arns: Vec<&str> = after.iter().filter_map(|t| t.task_arn()).collect();
+    assert_eq!(after.len(), 6, "no task run twice: {arns:?}");
+    for arn in &before {
+        let task = after
+            .iter()
+            .find(|t| t.task_arn() == Some(arn.as_str()))
+            .unwrap_or_else(|| panic!("task {arn} is gone"));
+        assert_eq!(task.desired_status(), Some("RUNNING"), "{arn} still runs");
+    }
+    for i in 0..5 {
+        let p = Api::<Pod>::namespaced(client.clone(), ns.name())
+            .get(&format!("p{i}"))
+            .await
+            .unwrap();
+        assert_eq!(vk_test_support::phase(&p), "Running");
+    }
+    vk_test_support::delete_node(&client, &node.name).await;
+}

@@ -56,6 +56,10 @@ pub struct FargateNode {
     /// Prints its log when the test fails, and kills it on drop.
     process: KubeletProcess,
     pub moto: MotoServer,
+    /// `env` and its arguments up to the binary: what every replica runs.
+    command: Vec<OsString>,
+    /// The flags every replica shares (node, config, log level, extra flags).
+    shared_flags: Vec<OsString>,
     _dir: tempfile::TempDir,
 }
 
@@ -115,6 +119,18 @@ impl FargateNode {
         through_faults: bool,
         extra_config: &str,
     ) -> FargateNode {
+        FargateNode::start_full(cluster, name, through_faults, extra_config, &[]).await
+    }
+
+    /// As [`FargateNode::start_configured`], with extra flags for this
+    /// process and every [`FargateNode::replica`].
+    pub async fn start_full(
+        cluster: &TestCluster,
+        name: &str,
+        through_faults: bool,
+        extra_config: &str,
+        extra_flags: &[&str],
+    ) -> FargateNode {
         // Blocking (a first run installs moto): nothing else runs meanwhile.
         let moto = MotoServer::start(&moto_script()).expect("moto starts");
         let (subnet, group) = moto
@@ -158,21 +174,20 @@ Pods = "100"
         .into_iter()
         .map(OsString::from)
         .collect();
-        let flags: [OsString; 12] = [
+        let mut shared_flags: Vec<OsString> = vec![
             "--kubeconfig".into(),
             cluster.kubeconfig().into(),
             "--nodename".into(),
             name.into(),
-            "--metrics-addr".into(),
-            format!("127.0.0.1:{}", free_port().unwrap()).into(),
-            "--kubelet-port".into(),
-            free_port().unwrap().to_string().into(),
             "--provider-config".into(),
             config.clone().into(),
             "--log-level".into(),
             "info,vk_core=debug,vk_fargate=debug".into(),
         ];
-        args.extend(flags);
+        shared_flags.extend(extra_flags.iter().map(OsString::from));
+        let command = args.clone();
+        args.extend(shared_flags.iter().cloned());
+        args.extend(own_ports());
         // `env` sets the variables and execs the binary (same pid).
         let process =
             KubeletProcess::start("/usr/bin/env", args, dir.path().join("vk-fargate.log"))
@@ -186,8 +201,20 @@ Pods = "100"
             clients,
             process,
             moto,
+            command,
+            shared_flags,
             _dir: dir,
         }
+    }
+
+    /// One more `vk-fargate` for the same node, config and moto (a
+    /// `--leader-elect` standby when the node was started with it), logging
+    /// to `log`.
+    pub fn replica(&self, log: &std::path::Path) -> KubeletProcess {
+        let mut args = self.command.clone();
+        args.extend(self.shared_flags.iter().cloned());
+        args.extend(own_ports());
+        KubeletProcess::start("/usr/bin/env", args, log).expect("spawn a vk-fargate replica")
     }
 
     /// The pod's task: exactly one, by `startedBy`, in any state.
@@ -275,6 +302,16 @@ Pods = "100"
     pub fn log_tail(&self) -> String {
         self.process.log_tail(40)
     }
+}
+
+/// A process's own metrics and kubelet API ports.
+fn own_ports() -> [OsString; 4] {
+    [
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{}", free_port().unwrap()).into(),
+        "--kubelet-port".into(),
+        free_port().unwrap().to_string().into(),
+    ]
 }
 
 /// A pod bound to `node` (no scheduler) with one container `main`; `extra`
