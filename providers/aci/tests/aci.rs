@@ -569,3 +569,84 @@ async fn stats_answer_501_saying_aci_reports_no_usage() {
     }
     rig.finish().await;
 }
+
+/// Two `vk-aci` replicas of one node with `--leader-elect`: the leader is
+/// SIGKILLed with pods running; the standby takes the node over, adopts
+/// every container group without a PUT, and serves a new pod.
+#[tokio::test]
+async fn a_standby_vk_aci_takes_over_without_creating_a_group_twice() {
+    let flags = |ns: &str| -> Vec<String> {
+        ["--leader-elect", "--leader-elect-namespace", ns]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let mut rig = rig::Rig::start_full(
+        "aci-standby",
+        vk_test_support::FakeArmOptions::default(),
+        "s3cret",
+        flags,
+    )
+    .await;
+    vk_test_support::wait_node_ready(&rig.client, &rig.node.name, Duration::from_secs(30)).await;
+    let lease = format!("vk-rs-{}", rig.node.name);
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(rig.client.clone(), rig.ns());
+    let holder = || async {
+        leases
+            .get_opt(&lease)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+    let first = wait_for("a leader", Duration::from_secs(20), || async {
+        Ok(holder().await)
+    })
+    .await
+    .unwrap();
+    let standby_flags = flags(rig.ns());
+    let standby_flags: Vec<&str> = standby_flags.iter().map(String::as_str).collect();
+    let standby = rig::AciNode::start_with_flags(
+        &rig.cluster,
+        &rig.arm,
+        &rig.node.name,
+        "s3cret",
+        &standby_flags,
+    );
+    vk_test_support::wait_until(
+        "the replica standing by",
+        Duration::from_secs(30),
+        || async { standby.process.log_tail(200).contains("standing by") },
+    )
+    .await;
+
+    for i in 0..3 {
+        rig.sleeper(&format!("p{i}")).await;
+    }
+    for i in 0..3 {
+        rig.wait_running(&format!("p{i}")).await;
+    }
+    let puts = rig.puts();
+    assert_eq!(puts, 3, "one PUT per pod");
+
+    rig.node.process.kill();
+    let second =
+        vk_test_support::wait_for("the standby to lead", Duration::from_secs(30), || async {
+            Ok(holder().await.filter(|h| *h != first))
+        })
+        .await
+        .unwrap();
+    eprintln!("the lease went from {first} to {second}");
+    rig.sleeper("after").await;
+    rig.wait_running("after").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rig.puts(), 4, "no group created twice");
+    for i in 0..3 {
+        let p = rig.wait_running(&format!("p{i}")).await;
+        assert!(rig.arm.group_names().contains(&rig::group_of(&p)));
+    }
+    drop(standby);
+    rig.finish().await;
+}

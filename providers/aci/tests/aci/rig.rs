@@ -79,6 +79,17 @@ impl AciNode {
         name: &str,
         client_secret: &str,
     ) -> AciNode {
+        AciNode::start_with_flags(cluster, arm, name, client_secret, &[])
+    }
+
+    /// As [`AciNode::start_with_secret`], with `extra` flags.
+    pub fn start_with_flags(
+        cluster: &TestCluster,
+        arm: &FakeArm,
+        name: &str,
+        client_secret: &str,
+        extra: &[&str],
+    ) -> AciNode {
         let dir = tempfile::tempdir().unwrap();
         let log: PathBuf = dir.path().join("vk-aci.log");
         let mut flags: Vec<OsString> = node_flags(
@@ -91,6 +102,7 @@ impl AciNode {
         .map(OsString::from)
         .collect();
         flags.extend(["--client-secret".into(), client_secret.into()]);
+        flags.extend(extra.iter().map(OsString::from));
         let process =
             KubeletProcess::start(env!("CARGO_BIN_EXE_vk-aci"), flags, &log).expect("spawn vk-aci");
         AciNode {
@@ -124,6 +136,17 @@ impl Rig {
     /// With the fake's `options` (its accepted secret is always `s3cret`)
     /// and `client_secret` as vk-aci's.
     pub async fn start_with(prefix: &str, options: FakeArmOptions, client_secret: &str) -> Rig {
+        Rig::start_full(prefix, options, client_secret, |_| Vec::new()).await
+    }
+
+    /// As [`Rig::start_with`], the node's extra flags made from the test's
+    /// namespace.
+    pub async fn start_full(
+        prefix: &str,
+        options: FakeArmOptions,
+        client_secret: &str,
+        extra: impl FnOnce(&str) -> Vec<String>,
+    ) -> Rig {
         let arm = FakeArm::start(FakeArmOptions {
             client_secret: Some("s3cret".into()),
             ..options
@@ -132,7 +155,10 @@ impl Rig {
         .expect("fake ARM");
         let (cluster, ns) = cluster_and_namespace(prefix).await;
         let client = cluster.client();
-        let node = AciNode::start_with_secret(&cluster, &arm, &unique_name("aci"), client_secret);
+        let extra = extra(ns.name());
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let node =
+            AciNode::start_with_flags(&cluster, &arm, &unique_name("aci"), client_secret, &extra);
         Rig {
             arm,
             cluster,
