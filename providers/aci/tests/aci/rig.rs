@@ -73,16 +73,7 @@ pub fn node_flags(arm: &FakeArm, kubeconfig: &str, ca_file: &str, name: &str) ->
 }
 
 impl AciNode {
-    pub fn start_with_secret(
-        cluster: &TestCluster,
-        arm: &FakeArm,
-        name: &str,
-        client_secret: &str,
-    ) -> AciNode {
-        AciNode::start_with_flags(cluster, arm, name, client_secret, &[])
-    }
-
-    /// As [`AciNode::start_with_secret`], with `extra` flags.
+    /// `vk-aci` for node `name` talking to `arm` with `client_secret`, and `extra` flags.
     pub fn start_with_flags(
         cluster: &TestCluster,
         arm: &FakeArm,
