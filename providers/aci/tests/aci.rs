@@ -590,17 +590,8 @@ async fn a_standby_vk_aci_takes_over_without_creating_a_group_twice() {
     .await;
     vk_test_support::wait_node_ready(&rig.client, &rig.node.name, Duration::from_secs(30)).await;
     let lease = format!("vk-rs-{}", rig.node.name);
-    let leases =
-        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(rig.client.clone(), rig.ns());
-    let holder = || async {
-        leases
-            .get_opt(&lease)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-    };
+    let (client, ns) = (rig.client.clone(), rig.ns().to_string());
+    let holder = || vk_test_support::leader::holder(&client, &ns, &lease);
     let first = wait_for("a leader", Duration::from_secs(20), || async {
         Ok(holder().await)
     })

@@ -796,18 +796,21 @@ mod tests {
         }));
         let e = &vk_core::toolkit::ephemeral::ephemeral_containers(&p)[0];
         let ctx = MountContext::default();
-        let mut body = app_body(
-            &p,
-            &id(),
-            &e.container,
-            Role::Ephemeral,
-            0,
-            "infra-id",
-            &BTreeMap::new(),
-            &ctx,
-            Flavor::Podman,
-        )
-        .unwrap();
+        let new_body = || {
+            app_body(
+                &p,
+                &id(),
+                &e.container,
+                Role::Ephemeral,
+                0,
+                "infra-id",
+                &BTreeMap::new(),
+                &ctx,
+                Flavor::Podman,
+            )
+            .unwrap()
+        };
+        let mut body = new_body();
         as_ephemeral(&mut body, &e.container, e.target.as_deref(), Some("app-id"));
         let hc = body.host_config.as_ref().unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("container:infra-id"));
@@ -824,18 +827,7 @@ mod tests {
         assert!(!labels[LABEL_EPHEMERAL].contains("secret"));
 
         // Without a target: the pod's namespaces only.
-        let mut body = app_body(
-            &p,
-            &id(),
-            &e.container,
-            Role::Ephemeral,
-            0,
-            "infra-id",
-            &BTreeMap::new(),
-            &ctx,
-            Flavor::Podman,
-        )
-        .unwrap();
+        let mut body = new_body();
         as_ephemeral(&mut body, &e.container, None, None);
         assert_eq!(body.host_config.as_ref().unwrap().pid_mode, None);
     }

@@ -398,6 +398,41 @@ fn the_node_identity_renders_no_rule_for_the_service_account() {
     assert_eq!(of_kind(&sa_mode, "ClusterRole").len(), 1);
 }
 
+/// `kubectl apply` of rendered `objects` (a List written to `dir`).
+async fn apply(cluster: &TestCluster, dir: &std::path::Path, objects: Vec<Value>) {
+    let file = dir.join("objects.json");
+    std::fs::write(
+        &file,
+        json!({ "apiVersion": "v1", "kind": "List", "items": objects }).to_string(),
+    )
+    .expect("write objects");
+    let out = cluster
+        .kubectl(["apply", "-f", file.to_str().unwrap_or("")])
+        .await
+        .expect("kubectl apply");
+    assert!(out.status.success(), "applying the chart: {}", out.stderr);
+}
+
+/// A kubeconfig in `dir` with a token (TokenRequest, 2 h) of ServiceAccount
+/// `ns/name`.
+async fn service_account_kubeconfig(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> PathBuf {
+    let token = cluster
+        .kubectl(["create", "token", name, "-n", ns, "--duration=2h"])
+        .await
+        .expect("kubectl create token");
+    assert!(token.status.success(), "TokenRequest: {}", token.stderr);
+    let kubeconfig = dir.join("kubeconfig");
+    cluster
+        .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
+        .expect("a kubeconfig with the token");
+    kubeconfig
+}
+
 /// A `vk-mock` process started the way the chart's Deployment starts it.
 struct ChartKubelet {
     child: Child,
@@ -518,12 +553,6 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
         11,
         "ServiceAccount, ClusterRole(Binding), Role(Binding) for each Lease, 2 ValidatingAdmissionPolicies and their bindings"
     );
-    let rbac_file = dir.path().join("rbac.json");
-    std::fs::write(
-        &rbac_file,
-        json!({ "apiVersion": "v1", "kind": "List", "items": rbac }).to_string(),
-    )
-    .expect("write rbac");
     let _cleanup = [
         cluster.delete_on_drop("clusterrole", None, &fullname),
         cluster.delete_on_drop("clusterrolebinding", None, &fullname),
@@ -560,33 +589,10 @@ async fn the_charts_service_account_can_run_the_main_scenario() {
             &format!("{fullname}-own-pods"),
         ),
     ];
-    let applied = cluster
-        .kubectl(["apply", "-f", rbac_file.to_str().unwrap_or("")])
-        .await
-        .expect("kubectl apply");
-    assert!(
-        applied.status.success(),
-        "applying the chart's RBAC: {}",
-        applied.stderr
-    );
+    apply(&cluster, dir.path(), rbac).await;
 
     // A token of that ServiceAccount (TokenRequest) in a kubeconfig of its own.
-    let token = cluster
-        .kubectl([
-            "create",
-            "token",
-            &fullname,
-            "-n",
-            ns.name(),
-            "--duration=2h",
-        ])
-        .await
-        .expect("kubectl create token");
-    assert!(token.status.success(), "TokenRequest: {}", token.stderr);
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster
-        .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
-        .expect("a kubeconfig with the token");
+    let kubeconfig = service_account_kubeconfig(&cluster, ns.name(), &fullname, dir.path()).await;
 
     // What the ServiceAccount mode reaches and the node mode does not
     // (node_identity.rs: 403 for the node): a Secret no pod references,
@@ -892,17 +898,7 @@ async fn the_charts_own_bootstrap_token_makes_the_node_itself() {
         cluster.delete_on_drop("node", None, &node),
         cluster.delete_on_drop("lease", Some("kube-node-lease"), &node),
     ];
-    let file = dir.path().join("objects.json");
-    std::fs::write(
-        &file,
-        json!({ "apiVersion": "v1", "kind": "List", "items": applied }).to_string(),
-    )
-    .expect("write objects");
-    let out = cluster
-        .kubectl(["apply", "-f", file.to_str().unwrap_or("")])
-        .await
-        .expect("kubectl apply");
-    assert!(out.status.success(), "applying the chart: {}", out.stderr);
+    apply(&cluster, dir.path(), applied).await;
 
     // The chart's bootstrap kubeconfig, with the apiserver and CA as this
     // process (outside the cluster) reaches them.
@@ -925,22 +921,7 @@ async fn the_charts_own_bootstrap_token_makes_the_node_itself() {
     std::fs::write(&bootstrap_file, bootstrap).expect("write the bootstrap kubeconfig");
     let cert_dir = dir.path().join("pki");
     // The ServiceAccount's token (for the leader Lease only).
-    let token = cluster
-        .kubectl([
-            "create",
-            "token",
-            &fullname,
-            "-n",
-            ns.name(),
-            "--duration=1h",
-        ])
-        .await
-        .expect("kubectl create token");
-    assert!(token.status.success(), "TokenRequest: {}", token.stderr);
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster
-        .write_token_kubeconfig(token.stdout.trim(), &kubeconfig)
-        .expect("a kubeconfig with the token");
+    let kubeconfig = service_account_kubeconfig(&cluster, ns.name(), &fullname, dir.path()).await;
     let kubelet = ChartKubelet::spawn(&rendered, dir.path(), &kubeconfig, |arg| {
         if arg.starts_with("--bootstrap-kubeconfig=") {
             Some(format!(
