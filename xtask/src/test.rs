@@ -18,6 +18,10 @@ use anyhow::{Context, Result, bail};
 use crate::progress::format_duration;
 use crate::{cluster, controlplane_build, debian_packages, workspace};
 
+/// The tests of the providers' images (each provider's `image` module):
+/// they need the release build of every provider.
+const IMAGE_TESTS: &str = "image::";
+
 /// Tests run at once in each test binary, unless RUST_TEST_THREADS says.
 const TEST_THREADS: &str = "4";
 
@@ -178,14 +182,16 @@ pub fn run() -> Result<ExitCode> {
                 ("VKCP_BIN", vkcp.as_os_str()),
                 ("RUST_TEST_THREADS", threads.as_os_str()),
             ];
-            // Every test binary first; then the providers' static release
-            // binaries (the image tests' 9-minute build) are built beside
-            // the tests, at the lowest priority, instead of in front of the
-            // image tests while the cores wait (docs/ci.md).
+            // Every test binary first. Then, with cargo test, the providers'
+            // static release binaries (the image tests' 9-minute build) are
+            // built beside the tests at the lowest priority, and the image
+            // tests run last, once the build is done, instead of holding
+            // their test binary (and every binary after it) while the cores
+            // wait (docs/ci.md). cargo-nextest runs everything at once.
             pipeline.step("cargo test --no-run (every test binary)", || {
                 cargo_env(&root, ["test", "--workspace", "--no-run"], &env)
             });
-            let images = ImagesInBackground::start(&root);
+            let mut images = None;
             if nextest_available(&root) {
                 pipeline.step("cargo nextest run", || {
                     cargo_env(
@@ -199,12 +205,14 @@ pub fn run() -> Result<ExitCode> {
                     cargo_env(&root, ["test", "--workspace", "--doc"], &env)
                 });
             } else {
-                pipeline.step("cargo test", || {
-                    cargo_env(&root, ["test", "--workspace", "--no-fail-fast"], &env)
-                });
-            }
-            if let Some(images) = images {
-                pipeline.step("images built beside the tests", || images.wait());
+                images = ImagesInBackground::start(&root);
+                let skip: &[&str] = if images.is_some() {
+                    &["--skip", IMAGE_TESTS]
+                } else {
+                    &[]
+                };
+                let args = [&["test", "--workspace", "--no-fail-fast", "--"], skip].concat();
+                pipeline.step("cargo test", || cargo_env(&root, args, &env));
             }
             // The core's and the kubelet API's suites once more, each node
             // with its own identity under the Node authorizer (a bootstrap
@@ -239,6 +247,16 @@ pub fn run() -> Result<ExitCode> {
                     )
                 },
             );
+            if let Some(images) = images {
+                pipeline.step("images built beside the tests", || images.wait());
+                pipeline.step("cargo test: the image tests", || {
+                    cargo_env(
+                        &root,
+                        ["test", "--workspace", "--no-fail-fast", "--", IMAGE_TESTS],
+                        &env,
+                    )
+                });
+            }
         }
         _ => pipeline.skip("tests", "no test cluster"),
     }
