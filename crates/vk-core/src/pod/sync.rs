@@ -136,7 +136,14 @@ impl Syncer {
         {
             return outcome;
         }
-        if !is_terminal(&pod)
+        // Most pods never get an ephemeral container: no backend look-up for them.
+        let debugged = pod.spec.as_ref().is_some_and(|s| {
+            s.ephemeral_containers
+                .as_ref()
+                .is_some_and(|e| !e.is_empty())
+        });
+        if debugged
+            && !is_terminal(&pod)
             && let Some(entry) = self.backend.entry(key, &pk.uid)
         {
             let new = ephemeral::pending(&pod, &entry.ephemeral);
