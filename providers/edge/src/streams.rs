@@ -134,7 +134,8 @@ async fn pump_output(
     stdout: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     stderr: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     feeders: [Option<tokio::task::JoinHandle<()>>; 2],
-) {
+) -> bool {
+    let mut ended = true;
     while let Some(Ok(item)) = output.next().await {
         let target = match &item {
             LogOutput::StdErr { .. } => stderr.as_ref().or(stdout.as_ref()),
@@ -143,12 +144,14 @@ async fn pump_output(
         if let Some(tx) = target
             && tx.send(item.into_bytes()).await.is_err()
         {
+            ended = false;
             break;
         }
     }
     for task in feeders.into_iter().flatten() {
         task.abort();
     }
+    ended
 }
 
 /// Runs a command in a container; returns its exit code.
@@ -259,16 +262,26 @@ pub async fn attach(
             .resize_container_tty(&id, ResizeContainerTTYOptions { h, w })
             .await;
     });
-    pump_output(attached.output, stdout, stderr, [input_task, resize_task]).await;
-    let info = crate::pod::inspect(&docker, &id)
-        .await
-        .map_err(|e| map_error(e, "inspecting the container"))?;
-    let state = info.state.unwrap_or_default();
-    Ok(if state.running == Some(true) {
-        0
-    } else {
-        i32::try_from(state.exit_code.unwrap_or(0)).unwrap_or(-1)
-    })
+    let output_ended =
+        pump_output(attached.output, stdout, stderr, [input_task, resize_task]).await;
+    // The output ends a moment before the engine records the exit; give it
+    // that moment, so the client gets the real exit code. A process that
+    // closed its output and runs on is reported as a clean end, as the
+    // kubelet does.
+    let tries = if output_ended { 150 } else { 1 };
+    for attempt in 1..=tries {
+        let info = crate::pod::inspect(&docker, &id)
+            .await
+            .map_err(|e| map_error(e, "inspecting the container"))?;
+        let state = info.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return Ok(i32::try_from(state.exit_code.unwrap_or(0)).unwrap_or(-1));
+        }
+        if attempt < tries {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(0)
 }
 
 /// Carries one port-forward connection to `port` on the pod IP.
