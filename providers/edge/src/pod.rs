@@ -1003,7 +1003,40 @@ impl Supervisor {
             .start_container(&infra_id, None)
             .await
             .map_err(|e| engine_message(&e))?;
+        // After the start: Podman gives a new volume's root to the user of
+        // the first container that mounts it.
+        self.prepare_empty_dirs(&infra_id).await?;
         self.observe().await;
+        Ok(())
+    }
+
+    /// The pod's `fsGroup`, which owns its volumes.
+    fn fs_group(&self) -> Option<u64> {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u64::try_from(g).ok())
+    }
+
+    /// Gives every emptyDir the kubelet's permissions (writable by any user;
+    /// owned by the pod's `fsGroup`) through the infra container.
+    async fn prepare_empty_dirs(&self, infra_id: &str) -> Result<(), String> {
+        let fs_group = self.fs_group();
+        for (name, src) in &self.plan {
+            if !matches!(src, VolumeSource::Engine { files: false, .. }) {
+                continue;
+            }
+            let tar = volumes::empty_dir_root(fs_group)
+                .map_err(|e| format!("preparing emptyDir {name}: {e}"))?;
+            let path = format!("{INFRA_VOLUME_ROOT}/{name}");
+            self.node
+                .engine
+                .upload(infra_id, &path, tar)
+                .await
+                .map_err(|e| format!("preparing emptyDir {name}: {e}"))?;
+        }
         Ok(())
     }
 
@@ -1012,6 +1045,7 @@ impl Supervisor {
         let Some((infra_id, _)) = self.infra.clone() else {
             return;
         };
+        let fs_group = self.fs_group();
         let mut ok = true;
         for (name, files) in &self.files {
             if !matches!(
@@ -1020,7 +1054,7 @@ impl Supervisor {
             ) {
                 continue;
             }
-            let tar = match volumes::archive(files) {
+            let tar = match volumes::archive(files, fs_group) {
                 Ok(t) => t,
                 Err(e) => {
                     warn!(pod = %self.shared.key, volume = %name, error = %e, "building the volume archive failed");

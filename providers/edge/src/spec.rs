@@ -578,10 +578,16 @@ pub fn app_body(
             readonly_rootfs: Some(sc.read_only_root_filesystem.unwrap_or(false)),
             cap_add: caps.add.filter(|v| !v.is_empty()),
             cap_drop: caps.drop.filter(|v| !v.is_empty()),
-            group_add: psc
-                .supplemental_groups
-                .map(|g| g.into_iter().map(|g| g.to_string()).collect())
-                .filter(|v: &Vec<String>| !v.is_empty()),
+            // The kubelet adds fsGroup, which owns the pod's volumes, to
+            // the supplemental groups.
+            group_add: Some(
+                psc.fs_group
+                    .into_iter()
+                    .chain(psc.supplemental_groups.unwrap_or_default())
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .filter(|v| !v.is_empty()),
             ulimits: None::<Vec<ResourcesUlimits>>,
             init: Some(false),
             ..Default::default()

@@ -532,6 +532,96 @@ async fn volumes_configmap_updates_emptydir_sharing_and_service_account_token() 
     drop(node);
 }
 
+/// The kubelet's `fsGroup`: a non-root container reads a Secret mounted with
+/// `defaultMode: 0400` and writes to an emptyDir, and what it writes there
+/// belongs to the group (as the charts' own pods need: they run as 65532).
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_group_lets_a_non_root_container_read_its_secret_and_write_its_empty_dir() {
+    let (cluster, ns, node) = rig!("edge-fsgroup");
+    let client = cluster.client();
+    let n = ns.name();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), n);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "key"}, "stringData": {"key": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut app = sh(
+        "app",
+        "cat /secret/key > /scratch/copy; id -G > /scratch/groups; sleep 3600",
+    );
+    app["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}, {"name": "key", "mountPath": "/secret", "readOnly": true}]);
+    app["securityContext"] =
+        json!({"runAsUser": 1000, "runAsGroup": 3000, "allowPrivilegeEscalation": false});
+    create_pod(
+        &client,
+        n,
+        pod_with(
+            "fsg",
+            &node.name,
+            json!([app]),
+            json!({
+                "securityContext": {"fsGroup": 2000, "runAsNonRoot": true},
+                "volumes": [
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "key", "secret": {"secretName": "key", "defaultMode": 0o400}},
+                ],
+            }),
+        ),
+    )
+    .await;
+    wait_running(&client, n, "fsg", RUN).await;
+    wait_until(
+        "the copy of the Secret",
+        Duration::from_secs(20),
+        || async { exec_out(&cluster, n, "fsg", "app", "/scratch/copy").await == "s3cret" },
+    )
+    .await;
+    let groups = exec_out(&cluster, n, "fsg", "app", "/scratch/groups").await;
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert_eq!(groups.first(), Some(&"3000"), "{groups:?}");
+    assert!(
+        groups.contains(&"2000"),
+        "fsGroup is a supplemental group: {groups:?}"
+    );
+    let (code, stat, err) = kubectl(
+        &cluster,
+        &[
+            "-n",
+            n,
+            "exec",
+            "fsg",
+            "-c",
+            "app",
+            "--",
+            "stat",
+            "-L",
+            "-c",
+            "%n %a %u %g",
+            "/secret/key",
+            "/scratch",
+            "/scratch/copy",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let stat: Vec<&str> = stat.lines().collect();
+    assert_eq!(
+        stat,
+        vec![
+            "/secret/key 440 0 2000",
+            "/scratch 2777 0 2000",
+            "/scratch/copy 644 1000 2000",
+        ]
+    );
+    drop(node);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_ends_with_a_reason_and_an_event_never_a_panic() {
     let (cluster, ns, node) = rig!("edge-bad");
