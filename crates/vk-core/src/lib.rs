@@ -84,6 +84,6 @@ pub mod runtime;
 pub mod toolkit;
 
 pub use provider::{
-    BackendPod, CallRateLimit, NodeCapacity, PodEvent, PodKey, Provider, ProviderError,
+    BackendPod, CallRateLimit, NodeCapacity, PodEvent, PodIpEnv, PodKey, Provider, ProviderError,
     ProviderResult, RegistryCredential, ResolvedPod, StatusNotifier, StreamKind, VolumeFiles,
 };

@@ -188,9 +188,64 @@ pub struct ResolvedPod {
     /// sends them as its secret kind of value (ACI `secureValue`, ECS
     /// `secrets`), never as plain values. See [`ResolvedPod::is_secret_env`].
     pub secret_env: BTreeMap<String, BTreeSet<String>>,
+    /// Set when env reads `status.podIP` but the IP was not known before
+    /// the start ([`Provider::allocate_pod_ip`] said `None`, so those values
+    /// are ""): see [`ResolvedPod::with_pod_ip`].
+    pub pod_ip_env: PodIpEnv,
+}
+
+/// What it takes to resolve the pod's env again once its IP is known: the
+/// pod as the API has it and the objects its env read. Opaque; its `Debug`
+/// shows nothing of the objects (they hold Secret values).
+#[derive(Clone, Default)]
+pub struct PodIpEnv(Option<Arc<(Pod, crate::pod::env::EnvSources)>>);
+
+impl PodIpEnv {
+    /// For `pod` (as the API has it), resolved from `sources` without an IP.
+    pub(crate) fn pending(pod: &Pod, sources: &crate::pod::env::EnvSources) -> PodIpEnv {
+        PodIpEnv(Some(Arc::new((pod.clone(), sources.clone()))))
+    }
+
+    /// Whether env waits for the pod's IP.
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl PodIpEnv {
+    /// The pod with env resolved for `ip`; see [`ResolvedPod::with_pod_ip`].
+    pub fn resolve(&self, ip: &str) -> Option<Pod> {
+        let (pod, sources) = self.0.as_deref()?;
+        let mut sources = sources.clone();
+        sources.pod_ip = Some(ip.to_string());
+        let mut pod = pod.clone();
+        // The same objects resolved once already, so this cannot fail but
+        // for a bug; then the values stay as first resolved.
+        crate::pod::env::resolve_pod_env(&mut pod, &sources).ok()?;
+        Some(pod)
+    }
+}
+
+impl fmt::Debug for PodIpEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_pending() {
+            "PodIpEnv(pending)"
+        } else {
+            "PodIpEnv(none)"
+        })
+    }
 }
 
 impl ResolvedPod {
+    /// The pod with its env resolved again, `status.podIP` and
+    /// `status.podIPs` (and every `$(VAR)` that takes them in) now `ip`: for
+    /// a provider that learns the pod's IP before it starts the containers,
+    /// as the kubelet does with its sandbox (edge: the infra container).
+    /// `None` when no env waits for the IP.
+    pub fn with_pod_ip(&self, ip: &str) -> Option<Pod> {
+        self.pod_ip_env.resolve(ip)
+    }
+
     /// The backend identity of this pod.
     pub fn key(&self) -> Option<PodKey> {
         PodKey::of(&self.pod)
@@ -423,7 +478,9 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The IP the pod will have, when the backend can tell before the pod starts.
     /// Called only for pods whose env reads `status.podIP`, right before
-    /// [`Provider::create_pod`]; the default (`None`) resolves such variables to "".
+    /// [`Provider::create_pod`]; with the default (`None`) such variables are ""
+    /// in [`ResolvedPod::pod`], and [`ResolvedPod::with_pod_ip`] resolves them
+    /// once the backend has given the pod its IP.
     async fn allocate_pod_ip(&self, _key: &PodKey) -> ProviderResult<Option<String>> {
         Ok(None)
     }

@@ -287,6 +287,11 @@ pub struct Supervisor {
     mountpoints: BTreeMap<String, String>,
     infra: Option<(String, bool)>,
     ip: Option<String>,
+    /// Env that reads `status.podIP`, resolved once the infra container has
+    /// the IP (the kubelet's sandbox comes first for the same reason).
+    pod_ip_env: vk_core::PodIpEnv,
+    /// The IP the containers' specs were last resolved for.
+    env_ip: Option<String>,
     infra_error: Option<String>,
     infra_retry_at: Option<Instant>,
     infra_backoff: BackOff,
@@ -328,6 +333,8 @@ impl Supervisor {
             mountpoints: BTreeMap::new(),
             infra: None,
             ip: None,
+            pod_ip_env: vk_core::PodIpEnv::default(),
+            env_ip: None,
             infra_error: None,
             infra_retry_at: None,
             infra_backoff: BackOff::kubelet(),
@@ -339,6 +346,37 @@ impl Supervisor {
         };
         s.publish();
         Ok(s)
+    }
+
+    /// Env that waits for the pod's IP ([`vk_core::ResolvedPod::with_pod_ip`]).
+    pub fn with_pod_ip_env(mut self, env: vk_core::PodIpEnv) -> Supervisor {
+        self.pod_ip_env = env;
+        self
+    }
+
+    /// Resolves env that reads `status.podIP` for the infra container's IP,
+    /// before the containers start: again when a new infra container got a
+    /// new IP (its containers are recreated with it).
+    fn resolve_pod_ip_env(&mut self) {
+        let Some(ip) = self.ip.clone() else {
+            return;
+        };
+        if !self.pod_ip_env.is_pending() || self.env_ip.as_deref() == Some(ip.as_str()) {
+            return;
+        }
+        let Some(pod) = self.pod_ip_env.resolve(&ip) else {
+            warn!(pod = %self.shared.key, "env reading status.podIP could not be resolved again; it stays empty");
+            self.pod_ip_env = vk_core::PodIpEnv::default();
+            return;
+        };
+        let specs = containers_of(&pod);
+        for c in self.ctrs.iter_mut() {
+            if let Some(n) = specs.iter().find(|n| n.spec.name == c.spec.name) {
+                c.spec = n.spec.clone();
+            }
+        }
+        self.pod = pod;
+        self.env_ip = Some(ip);
     }
 
     /// A supervisor for a pod found in the engine: `summaries` are all its
@@ -956,6 +994,8 @@ impl Supervisor {
                     c.recreate = true;
                 }
             }
+            self.observe().await;
+            self.resolve_pod_ip_env();
             return Ok(());
         }
         engine
@@ -1007,6 +1047,7 @@ impl Supervisor {
         // the first container that mounts it.
         self.prepare_empty_dirs(&infra_id).await?;
         self.observe().await;
+        self.resolve_pod_ip_env();
         Ok(())
     }
 

@@ -331,7 +331,8 @@ impl Provider for EdgeProvider {
             pod.volumes.clone(),
             pod.pull_credentials.clone(),
         )
-        .map_err(ProviderError::InvalidInput)?;
+        .map_err(ProviderError::InvalidInput)?
+        .with_pod_ip_env(pod.pod_ip_env.clone());
         self.spawn(sup);
         Ok(())
     }

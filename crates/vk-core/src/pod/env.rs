@@ -142,6 +142,7 @@ pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<EnvResolut
         .chain(spec.containers.iter_mut())
     {
         let (env, secret) = resolve_container(&snapshot, c, sources, &service_env, &mut events)?;
+        expand_command_and_args(&mut c.command, &mut c.args, &env);
         c.env = Some(env);
         c.env_from = None;
         if !secret.is_empty() {
@@ -151,6 +152,7 @@ pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<EnvResolut
     for ec in spec.ephemeral_containers.iter_mut().flatten() {
         let c = crate::toolkit::ephemeral::as_container(ec);
         let (env, secret) = resolve_container(&snapshot, &c, sources, &service_env, &mut events)?;
+        expand_command_and_args(&mut ec.command, &mut ec.args, &env);
         ec.env = Some(env);
         ec.env_from = None;
         if !secret.is_empty() {
@@ -158,6 +160,28 @@ pub fn resolve_pod_env(pod: &mut Pod, sources: &EnvSources) -> Result<EnvResolut
         }
     }
     Ok(EnvResolution { events, secret_env })
+}
+
+/// Expands `$(VAR)` in a container's command and args with its resolved
+/// env, as the kubelet does before it starts the container (unknown
+/// references stay verbatim, `$$` is a `$`).
+fn expand_command_and_args(
+    command: &mut Option<Vec<String>>,
+    args: &mut Option<Vec<String>>,
+    env: &[EnvVar],
+) {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone().unwrap_or_default())
+    };
+    for list in [command, args].into_iter().flatten() {
+        for item in list.iter_mut() {
+            if item.contains('$') {
+                *item = expand(item, lookup);
+            }
+        }
+    }
 }
 
 /// Resolves one container into an ordered list of literal env vars, and the

@@ -444,3 +444,69 @@ fn ephemeral_containers_get_their_env_resolved_and_referenced() {
         );
     }
 }
+
+#[test]
+fn env_waiting_for_the_pod_ip_resolves_again_with_it() {
+    let pod = pod_with(
+        vec![
+            from("POD_IP", field("status.podIP")),
+            lit("ADDR", "$(POD_IP):8080"),
+            lit("A", "1"),
+        ],
+        vec![],
+    );
+    let mut src = sources();
+    src.pod_ip = None;
+    let mut first = pod.clone();
+    resolve_pod_env(&mut first, &src).unwrap();
+    assert_eq!(value(&first, "POD_IP").as_deref(), Some(""));
+    assert_eq!(value(&first, "ADDR").as_deref(), Some(":8080"));
+
+    let waiting = crate::provider::PodIpEnv::pending(&pod, &src);
+    assert!(waiting.is_pending());
+    assert_eq!(
+        format!("{waiting:?}"),
+        "PodIpEnv(pending)",
+        "no values in Debug"
+    );
+    let again = waiting.resolve("10.88.0.7").unwrap();
+    assert_eq!(value(&again, "POD_IP").as_deref(), Some("10.88.0.7"));
+    assert_eq!(value(&again, "ADDR").as_deref(), Some("10.88.0.7:8080"));
+    assert_eq!(value(&again, "A").as_deref(), Some("1"));
+    assert!(
+        crate::provider::PodIpEnv::default()
+            .resolve("10.88.0.7")
+            .is_none()
+    );
+}
+
+#[test]
+fn command_and_args_are_expanded_with_the_containers_env() {
+    let mut pod = pod_with(
+        vec![lit("PORT", "8080"), lit("HOST", "$(PORT)-host")],
+        vec![],
+    );
+    let c = &mut pod.spec.as_mut().unwrap().containers[0];
+    c.command = Some(vec!["serve".into(), "--port=$(PORT)".into()]);
+    c.args = Some(vec![
+        "$(HOST)".into(),
+        "$(UNKNOWN)".into(),
+        "$$(PORT)".into(),
+        "plain".into(),
+    ]);
+    resolve_pod_env(&mut pod, &sources()).unwrap();
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        c.command.as_deref().unwrap(),
+        ["serve".to_string(), "--port=8080".into()]
+    );
+    assert_eq!(
+        c.args.as_deref().unwrap(),
+        [
+            "8080-host".to_string(),
+            "$(UNKNOWN)".into(),
+            "$(PORT)".into(),
+            "plain".into()
+        ]
+    );
+}

@@ -123,6 +123,11 @@ impl Resolver {
         src.pod_ip = pod_ip;
         let mut notes = Vec::new();
         let mut resolved = pod.clone();
+        let pod_ip_env = if src.pod_ip.is_none() && env::needs_pod_ip(pod) {
+            crate::provider::PodIpEnv::pending(pod, &src)
+        } else {
+            crate::provider::PodIpEnv::default()
+        };
         let env = env::resolve_pod_env(&mut resolved, &src)
             .map_err(|e| Note::warning(e.reason, e.message))?;
         if report {
@@ -152,6 +157,7 @@ impl Resolver {
                 volumes: materialised.volumes,
                 pull_credentials,
                 secret_env: env.secret_env,
+                pod_ip_env,
             },
             refresh_at,
             notes,

@@ -532,6 +532,43 @@ async fn volumes_configmap_updates_emptydir_sharing_and_service_account_token() 
     drop(node);
 }
 
+/// Env from `status.podIP` holds the pod's IP, as on a kubelet (the
+/// sandbox first): the infra container's, also inside a `$(VAR)` expansion
+/// and in the command.
+#[tokio::test(flavor = "multi_thread")]
+async fn env_from_status_pod_ip_is_the_pods_ip() {
+    let (cluster, ns, node) = rig!("edge-podip");
+    let client = cluster.client();
+    let n = ns.name();
+    let mut app = sh("app", "echo \"$(ADDR) $POD_IP\" > /tmp/seen; sleep 3600");
+    app["env"] = json!([
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "ADDR", "value": "$(POD_IP):8080"},
+    ]);
+    create_pod(
+        &client,
+        n,
+        pod_with("ip", &node.name, json!([app]), json!({})),
+    )
+    .await;
+    let p = wait_running(&client, n, "ip", RUN).await;
+    let ip = p.status.and_then(|s| s.pod_ip).expect("the pod's IP");
+    assert!(!ip.is_empty());
+    wait_until(
+        "the container's record of its env",
+        Duration::from_secs(20),
+        || async {
+            !exec_out(&cluster, n, "ip", "app", "/tmp/seen")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    let seen = exec_out(&cluster, n, "ip", "app", "/tmp/seen").await;
+    assert_eq!(seen.trim(), format!("{ip}:8080 {ip}"));
+    drop(node);
+}
+
 /// The kubelet's `fsGroup`: a non-root container reads a Secret mounted with
 /// `defaultMode: 0400` and writes to an emptyDir, and what it writes there
 /// belongs to the group (as the charts' own pods need: they run as 65532).
