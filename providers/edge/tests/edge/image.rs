@@ -226,8 +226,10 @@ async fn a_rolling_restart_of_the_mock_charts_deployment_recreates_no_pod() {
 
     // The rolling restart.
     let watch = ReadyWatch::start(&client, &node);
+    let started = std::time::Instant::now();
     kubectl_ok(&cluster, &["-n", n, "rollout", "restart", &deployment]).await;
     rollout_status(&cluster, n, &deployment, &release).await;
+    eprintln!("rollout restart done in {:?}", started.elapsed());
     let new = wait_pods(
         &client,
         n,
