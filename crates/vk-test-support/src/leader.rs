@@ -20,6 +20,31 @@ use kube::runtime::watcher;
 
 use crate::nodes::node_ready;
 
+/// The workloads in `vk-mock`'s state file for `node` (`--state-dir`), by
+/// pod name: (UID, IP, start time). Empty when there is no readable file.
+/// Equal before and after a handover: nothing was recreated.
+pub fn mock_state_pods(state_dir: &Path, node: &str) -> BTreeMap<String, (String, String, String)> {
+    let v: serde_json::Value = std::fs::read(state_dir.join(format!("{node}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                s(&p["key"]["name"]),
+                (
+                    s(&p["key"]["uid"]),
+                    s(&p["ip"]),
+                    s(&p["status"]["startTime"]),
+                ),
+            )
+        })
+        .collect()
+}
+
 /// A copy of the provider binary `source` in `dir`, for a test that
 /// restarts replicas over a long time: a target directory shared with other
 /// checkouts may hold another build by then. Checked to be one with

@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::{Value, json};
-use vk_test_support::leader::{ReadyWatch, holder};
+use serde_json::json;
+use vk_test_support::leader::{ReadyWatch, holder, mock_state_pods};
 use vk_test_support::{CsrApprover, KubernetesService, provider_image, wait_pods};
 
 use crate::support::*;
@@ -19,29 +19,6 @@ async fn the_image_loads_runs_and_declares_its_user_entrypoint_and_labels() {
         return;
     };
     image.assert_runs_and_declares();
-}
-
-/// The pods of the mock's state file, by name: (uid, ip, start time).
-fn mock_backend(state: &std::path::Path, node: &str) -> BTreeMap<String, (String, String, String)> {
-    let v: Value = std::fs::read(state.join(format!("{node}.json")))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            (
-                s(&p["key"]["name"]),
-                (
-                    s(&p["key"]["uid"]),
-                    s(&p["ip"]),
-                    s(&p["status"]["startTime"]),
-                ),
-            )
-        })
-        .collect()
 }
 
 /// `kubectl rollout status`; on failure, the chart's pods and their logs.
@@ -207,7 +184,7 @@ async fn a_rolling_restart_of_the_mock_charts_deployment_recreates_no_pod() {
         "the 50 pods in the mock's state",
         Duration::from_secs(10),
         || async {
-            let b = mock_backend(state.path(), &node);
+            let b = mock_state_pods(state.path(), &node);
             Ok((b.len() == 50).then_some(b))
         },
     )
@@ -270,7 +247,7 @@ async fn a_rolling_restart_of_the_mock_charts_deployment_recreates_no_pod() {
     .await;
     assert_eq!(uids(&after), before, "the same 50 pod objects");
     assert_eq!(
-        mock_backend(state.path(), &node),
+        mock_state_pods(state.path(), &node),
         backend_before,
         "the same 50 backend pods (UIDs, IPs, start times)"
     );

@@ -17,7 +17,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use vk_test_support::leader::{
-    self, ReadyWatch, Term, Write, audit, creations, is_process, lease_history, terms,
+    self, ReadyWatch, Term, Write, audit, creations, is_process, lease_history, mock_state_pods,
+    terms,
 };
 
 /// Flags of every replica: the election Lease in the test's namespace, JSON logs to parse.
@@ -120,31 +121,6 @@ fn check_writes(replicas: &[&MockNode], history: &BTreeMap<i32, Term>) -> Vec<Wr
     leader::check_writes(&logs, history)
 }
 
-/// The pods of the state file, by name: (uid, ip, start time).
-fn backend(state: &Path, node: &str) -> BTreeMap<String, (String, String, String)> {
-    let v: serde_json::Value = std::fs::read(state.join(format!("{node}.json")))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (
-                p["key"]["name"].as_str().unwrap_or_default().to_string(),
-                (
-                    p["key"]["uid"].as_str().unwrap_or_default().to_string(),
-                    p["ip"].as_str().unwrap_or_default().to_string(),
-                    p["status"]["startTime"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                ),
-            )
-        })
-        .collect()
-}
-
 async fn create_and_wait(client: &Client, ns: &str, node: &str, names: &[String]) {
     for name in names {
         create_pod(client, ns, pod(name, node)).await;
@@ -182,7 +158,7 @@ async fn sigkill_of_the_leader_hands_the_node_to_the_standby_without_recreating(
     let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
     create_and_wait(&client, ns.name(), &node, &names).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the state file catches up
-    let before = backend(&state, &node);
+    let before = mock_state_pods(&state, &node);
     assert_eq!(before.len(), 100, "the backend holds the 100 pods");
     assert!(
         audit(&b.log).is_empty(),
@@ -234,7 +210,7 @@ async fn sigkill_of_the_leader_hands_the_node_to_the_standby_without_recreating(
 
     // No backend pod recreated: same UIDs, IPs and start times.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = backend(&state, &node);
+    let after = mock_state_pods(&state, &node);
     for (name, was) in &before {
         assert_eq!(after.get(name), Some(was), "pod {name} kept its workload");
     }
@@ -287,7 +263,7 @@ async fn sigkill_of_the_leader_hands_the_node_to_the_standby_without_recreating(
     wait_running(&client, ns.name(), "after-term", Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     ready.assert_always_ready();
-    let after = backend(&state, &node);
+    let after = mock_state_pods(&state, &node);
     assert_eq!(after.len(), 102, "nothing deleted in the backend");
     for (name, was) in &before {
         assert_eq!(after.get(name), Some(was), "pod {name} kept its workload");
@@ -387,7 +363,7 @@ async fn leaders_killed_in_a_row_never_duplicate_a_workload_nor_write_out_of_tur
     assert_eq!(listed.len(), 20 + 3 * kills);
     assert!(listed.iter().all(|p| phase(p) == "Running"));
     // The backend holds exactly the API's pods, each by its own UID.
-    let held = backend(&state, &node);
+    let held = mock_state_pods(&state, &node);
     assert_eq!(held.len(), listed.len());
     for p in &listed {
         assert_eq!(
@@ -496,7 +472,7 @@ async fn a_paused_leader_writes_nothing_when_it_resumes_and_exits() {
         .await
         .unwrap()
         .items;
-    let held = backend(&set.state(), &node);
+    let held = mock_state_pods(&set.state(), &node);
     assert_eq!(held.len(), listed.len(), "{held:?}");
     for p in &listed {
         assert_eq!(
