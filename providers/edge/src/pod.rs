@@ -76,12 +76,15 @@ pub struct PodView {
 }
 
 /// A pending change from `update_pod`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Update {
     /// The new resolved pod.
     pub pod: Pod,
     /// Its volume files; `None` keeps the ones the supervisor has.
     pub files: Option<BTreeMap<String, VolumeFiles>>,
+    /// Its env that waits for the pod's IP, if any
+    /// ([`vk_core::ResolvedPod::with_pod_ip`]).
+    pub pod_ip_env: vk_core::PodIpEnv,
 }
 
 /// What the provider holds of a running supervisor.
@@ -136,7 +139,7 @@ impl PodShared {
         let mut pending = lock(&self.update);
         let update = pending.get_or_insert_with(|| Update {
             pod: lock(&self.pod).clone(),
-            files: None,
+            ..Update::default()
         });
         if let Some(spec) = update.pod.spec.as_mut() {
             spec.ephemeral_containers = Some(ephemeral);
@@ -375,6 +378,13 @@ impl Supervisor {
                 c.spec = n.spec.clone();
             }
         }
+        // What the provider reports and what `kubectl debug` builds on,
+        // unless an update is on its way.
+        let pending = lock(&self.shared.update);
+        if pending.is_none() {
+            *lock(&self.shared.pod) = pod.clone();
+        }
+        drop(pending);
         self.pod = pod;
         self.env_ip = Some(ip);
     }
@@ -486,9 +496,23 @@ impl Supervisor {
     }
 
     async fn apply_update(&mut self) {
-        let Some(update) = lock(&self.shared.update).take() else {
+        let Some(mut update) = lock(&self.shared.update).take() else {
             return;
         };
+        // Env that reads the pod's IP, for the IP the pod has (else its
+        // running containers would look changed).
+        self.pod_ip_env = std::mem::take(&mut update.pod_ip_env);
+        self.env_ip = None;
+        if let Some(ip) = self.ip.clone()
+            && let Some(mut pod) = self.pod_ip_env.resolve(&ip)
+        {
+            // Ephemeral containers come resolved, and may be newer.
+            if let (Some(spec), Some(from)) = (pod.spec.as_mut(), update.pod.spec.as_ref()) {
+                spec.ephemeral_containers = from.ephemeral_containers.clone();
+            }
+            update.pod = pod;
+            self.env_ip = Some(ip);
+        }
         let new_ctrs = containers_of(&update.pod);
         for c in self.ctrs.iter_mut() {
             if let Some(n) = new_ctrs.iter().find(|n| n.spec.name == c.spec.name) {
@@ -1613,6 +1637,7 @@ mod tests {
         s.push_update(Update {
             pod: pod_with_image("v2"),
             files: Some(files.clone()),
+            ..Update::default()
         });
         s.push_ephemeral(debugger());
         let u = lock(&s.update).clone().unwrap();

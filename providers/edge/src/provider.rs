@@ -345,6 +345,7 @@ impl Provider for EdgeProvider {
         shared.push_update(Update {
             pod: pod.pod.clone(),
             files: Some(pod.volumes.clone()),
+            pod_ip_env: pod.pod_ip_env.clone(),
         });
         Ok(())
     }

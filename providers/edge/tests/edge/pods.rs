@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vk_test_support::{BUSYBOX_HTTPD_IMAGE, BUSYBOX_IMAGE, Registry};
@@ -566,6 +566,39 @@ async fn env_from_status_pod_ip_is_the_pods_ip() {
     .await;
     let seen = exec_out(&cluster, n, "ip", "app", "/tmp/seen").await;
     assert_eq!(seen.trim(), format!("{ip}:8080 {ip}"));
+
+    // An ephemeral container later: the app container, whose env holds the
+    // IP, is not taken for changed and restarted.
+    let id = |p: &Pod| {
+        container(p, "app")
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_default()
+    };
+    let before = id(&get_pod(&cluster, n, "ip").await);
+    let image = format!("--image={BUSYBOX_IMAGE}");
+    kubectl_ok(
+        &cluster,
+        &["debug", "-n", n, "ip", &image, "-c", "dbg", "--", "true"],
+    )
+    .await;
+    wait_until(
+        "the debug container's end",
+        Duration::from_secs(30),
+        || async {
+            get_pod(&cluster, n, "ip")
+                .await
+                .status
+                .and_then(|s| s.ephemeral_container_statuses)
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+                })
+        },
+    )
+    .await;
+    let after = get_pod(&cluster, n, "ip").await;
+    assert_eq!(id(&after), before, "the app container was not recreated");
+    assert_eq!(container(&after, "app").map(|c| c.restart_count), Some(0));
     drop(node);
 }
 
